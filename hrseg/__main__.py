@@ -1,0 +1,3 @@
+from hrseg.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Data layer: label tables, dataset readers, HDF5 shards, procedural scenes."""
