@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix metrics, scoring runs and prediction folders, weighting quality."""
