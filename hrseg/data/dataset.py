@@ -1,0 +1,238 @@
+"""A torch Dataset over a prepared split, plus the infinite per-domain sampler training uses.
+
+HDF5 handles must not cross a fork or be pickled to a spawned worker, so a
+``ShardDataset`` opens its shards lazily, per process: the handles are keyed
+by the process id and dropped when the dataset is pickled. Items are uint8
+tensors; conversion to float, normalisation and augmentation happen on whole
+batches (see ``hrseg.data.augment``), where they can run on the accelerator.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from hrseg.data.shards import Manifest
+from hrseg.errors import HrsegError
+
+FIELDS = ("image", "label", "realism", "full_label", "name", "index")
+_H5_KEYS = {"image": "images", "label": "labels", "realism": "realism", "full_label": "full_labels"}
+
+
+def split_dir(data_dir: str | Path, dataset: str, split: str) -> Path:
+    return Path(data_dir) / dataset / split
+
+
+class ShardDataset(Dataset):
+    """Items of one prepared split: ``{"image": uint8 (3,H,W), "label": uint8 (H,W), ...}``.
+
+    ``fields`` picks what ``__getitem__`` returns (only those are read from
+    disk); ``indices`` restricts the dataset to a subset of the split, in the
+    given order (e.g. the first N target images).
+    """
+
+    def __init__(
+        self,
+        split_dir: str | Path,
+        fields: Sequence[str] = ("image", "label"),
+        indices: Sequence[int] | None = None,
+    ) -> None:
+        self.split_dir = Path(split_dir)
+        self.manifest = Manifest.load(self.split_dir)
+        unknown = [f for f in fields if f not in FIELDS]
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; choose from {FIELDS}")
+        manifest_path = self.split_dir / "manifest.json"
+        if "realism" in fields and not self.manifest.has_realism:
+            raise HrsegError(f"{manifest_path}: this split has no realism masks (only procedural scenes do)")
+        if "full_label" in fields and not self.manifest.has_full_labels:
+            raise HrsegError(f"{manifest_path}: this split has no full-resolution labels")
+        self.fields = tuple(fields)
+        self._starts = np.cumsum([0] + [s.count for s in self.manifest.shards]).tolist()
+        total = self._starts[-1]
+        if total == 0:
+            raise HrsegError(f"{manifest_path}: the split is empty (0 images)")
+        if indices is None:
+            self.indices = np.arange(total, dtype=np.int64)
+        else:
+            self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= total):
+                raise IndexError(f"indices out of range for a split of {total} images")
+        self._files: dict[int, h5py.File] = {}
+        self._pid = os.getpid()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of images and labels."""
+        return self.manifest.size
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def subset(self, indices: Sequence[int]) -> "ShardDataset":
+        """A dataset over some items of this one (indices relative to this dataset)."""
+        return ShardDataset(self.split_dir, self.fields, self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def with_fields(self, fields: Sequence[str]) -> "ShardDataset":
+        return ShardDataset(self.split_dir, fields, self.indices)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, row in shard) of split-level image ``index``."""
+        shard = bisect.bisect_right(self._starts, index) - 1
+        return shard, index - self._starts[shard]
+
+    def _file(self, shard: int) -> h5py.File:
+        pid = os.getpid()
+        if pid != self._pid:  # forked worker: the parent's handles are not ours to use
+            self._files = {}
+            self._pid = pid
+        f = self._files.get(shard)
+        if f is None:
+            path = self.split_dir / self.manifest.shards[shard].file
+            try:
+                f = h5py.File(path, "r")
+            except OSError as exc:
+                raise HrsegError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
+            self._files[shard] = f
+        return f
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        index = int(self.indices[i])
+        shard, row = self.locate(index)
+        f = self._file(shard)
+        item: dict[str, Any] = {}
+        for field in self.fields:
+            if field == "name":
+                item["name"] = bytes(f["names"][row]).rstrip(b"\0").decode("utf-8")
+            elif field == "index":
+                item["index"] = index
+            else:
+                arr = f[_H5_KEYS[field]][row]
+                if field == "image":
+                    item["image"] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+                else:
+                    item[field] = torch.from_numpy(arr)
+        return item
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "_pid", None) == os.getpid():
+                self.close()
+        except Exception:  # interpreter shutdown: h5py may already be gone
+            pass
+
+
+def open_split(
+    data_dir: str | Path,
+    dataset: str,
+    split: str,
+    fields: Sequence[str] = ("image", "label"),
+    indices: Sequence[int] | None = None,
+) -> ShardDataset:
+    """Open ``DATA/<dataset>/<split>``; a split that was never prepared is a user error."""
+    path = split_dir(data_dir, dataset, split)
+    if not (path / "manifest.json").is_file():
+        available = available_splits(data_dir)
+        have = ", ".join(available) if available else "none"
+        raise HrsegError(
+            f"{path}: split {dataset}/{split} is not prepared (no manifest.json); prepared splits: {have}"
+        )
+    return ShardDataset(path, fields=fields, indices=indices)
+
+
+def available_splits(data_dir: str | Path) -> list[str]:
+    """``dataset/split`` names of every prepared split under ``data_dir``."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        f"{p.parent.parent.name}/{p.parent.name}"
+        for p in root.glob("*/*/manifest.json")
+    )
+
+
+class DomainSampler(Sampler[int]):
+    """An endless, seeded stream of shuffled indices for one domain, shardable over ranks.
+
+    Every epoch is a fresh permutation drawn from ``seed + epoch``, so the order
+    depends only on (seed, epoch, position): ``state_dict`` is two integers and a
+    resumed run reads exactly the items an uninterrupted one would. With
+    ``world_size > 1`` each rank takes every ``world_size``-th index of the
+    same permutation.
+    """
+
+    def __init__(self, num_items: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if num_items <= 0:
+            raise ValueError("DomainSampler needs at least one item")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.num_items = num_items
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.position = 0  # items of this rank already yielded in the current epoch
+
+    def _order(self, epoch: int) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.num_items, generator=g).tolist()
+        else:
+            perm = list(range(self.num_items))
+        # pad so every rank gets the same count, as DistributedSampler does
+        per_rank = self.per_rank
+        perm = (perm * (1 + per_rank * self.world_size // self.num_items))[: per_rank * self.world_size]
+        return perm[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            order = self._order(self.epoch)
+            while self.position < len(order):
+                idx = order[self.position]
+                self.position += 1
+                yield idx
+            self.epoch += 1
+            self.position = 0
+
+    @property
+    def per_rank(self) -> int:
+        """Indices this rank yields per epoch."""
+        return -(-self.num_items // self.world_size)
+
+    def set_consumed(self, consumed: int) -> None:
+        """Position the stream after ``consumed`` items of this rank.
+
+        A DataLoader's workers run ahead of the training loop, so a trainer
+        should checkpoint how many items it *consumed* and restore with this,
+        rather than saving ``state_dict`` of a sampler that has been prefetched.
+        """
+        self.epoch, self.position = divmod(int(consumed), self.per_rank)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])

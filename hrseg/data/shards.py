@@ -1,0 +1,373 @@
+"""HDF5 shards of fixed-size uint8 arrays plus a JSON manifest that describes a split.
+
+Decoding large PNGs every epoch starves an accelerator, so each split is
+decoded, resized and label-mapped once into shards. A shard holds one image
+per HDF5 chunk, so a random read touches exactly one chunk. Shards are
+written under a temporary name and renamed when complete, and their bytes
+are a pure function of their content (no HDF5 timestamps), so an
+interrupted-and-resumed ``prepare`` yields the very same files and sha256
+values as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from hrseg.atomic import atomic_path, write_json
+from hrseg.data.labels import IGNORE_INDEX, NUM_CLASSES
+from hrseg.errors import HrsegError
+
+FORMAT = "hrseg-shards/1"
+MANIFEST_NAME = "manifest.json"
+COMPRESSIONS = ("none", "lzf", "gzip")
+NAME_BYTES = 256  # fixed-length names keep shard bytes deterministic and reads cheap
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard file of a split, with the checksum `verify` compares against."""
+
+    file: str
+    count: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """Everything that changes the bytes of a split; a resumed run must match it exactly."""
+
+    size: tuple[int, int]  # (W, H) of images and labels in the shards
+    resize: str  # image interpolation: "area" or "bilinear"; labels are always nearest
+    compression: str
+    shard_size: int
+    full_labels: bool
+    full_size: tuple[int, int] | None = None  # (W, H) of full_labels; None without them
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "resize": self.resize,
+            "compression": self.compression,
+            "shard_size": self.shard_size,
+            "full_labels": self.full_labels,
+            "full_size": list(self.full_size) if self.full_size is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ShardOptions":
+        full = d.get("full_size")
+        return cls(
+            size=(int(d["size"][0]), int(d["size"][1])),
+            resize=str(d["resize"]),
+            compression=str(d["compression"]),
+            shard_size=int(d["shard_size"]),
+            full_labels=bool(d["full_labels"]),
+            full_size=(int(full[0]), int(full[1])) if full is not None else None,
+        )
+
+
+@dataclass
+class Manifest:
+    """The JSON description of one prepared split (``DATA/<dataset>/<split>/manifest.json``)."""
+
+    dataset: str
+    split: str
+    size: tuple[int, int]  # (W, H)
+    options: ShardOptions
+    num_images: int = 0
+    shards: list[ShardInfo] = field(default_factory=list)
+    class_pixels: list[int] = field(default_factory=lambda: [0] * NUM_CLASSES)
+    has_realism: bool = False
+    has_full_labels: bool = False
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    format: str = FORMAT
+
+    @property
+    def width(self) -> int:
+        return self.size[0]
+
+    @property
+    def height(self) -> int:
+        return self.size[1]
+
+    def class_frequencies(self) -> np.ndarray:
+        """Share of labelled pixels per trainId (zeros when the split has no labelled pixel)."""
+        pix = np.asarray(self.class_pixels, dtype=np.float64)
+        total = pix.sum()
+        return pix / total if total > 0 else pix
+
+    def shard_paths(self, split_dir: str | Path) -> list[Path]:
+        return [Path(split_dir) / s.file for s in self.shards]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "dataset": self.dataset,
+            "split": self.split,
+            "size": list(self.size),
+            "options": self.options.to_dict(),
+            "num_images": self.num_images,
+            "shards": [dataclasses.asdict(s) for s in self.shards],
+            "class_pixels": [int(v) for v in self.class_pixels],
+            "has_realism": self.has_realism,
+            "has_full_labels": self.has_full_labels,
+            "skipped": {k: list(v) for k, v in self.skipped.items()},
+            "counts": dict(self.counts),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        return cls(
+            format=str(d["format"]),
+            dataset=str(d["dataset"]),
+            split=str(d["split"]),
+            size=(int(d["size"][0]), int(d["size"][1])),
+            options=ShardOptions.from_dict(d["options"]),
+            num_images=int(d["num_images"]),
+            shards=[ShardInfo(str(s["file"]), int(s["count"]), str(s["sha256"])) for s in d["shards"]],
+            class_pixels=[int(v) for v in d["class_pixels"]],
+            has_realism=bool(d["has_realism"]),
+            has_full_labels=bool(d["has_full_labels"]),
+            skipped={str(k): [str(x) for x in v] for k, v in d.get("skipped", {}).items()},
+            counts={str(k): int(v) for k, v in d.get("counts", {}).items()},
+        )
+
+    def save(self, split_dir: str | Path) -> Path:
+        path = Path(split_dir) / MANIFEST_NAME
+        write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, split_dir: str | Path) -> "Manifest":
+        """Read a split's manifest; a missing or malformed one is a user error naming the file."""
+        path = Path(split_dir)
+        if path.name != MANIFEST_NAME:
+            path = path / MANIFEST_NAME
+        if not path.is_file():
+            raise HrsegError(f"{path}: no manifest; prepare this split first (hrseg prepare ...)")
+        try:
+            data = json.loads(path.read_text())
+            manifest = cls.from_dict(data)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise HrsegError(f"{path}: not a valid hrseg manifest ({type(exc).__name__}: {exc})") from None
+        if manifest.format != FORMAT:
+            raise HrsegError(f"{path}: format {manifest.format!r} is not {FORMAT!r}")
+        return manifest
+
+
+@dataclass
+class ShardSample:
+    """One decoded, resized, trainId-mapped sample, ready to be written to a shard."""
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    label: np.ndarray  # (H, W) uint8 trainIds
+    orig_size: tuple[int, int]  # (H, W) before resizing
+    realism: np.ndarray | None = None  # (H, W) uint8
+    full_label: np.ndarray | None = None  # (Hf', Wf') uint8, padded to the split's full size on write
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _compression_kwargs(compression: str) -> dict[str, Any]:
+    if compression == "none":
+        return {}
+    if compression == "lzf":
+        return {"compression": "lzf"}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4}
+    raise HrsegError(f"--compression: unknown value {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+
+
+def pad_full_label(label: np.ndarray, full_size: tuple[int, int]) -> np.ndarray:
+    """Place a full-resolution label in the split's (W, H) canvas, padding with the ignore label."""
+    w, h = full_size
+    out = np.full((h, w), IGNORE_INDEX, dtype=np.uint8)
+    lh, lw = min(h, label.shape[0]), min(w, label.shape[1])
+    out[:lh, :lw] = label[:lh, :lw]
+    return out
+
+
+def write_shard(
+    path: str | Path,
+    samples: Sequence[ShardSample],
+    *,
+    compression: str = "none",
+    full_size: tuple[int, int] | None = None,
+) -> ShardInfo:
+    """Write ``samples`` to ``path`` atomically and return its manifest entry.
+
+    All arrays are fixed size, one image per chunk; no timestamps are stored so
+    the same samples always give the same bytes.
+    """
+    if not samples:
+        raise ValueError("a shard needs at least one sample")
+    path = Path(path)
+    n = len(samples)
+    h, w = samples[0].label.shape
+    kw = _compression_kwargs(compression)
+    has_realism = samples[0].realism is not None
+    for s in samples:
+        if s.image.shape != (h, w, 3) or s.label.shape != (h, w):
+            raise ValueError(f"{s.name}: image {s.image.shape} / label {s.label.shape} do not match {(h, w)}")
+        if (s.realism is not None) != has_realism:
+            raise ValueError(f"{s.name}: realism present for some samples of a shard but not others")
+    names = [s.name.encode("utf-8") for s in samples]
+    if max(len(b) for b in names) > NAME_BYTES:
+        raise ValueError(f"sample name longer than {NAME_BYTES} bytes: {max(names, key=len)!r}")
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+            f.attrs["format"] = FORMAT
+
+            def put(key: str, arr: np.ndarray, chunk: tuple[int, ...] | None) -> None:
+                f.create_dataset(key, data=arr, chunks=chunk, track_times=False, **(kw if chunk else {}))
+
+            put("images", np.stack([s.image for s in samples]), (1, h, w, 3))
+            put("labels", np.stack([s.label for s in samples]), (1, h, w))
+            if has_realism:
+                put("realism", np.stack([s.realism for s in samples]), (1, h, w))  # type: ignore[misc]
+            if full_size is not None:
+                fw, fh = full_size
+                full = np.stack([pad_full_label(s.full_label, full_size) for s in samples])  # type: ignore[arg-type]
+                put("full_labels", full, (1, fh, fw))
+            put("names", np.array(names, dtype=f"S{NAME_BYTES}"), None)
+            put("orig_sizes", np.array([s.orig_size for s in samples], dtype=np.int32).reshape(n, 2), None)
+        info = ShardInfo(file=path.name, count=n, sha256=sha256_file(tmp))
+    return info
+
+
+class ShardReader:
+    """Random access to one shard; keeps the HDF5 file open until ``close``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise HrsegError(f"{self.path}: cannot open shard ({exc})") from None
+
+    def __len__(self) -> int:
+        return int(self._f["labels"].shape[0])
+
+    def __enter__(self) -> "ShardReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def has(self, key: str) -> bool:
+        return key in self._f
+
+    def dataset(self, key: str) -> h5py.Dataset:
+        return self._f[key]
+
+    def read(self, key: str, index: int) -> np.ndarray:
+        return self._f[key][index]
+
+    def name(self, index: int) -> str:
+        return bytes(self._f["names"][index]).rstrip(b"\0").decode("utf-8")
+
+    def names(self) -> list[str]:
+        return [bytes(b).rstrip(b"\0").decode("utf-8") for b in self._f["names"][()]]
+
+
+@dataclass
+class VerifyReport:
+    """What `hrseg prepare verify` found; ``problems`` lists one line per bad file."""
+
+    split_dir: str
+    num_images: int
+    num_shards: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"ok": self.ok}
+
+
+def find_split_dirs(root: str | Path) -> list[Path]:
+    """Every directory under ``root`` (or root itself) that holds a manifest, sorted."""
+    root = Path(root)
+    if (root / MANIFEST_NAME).is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob(MANIFEST_NAME) if not p.parent.name.startswith("."))
+
+
+def iter_verify(split_dir: str | Path) -> Iterator[tuple[ShardInfo, str | None]]:
+    """Yield (shard, problem or None) for every shard of a split, checking bytes and content."""
+    split_dir = Path(split_dir)
+    manifest = Manifest.load(split_dir)
+    w, h = manifest.size
+    for info in manifest.shards:
+        path = split_dir / info.file
+        if not path.is_file():
+            yield info, f"{path}: missing"
+            continue
+        digest = sha256_file(path)
+        if digest != info.sha256:
+            yield info, f"{path}: checksum mismatch (corrupted or modified after writing)"
+            continue
+        try:
+            with h5py.File(path, "r") as f:
+                labels = f["labels"]
+                if labels.shape != (info.count, h, w) or f["images"].shape != (info.count, h, w, 3):
+                    yield info, f"{path}: shapes {f['images'].shape}/{labels.shape} do not match the manifest"
+                    continue
+                if manifest.has_realism and "realism" not in f:
+                    yield info, f"{path}: no realism dataset although the manifest has realism"
+                    continue
+                if manifest.has_full_labels and "full_labels" not in f:
+                    yield info, f"{path}: no full_labels dataset although the manifest has them"
+                    continue
+                for i in range(info.count):
+                    f["images"][i]
+                    labels[i]
+        except (OSError, KeyError) as exc:
+            yield info, f"{path}: unreadable ({exc})"
+            continue
+        yield info, None
+
+
+def verify_split(split_dir: str | Path) -> VerifyReport:
+    """Re-read every shard of a split against its manifest (checksums, shapes, class pixel counts)."""
+    split_dir = Path(split_dir)
+    manifest = Manifest.load(split_dir)
+    problems = [p for _, p in iter_verify(split_dir) if p is not None]
+    total = sum(s.count for s in manifest.shards)
+    if total != manifest.num_images:
+        problems.append(f"{split_dir / MANIFEST_NAME}: shards hold {total} images, manifest says {manifest.num_images}")
+    if not problems:
+        pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for path in manifest.shard_paths(split_dir):
+            with h5py.File(path, "r") as f:
+                pixels += count_class_pixels(f["labels"][()])
+        if pixels.tolist() != list(manifest.class_pixels):
+            problems.append(f"{split_dir / MANIFEST_NAME}: class pixel counts do not match the shards")
+    return VerifyReport(str(split_dir), manifest.num_images, len(manifest.shards), problems)
+
+
+def count_class_pixels(labels: np.ndarray) -> np.ndarray:
+    """Pixels per trainId (int64, length 19); the ignore label is not counted."""
+    counts = np.bincount(labels.reshape(-1), minlength=256)
+    return counts[:NUM_CLASSES].astype(np.int64)
