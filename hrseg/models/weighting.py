@@ -1,0 +1,283 @@
+"""Weighting networks W^1 / W^19 and their hierarchical combination (METHOD.md §2-§3).
+
+Each level (pixel, region, image) has its own trunk, as in the paper's figure
+(three networks W_p, W_r, W_i). A trunk is a domain classifier on predictions:
+trained to say 1 on target and 0 on source, its sigmoid on a source prediction is
+"how real does this area look", which becomes the source pixel's loss weight.
+
+How the levels reach the label resolution (B, H, W):
+- pixel: trunk logits resized bilinearly (``align_corners=False``);
+- region: trunk logits resized by nearest neighbour, so every pixel of a cell
+  shares the cell's score;
+- image: trunk logits averaged over the map (one logit per image and channel).
+For W^19 each pixel then reads the channel of its ground-truth class, at every
+level (ignore pixels read channel 0; the caller masks them).
+
+Combination and normalisation live in ``COMBINERS`` and
+``HierarchicalWeighting._normalise``; both work on log-weights so the density
+ratio exp(sum of logits) neither overflows nor underflows before normalising.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hrseg.errors import HrsegError
+from hrseg.models.common import check_width, scaled
+
+LEVELS: tuple[str, ...] = ("pixel", "region", "image")
+SCHEMES: tuple[str, ...] = ("w1", "w19")
+NORMALIZATIONS: tuple[str, ...] = ("none", "batch", "running")
+IGNORE_INDEX = 255
+# exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
+MAX_LOG_WEIGHT = 60.0
+
+
+def w1_trunk(in_channels: int = 19, width: float = 1.0) -> nn.Sequential:
+    """W^1 (one output channel): four Conv(k4 s2 p1)+LeakyReLU(0.2), then Conv to 1; stride 32."""
+    chans = [in_channels] + [scaled(c, width) for c in (64, 128, 256, 512)]
+    layers: list[nn.Module] = []
+    for cin, cout in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+    layers.append(nn.Conv2d(chans[-1], 1, 4, 2, 1))
+    return nn.Sequential(*layers)
+
+
+def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0) -> nn.Sequential:
+    """W^19 (one channel per class): two Conv(k3 s2)+LeakyReLU, 3x(Conv+InstanceNorm), 1x1 ConvTranspose; stride 4.
+
+    InstanceNorm without affine parameters and no activation after it, as the table
+    lists; the 1x1 ConvTranspose is kept (not a Conv) so the parameter names read
+    like the table.
+    """
+    c1, c2 = scaled(64, width), scaled(128, width)
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, c1, 3, 2, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(c1, c2, 3, 2, 1),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for _ in range(3):
+        layers += [nn.Conv2d(c2, c2, 3, 1, 1), nn.InstanceNorm2d(c2, affine=False)]
+    layers.append(nn.ConvTranspose2d(c2, num_classes, 1, 1, 0))
+    return nn.Sequential(*layers)
+
+
+def _product(z: Tensor) -> Tensor:
+    return F.logsigmoid(z).sum(0)
+
+
+def _mean(z: Tensor) -> Tensor:
+    return torch.logsumexp(F.logsigmoid(z), 0) - math.log(z.shape[0])
+
+
+def _ratio(z: Tensor) -> Tensor:
+    # log prod s/(1-s) = sum of logits: the density-ratio estimate p_target/p_source
+    return z.sum(0)
+
+
+# name -> (stacked level logits (L, B, H, W)) -> log-weight (B, H, W)
+COMBINERS: dict[str, Callable[[Tensor], Tensor]] = {"product": _product, "mean": _mean, "ratio": _ratio}
+
+
+@dataclass
+class WeightOutput:
+    """Per-level raw logits (native resolution), per-level sigmoid scores and the combined weight.
+
+    ``logits[level]`` is (B, C, h, w) with C = 1 (W^1) or num_classes (W^19); the
+    image level is (B, C, 1, 1). ``scores[level]`` and ``weight`` are (B, H, W) at the
+    label resolution.
+    """
+
+    logits: dict[str, Tensor]
+    scores: dict[str, Tensor]
+    weight: Tensor
+
+
+def _choice(option: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise HrsegError(f"{option}: unknown value {value!r} (choose from {', '.join(allowed)})")
+    return value
+
+
+class HierarchicalWeighting(nn.Module):
+    """Three weighting networks (one per level) and the rule that turns their outputs into a weight map.
+
+    ``normalize="running"`` divides by an exponential moving average of the batch
+    mean weight; the EMA is a buffer (``running_log_mean``, the log of the mean)
+    so checkpoints keep it. It is updated by :meth:`forward` / :meth:`weight` in
+    training mode only, which therefore should only see source batches.
+    """
+
+    def __init__(
+        self,
+        scheme: str = "w1",
+        in_channels: int = 19,
+        num_classes: int = 19,
+        levels: Sequence[str] = LEVELS,
+        combine: str = "product",
+        normalize: str = "none",
+        clamp: float | None = None,
+        width: float = 1.0,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.scheme = _choice("weighting scheme", scheme, SCHEMES)
+        self.combine = _choice("weighting combine", combine, tuple(COMBINERS))
+        self.normalize = _choice("weighting normalize", normalize, NORMALIZATIONS)
+        if not levels:
+            raise HrsegError("weighting levels: at least one of pixel, region, image is needed")
+        self.levels = tuple(_choice("weighting level", level, LEVELS) for level in levels)
+        if len(set(self.levels)) != len(self.levels):
+            raise HrsegError(f"weighting levels: repeated level in {list(levels)}")
+        if clamp is not None and not clamp > 0:
+            raise HrsegError(f"weighting clamp: must be positive, got {clamp!r}")
+        if not 0 < momentum <= 1:
+            raise HrsegError(f"weighting momentum: must be in (0, 1], got {momentum!r}")
+        self.clamp = clamp
+        self.momentum = momentum
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.width = check_width(width)
+        self.out_channels = 1 if scheme == "w1" else num_classes
+        self.trunks = nn.ModuleDict(
+            {
+                level: w1_trunk(in_channels, width) if scheme == "w1" else w19_trunk(in_channels, num_classes, width)
+                for level in self.levels
+            }
+        )
+        self.register_buffer("running_log_mean", torch.zeros(()))
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def running_mean(self) -> float:
+        return float(self.running_log_mean.exp())
+
+    # -- per-level maps -------------------------------------------------------------
+    def level_logits(self, inp: Tensor) -> dict[str, Tensor]:
+        """Raw trunk outputs at their native resolution; the image level is averaged to (B, C, 1, 1)."""
+        out: dict[str, Tensor] = {}
+        for level in self.levels:
+            z = self.trunks[level](inp)
+            out[level] = z.mean(dim=(2, 3), keepdim=True) if level == "image" else z
+        return out
+
+    def _at_label_resolution(self, level: str, z: Tensor, size: tuple[int, int]) -> Tensor:
+        if level == "pixel":
+            return F.interpolate(z, size=size, mode="bilinear", align_corners=False)
+        if level == "region":
+            return F.interpolate(z, size=size, mode="nearest")
+        return z.expand(-1, -1, *size)
+
+    def _read_class(self, z: Tensor, labels: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, H, W): channel 0 for W^1, the ground-truth class's channel for W^19."""
+        if self.out_channels == 1:
+            return z[:, 0]
+        index = labels.long()
+        index = torch.where((index >= 0) & (index < self.out_channels), index, torch.zeros_like(index))
+        return z.gather(1, index.unsqueeze(1)).squeeze(1)
+
+    def pixel_logits(self, logits: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """Each level's logit for each labelled pixel: (B, H, W) per level."""
+        size = (int(labels.shape[-2]), int(labels.shape[-1]))
+        return {lvl: self._read_class(self._at_label_resolution(lvl, z, size), labels) for lvl, z in logits.items()}
+
+    # -- combination and normalisation ---------------------------------------------------
+    def _normalise(self, log_w: Tensor, valid: Tensor, update_running: bool) -> Tensor:
+        """Subtract the log of the normaliser: none, the batch mean, or the running mean of batch means."""
+        if self.normalize == "none":
+            return log_w
+        count = int(valid.sum())
+        batch_log_mean = None
+        if count > 0:
+            batch_log_mean = (torch.logsumexp(log_w.detach()[valid], 0) - math.log(count)).float()
+        if self.normalize == "batch":
+            return log_w if batch_log_mean is None else log_w - batch_log_mean
+        if update_running and batch_log_mean is not None:
+            with torch.no_grad():
+                if int(self.num_updates) == 0:
+                    self.running_log_mean.copy_(batch_log_mean)
+                else:
+                    old = self.running_log_mean + math.log(1 - self.momentum) if self.momentum < 1 else None
+                    new = batch_log_mean + math.log(self.momentum)
+                    self.running_log_mean.copy_(new if old is None else torch.logaddexp(old, new))
+                self.num_updates += 1
+        return log_w - self.running_log_mean
+
+    def combine_weight(self, level_pixel_logits: dict[str, Tensor], labels: Tensor, update_running: bool) -> Tensor:
+        z = torch.stack([level_pixel_logits[level].float() for level in self.levels])
+        log_w = COMBINERS[self.combine](z)
+        valid = labels != IGNORE_INDEX
+        log_w = self._normalise(log_w, valid, update_running)
+        cap = MAX_LOG_WEIGHT if self.clamp is None else min(MAX_LOG_WEIGHT, math.log(self.clamp))
+        return log_w.clamp(max=cap).exp()
+
+    # -- public entry points -------------------------------------------------------------
+    def forward(self, inp: Tensor, labels: Tensor, update_running: bool | None = None) -> WeightOutput:
+        """Weight a source batch: ``inp`` (B, in_channels, h, w) prediction or image, ``labels`` (B, H, W)."""
+        if labels.dim() != 3 or labels.shape[0] != inp.shape[0]:
+            raise ValueError(f"labels must be (B, H, W) with B={inp.shape[0]}, got {tuple(labels.shape)}")
+        logits = self.level_logits(inp)
+        per_pixel = self.pixel_logits(logits, labels)
+        scores = {level: torch.sigmoid(z) for level, z in per_pixel.items()}
+        update = self.training if update_running is None else update_running
+        weight = self.combine_weight(per_pixel, labels, update)
+        return WeightOutput(logits=logits, scores=scores, weight=weight)
+
+    @torch.no_grad()
+    def weight(self, inp: Tensor, labels: Tensor, update_running: bool | None = None) -> Tensor:
+        """The (B, H, W) weight map without autograd bookkeeping: what the weighted source loss uses."""
+        return self.forward(inp, labels, update_running).weight
+
+    def classifier_loss(
+        self, inp: Tensor, labels: Tensor, domain: float, logits: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """Sum over levels of the mean BCE-with-logits against ``domain`` (1 target, 0 source).
+
+        W^1: pixel level over valid pixels, region level over valid cells (a cell is
+        valid if any of its pixels is, cells being what nearest up-sampling maps
+        pixels to), image level over images with a valid pixel. W^19: every level
+        over valid pixels, each reading its ground-truth class's channel (region and
+        image logits are spread to the pixels first), because a cell or image has no
+        single class. Pass ``logits`` from a :meth:`forward` with gradient to reuse it.
+        """
+        if logits is None:
+            logits = self.level_logits(inp)
+        valid = labels != IGNORE_INDEX
+        size = (int(labels.shape[-2]), int(labels.shape[-1]))
+        total = inp.new_zeros((), dtype=torch.float32)
+        for level, z in logits.items():
+            z = z.float()
+            if self.out_channels > 1 or level == "pixel":
+                pred = self._read_class(self._at_label_resolution(level, z, size), labels)
+                mask = valid
+            elif level == "region":
+                pred = z[:, 0]
+                mask = _region_valid(valid, pred.shape[-2:])
+            else:
+                pred = z[:, 0, 0, 0]
+                mask = valid.flatten(1).any(1)
+            picked = pred[mask]
+            if picked.numel() == 0:
+                total = total + pred.sum() * 0.0  # keep the graph connected for DDP
+                continue
+            target = torch.full_like(picked, float(domain))
+            total = total + F.binary_cross_entropy_with_logits(picked, target)
+        return total
+
+
+def _region_valid(valid: Tensor, cells: tuple[int, int] | torch.Size) -> Tensor:
+    """(B, h, w) mask of cells holding at least one valid pixel, under nearest-neighbour assignment."""
+    b = valid.shape[0]
+    h, w = int(cells[0]), int(cells[1])
+    ids = torch.arange(h * w, device=valid.device, dtype=torch.float32).view(1, 1, h, w)
+    pixel_cell = F.interpolate(ids, size=valid.shape[-2:], mode="nearest").long().view(1, -1).expand(b, -1)
+    out = torch.zeros(b, h * w, device=valid.device)
+    out.scatter_reduce_(1, pixel_cell, valid.reshape(b, -1).float(), reduce="amax")
+    return out.view(b, h, w) > 0
