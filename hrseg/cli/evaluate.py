@@ -1,9 +1,103 @@
-"""CLI for `hrseg evaluate` (filled in by its issue)."""
+"""CLI for `hrseg eval`: score a run on a split, weighting quality on source, or a folder of PNGs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.table import Table
+
+from hrseg.cli.common import emit_json, user_errors
+from hrseg.console import console
+from hrseg.errors import HrsegError
+from hrseg.evaluation.results import EvalReport, WeightingReport
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.2f}"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{x:.3f}"
+
+
+def print_eval_report(report: EvalReport) -> None:
+    table = Table(title=f"{report.dataset}/{report.split}: {report.num_images} images, {report.classes} classes")
+    table.add_column("class")
+    table.add_column("IoU (%)", justify="right")
+    for name, iou in report.iou.items():
+        table.add_row(name, _pct(iou))
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{_pct(report.miou)}")
+    table.add_row("pixel accuracy", _pct(report.pixel_accuracy))
+    console.print(table)
+
+
+def print_weighting_report(report: WeightingReport) -> None:
+    table = Table(title=f"weighting quality ({report.scheme}) on {report.dataset}/{report.split}: "
+                        f"{report.num_images} images, {report.realistic_pixels} realistic / "
+                        f"{report.deviating_pixels} deviating pixels")
+    for col in ("map", "ROC AUC", "mean on realistic", "mean on deviating"):
+        table.add_column(col, justify="left" if col == "map" else "right")
+    table.add_row("[bold]combined weight", f"[bold]{_num(report.combined.auc)}",
+                  _num(report.combined.mean_realistic), _num(report.combined.mean_deviating))
+    for level, q in report.levels.items():
+        table.add_row(f"{level} score", _num(q.auc), _num(q.mean_realistic), _num(q.mean_deviating))
+    console.print(table)
+
+
+def eval_command(
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint file (default: the run's final/last)."),
+    split: str = typer.Option("val", "--split", help="Target split (val), 'source' for weighting quality, or dataset/split."),
+    classes: int = typer.Option(19, "--classes", help="Evaluated classes: 19, 16 or 13 (SYNTHIA protocols)."),
+    save_predictions: Optional[Path] = typer.Option(
+        None, "--save-predictions", help="Write labelId PNGs to DIR/labelIds (official-script layout)."),
+    colour: bool = typer.Option(False, "--colour", help="With --save-predictions: also colour PNGs in DIR/colour."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON output (default RUN/eval/<split>.json)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Images per forward pass."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
+    predictions: Optional[Path] = typer.Option(
+        None, "--predictions", help="Score this folder of prediction PNGs instead of a run (needs --data)."),
+    dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
+    ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
+) -> None:
+    """Evaluate a run (mIoU per METHOD §6, or weighting AUC on 'source'), or score a folder of PNGs."""
+    from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run, score_folder
+
+    with user_errors():
+        if (run is None) == (predictions is None):
+            raise HrsegError("eval: give exactly one of --run RUN_DIR or --predictions DIR")
+        if predictions is not None:
+            if data is None:
+                raise HrsegError("--predictions: also give --data (the prepared data dir holding the split)")
+            if ids not in ("label", "train"):
+                raise HrsegError(f"--ids: must be 'label' or 'train', got {ids!r}")
+            report: EvalReport | WeightingReport = score_folder(predictions, data, dataset, split,
+                                                                classes=classes, ids=ids)
+        else:
+            assert run is not None
+            opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
+                               data=str(data) if data else None,
+                               save_predictions=str(save_predictions) if save_predictions else None,
+                               colour=colour, device=device, batch_size=batch_size, max_images=max_images)
+            report = evaluate_run(run, opts)
+            json_path = json_path or default_json_path(run, split)
+        if isinstance(report, WeightingReport):
+            print_weighting_report(report)
+        else:
+            print_eval_report(report)
+        emit_json(report.to_dict(), json_path)
+        if json_path is not None:
+            console.print(f"wrote {json_path}")
+        if isinstance(report, EvalReport) and report.predictions and report.source == "model":
+            console.print(f"predictions: {report.predictions} "
+                          f"(official check: CITYSCAPES_RESULTS={report.predictions} csEvalPixelLevelSemanticLabeling)")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the root application."""
+    app.command("eval")(eval_command)

@@ -1,0 +1,216 @@
+"""Evaluate a trained run on a prepared split, following METHOD §6.
+
+Images are fed at the prepared (training) resolution; the logits are then
+upsampled bilinearly (``align_corners=False``) to each image's full label
+resolution and only then reduced by argmax, so the score is the one the
+official Cityscapes script gives for the same predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from hrseg.console import progress
+from hrseg.data.augment import normalize
+from hrseg.data.dataset import ShardDataset, open_split
+from hrseg.data.labels import EVAL_CLASSES
+from hrseg.data.shards import ShardReader
+from hrseg.errors import HrsegError
+from hrseg.evaluation.metrics import ConfusionMatrix
+from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, read_prediction
+from hrseg.evaluation.results import ALIGN_CORNERS, EvalReport, WeightingReport
+
+SOURCE = "source"
+
+
+@dataclass
+class EvalOptions:
+    """What ``hrseg eval`` evaluates and where it writes."""
+
+    split: str = "val"  # a target split ("val"), "source", or an explicit "dataset/split"
+    classes: int = 19
+    checkpoint: str | None = None  # None: the run's final (or last) checkpoint
+    data: str | None = None  # None: the data directory recorded in the run's config
+    save_predictions: str | None = None
+    colour: bool = False
+    device: str = "auto"
+    batch_size: int = 2
+    max_images: int | None = None
+    show_progress: bool = True
+
+    def validate(self) -> "EvalOptions":
+        if self.classes not in EVAL_CLASSES:
+            raise HrsegError(f"--classes: must be one of {sorted(EVAL_CLASSES)}, got {self.classes}")
+        if self.batch_size < 1:
+            raise HrsegError(f"--batch-size: must be >= 1, got {self.batch_size}")
+        if self.max_images is not None and self.max_images < 1:
+            raise HrsegError(f"--max-images: must be >= 1, got {self.max_images}")
+        return self
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise HrsegError(f"--device: unknown device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HrsegError(f"--device: {device} requested but no CUDA device is available")
+    return dev
+
+
+def resolve_split(split: str, source: str, source_split: str, target: str) -> tuple[str, str]:
+    """``val`` -> (target, val); ``source`` -> (source dataset, its training split); ``a/b`` -> (a, b)."""
+    if "/" in split:
+        dataset, _, name = split.partition("/")
+        if not dataset or not name:
+            raise HrsegError(f"--split: expected 'dataset/split', got {split!r}")
+        return dataset, name
+    if split == SOURCE:
+        return source, source_split
+    return target, split
+
+
+def full_label_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
+    """(H, W) of each item's unpadded full-resolution label, in dataset order.
+
+    Full labels are stored padded to one canvas; the original size is what
+    the logits must be upsampled to (and what a prediction PNG must measure).
+    """
+    canvas: dict[int, tuple[int, int]] = {}
+    per_shard: dict[int, np.ndarray] = {}
+    for shard, info in enumerate(ds.manifest.shards):
+        with ShardReader(ds.split_dir / info.file) as reader:
+            per_shard[shard] = np.asarray(reader.dataset("orig_sizes")[()])
+            full = reader.dataset("full_labels") if reader.has("full_labels") else reader.dataset("labels")
+            canvas[shard] = (int(full.shape[1]), int(full.shape[2]))
+    sizes = []
+    for index in ds.indices:
+        shard, row = ds.locate(int(index))
+        oh, ow = (int(v) for v in per_shard[shard][row])
+        ch, cw = canvas[shard]
+        sizes.append((min(oh, ch), min(ow, cw)))
+    return sizes
+
+
+def _logits(segmenter: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
+    out = segmenter(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def predict_full_resolution(segmenter: Callable[[torch.Tensor], Any], images: torch.Tensor,
+                            sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """uint8 images (B,3,H,W) -> per-image trainId maps (h_i, w_i) at full label resolution."""
+    logits = _logits(segmenter, normalize(images))
+    preds = []
+    for b, size in enumerate(sizes):
+        up = F.interpolate(logits[b : b + 1].float(), size=size, mode="bilinear", align_corners=ALIGN_CORNERS)
+        preds.append(up.argmax(dim=1)[0].to(torch.uint8))
+    return preds
+
+
+def _limit(ds: ShardDataset, max_images: int | None) -> ShardDataset:
+    if max_images is None or max_images >= len(ds):
+        return ds
+    return ds.subset(range(max_images))
+
+
+def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, *, classes: int = 19,
+                       device: torch.device | str = "cpu", batch_size: int = 2,
+                       writer: PredictionWriter | None = None, show_progress: bool = True) -> EvalReport:
+    """Score ``segmenter`` on a split with full labels; one confusion matrix for the whole split."""
+    device = torch.device(device)
+    sizes = full_label_sizes(ds)
+    cm = ConfusionMatrix()
+    loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)
+    done = 0
+    with progress() as bar:
+        task = bar.add_task(f"eval {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="",
+                            visible=show_progress)
+        for batch in loader:
+            n = batch["image"].shape[0]
+            batch_sizes = sizes[done : done + n]
+            preds = predict_full_resolution(segmenter, batch["image"].to(device), batch_sizes)
+            for pred, full, name, (h, w) in zip(preds, batch["full_label"], batch["name"], batch_sizes):
+                cm.update(pred.cpu(), full[:h, :w])
+                if writer is not None:
+                    writer.write(name, pred.cpu().numpy())
+            done += n
+            bar.update(task, advance=n, rate=f"{bar.tasks[task].speed or 0:.1f} img/s")
+    return EvalReport.from_confusion(
+        cm, dataset=ds.manifest.dataset, split=ds.manifest.split, classes=classes, num_images=len(ds),
+        predictions=str(writer.label_ids_dir) if writer is not None else None,
+    )
+
+
+def score_folder(predictions: str | Path, data: str | Path, dataset: str = "cityscapes", split: str = "val",
+                 *, classes: int = 19, ids: str = "label", show_progress: bool = True) -> EvalReport:
+    """Score a folder of prediction PNGs (any tool's) against a prepared split's full labels.
+
+    The PNGs are found by the official script's rule, so a folder that
+    cityscapesScripts accepts is accepted here; every one must be at full
+    label resolution, or the file is named in the error.
+    """
+    folder = Path(predictions)
+    ds = open_split(data, dataset, split, fields=("full_label", "name"))
+    sizes = full_label_sizes(ds)
+    cm = ConfusionMatrix()
+    name_ds = ds.with_fields(("name",))
+    names = [name_ds[i]["name"] for i in range(len(ds))]
+    with progress() as bar:
+        task = bar.add_task(f"score {folder.name}", total=len(ds), rate="", visible=show_progress)
+        for i, (name, path) in enumerate(iter_predictions(folder, names)):
+            h, w = sizes[i]
+            pred = read_prediction(path, (h, w), ids=ids)
+            cm.update(pred, ds[i]["full_label"][:h, :w].numpy())
+            bar.update(task, advance=1)
+    return EvalReport.from_confusion(cm, dataset=dataset, split=split, classes=classes, num_images=len(ds),
+                                     predictions=str(folder), source="folder")
+
+
+def default_json_path(run_dir: str | Path, split: str) -> Path:
+    """``RUN/eval/<split>.json`` (``val.json``, ``source.json``, ``cityscapes-val.json``)."""
+    return Path(run_dir) / "eval" / f"{split.replace('/', '-')}.json"
+
+
+def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> EvalReport | WeightingReport:
+    """Evaluate a run directory: segmentation on a target split, or weighting quality on ``source``."""
+    from hrseg.training.trainer import load_for_inference  # training imports evaluation: keep this lazy
+
+    opts = (options or EvalOptions()).validate()
+    run = Path(run_dir)
+    device = resolve_device(opts.device)
+    loaded = load_for_inference(run, checkpoint=opts.checkpoint, device=str(device))
+    cfg = loaded.config
+    data = opts.data or cfg.data.data
+    dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
+    checkpoint = str(opts.checkpoint) if opts.checkpoint else None
+    if opts.split == SOURCE:
+        from hrseg.evaluation.weighting import weighting_quality
+
+        if loaded.weighting is None:
+            raise HrsegError(
+                f"{run}: scheme {cfg.scheme!r} has no weighting network; --split source needs a w1 or w19 run"
+            )
+        ds = _limit(open_split(data, dataset, split, fields=("image", "label", "realism")), opts.max_images)
+        report: EvalReport | WeightingReport = weighting_quality(
+            loaded.segmenter, loaded.weighting, ds, weight_input=cfg.weighting.input, scheme=cfg.scheme, device=device,
+            batch_size=opts.batch_size, show_progress=opts.show_progress,
+        )
+    else:
+        ds = _limit(open_split(data, dataset, split, fields=("image", "full_label", "name")), opts.max_images)
+        writer = PredictionWriter(Path(opts.save_predictions), colour=opts.colour) if opts.save_predictions else None
+        report = evaluate_segmenter(loaded.segmenter, ds, classes=opts.classes, device=device,
+                                    batch_size=opts.batch_size, writer=writer, show_progress=opts.show_progress)
+    report.run = str(run)
+    report.checkpoint = checkpoint
+    return report

@@ -1,0 +1,119 @@
+"""What an evaluation returns: plain dataclasses that print as tables and save as JSON."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hrseg.data.labels import CLASS_NAMES, eval_classes
+from hrseg.evaluation.metrics import ConfusionMatrix, iou_table
+
+ALIGN_CORNERS = False  # logits -> full label resolution: bilinear, align_corners=False (pixel-centre aligned)
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+@dataclass
+class EvalReport:
+    """Segmentation quality on one split (METHOD §6)."""
+
+    dataset: str
+    split: str
+    classes: int
+    num_images: int
+    miou: float
+    pixel_accuracy: float
+    iou: dict[str, float | None]
+    confusion_matrix: list[list[int]]
+    run: str | None = None
+    checkpoint: str | None = None
+    predictions: str | None = None
+    source: str = "model"  # "model" (a run evaluated) or "folder" (PNG predictions scored)
+    align_corners: bool = ALIGN_CORNERS
+
+    @classmethod
+    def from_confusion(cls, cm: ConfusionMatrix, *, dataset: str, split: str, classes: int,
+                       num_images: int, **extra: Any) -> "EvalReport":
+        iou = cm.iou()
+        return cls(
+            dataset=dataset, split=split, classes=classes, num_images=num_images,
+            miou=cm.miou(classes), pixel_accuracy=cm.pixel_accuracy(),
+            iou=iou_table(iou, classes), confusion_matrix=cm.matrix.tolist(), **extra,
+        )
+
+    @property
+    def evaluated_classes(self) -> tuple[int, ...]:
+        return eval_classes(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "segmentation",
+            "run": self.run,
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "split": self.split,
+            "classes": self.classes,
+            "num_images": self.num_images,
+            "miou": _num(self.miou),
+            "pixel_accuracy": _num(self.pixel_accuracy),
+            "iou": self.iou,
+            "upsampling": {"mode": "bilinear", "align_corners": self.align_corners},
+            "predictions": self.predictions,
+            "source": self.source,
+            "confusion_matrix": self.confusion_matrix,
+            "confusion_matrix_axes": {
+                "rows": "ground-truth trainId 0..18",
+                "columns": "predicted trainId 0..18, then 'none of them'",
+                "class_names": list(CLASS_NAMES),
+            },
+        }
+
+
+@dataclass
+class LevelQuality:
+    """How well one weight map separates realistic from deviating source pixels."""
+
+    auc: float
+    mean_realistic: float
+    mean_deviating: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"auc": _num(self.auc), "mean_realistic": _num(self.mean_realistic),
+                "mean_deviating": _num(self.mean_deviating)}
+
+
+@dataclass
+class WeightingReport:
+    """Weighting quality against the realism mask (procedural scenes only)."""
+
+    dataset: str
+    split: str
+    scheme: str
+    num_images: int
+    realistic_pixels: int
+    deviating_pixels: int
+    combined: LevelQuality
+    levels: dict[str, LevelQuality] = field(default_factory=dict)
+    run: str | None = None
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "weighting",
+            "run": self.run,
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "split": self.split,
+            "scheme": self.scheme,
+            "num_images": self.num_images,
+            "realistic_pixels": self.realistic_pixels,
+            "deviating_pixels": self.deviating_pixels,
+            "mean_weight_realistic": _num(self.combined.mean_realistic),
+            "mean_weight_deviating": _num(self.combined.mean_deviating),
+            "auc": _num(self.combined.auc),
+            "levels": {k: v.to_dict() for k, v in self.levels.items()},
+        }
+

@@ -1,0 +1,252 @@
+"""Compare runs in one table like the paper's Table 1 (METHOD §4).
+
+Runs whose configurations differ only in how they ran (seed, output folder,
+device, logging) are one configuration: their mIoU is reported as mean ± std
+with the number of runs. The delta column compares each configuration with
+the target-only configuration of the same backbone and target-image budget,
+which is the question the paper asks: did the synthetic data help?
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from hrseg.atomic import atomic_path, write_json
+from hrseg.errors import HrsegError
+
+SCHEME_TITLES = {
+    "target-only": "target only",
+    "joint": "direct joint",
+    "finetune": "source pre-train + target fine-tune",
+    "image-select": "ImageSelect",
+    "w1": "Ours with W^1",
+    "w19": "Ours with W^19",
+    "oracle": "oracle (realism mask)",
+}
+BACKBONES = {"fcn8s-vgg16": "FCN-8s / VGG16", "pspnet-r50": "PSPNet / ResNet50"}
+# fields that change how a run executed, not what it learned
+_RUN_ONLY = ("run", "preset")
+
+
+@dataclass
+class RunResult:
+    """One run directory as the report sees it."""
+
+    path: str
+    config: dict[str, Any]
+    miou: float
+    seed: int
+    auc: float | None = None  # weighting quality, when eval/source.json exists
+    weight_realistic: float | None = None
+    weight_deviating: float | None = None
+
+    @property
+    def scheme(self) -> str:
+        return str(self.config.get("scheme", "?"))
+
+    @property
+    def arch(self) -> str:
+        return str(self.config.get("model", {}).get("arch", "?"))
+
+    @property
+    def target_images(self) -> str:
+        data = self.config.get("data", {})
+        if data.get("target_images") is not None:
+            return str(data["target_images"])
+        if data.get("target_fraction") is not None:
+            return f"{100 * float(data['target_fraction']):g}%"
+        return "all"
+
+    def key(self) -> str:
+        """Identity of the configuration: the config without its run-only sections."""
+        return json.dumps({k: v for k, v in self.config.items() if k not in _RUN_ONLY}, sort_keys=True)
+
+
+@dataclass
+class ReportRow:
+    """One configuration: its runs and their statistics."""
+
+    configuration: str
+    backbone: str
+    target_images: str
+    runs: list[RunResult] = field(default_factory=list)
+    delta: float | None = None
+
+    @property
+    def mious(self) -> list[float]:
+        return [r.miou for r in self.runs]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.mious)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.mious) if len(self.runs) > 1 else None
+
+    def _mean_of(self, attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return statistics.fmean(vals) if vals else None
+
+    @property
+    def auc(self) -> float | None:
+        return self._mean_of("auc")
+
+    def miou_text(self) -> str:
+        text = f"{100 * self.mean:.1f}"
+        if self.std is not None:
+            text += f" ± {100 * self.std:.1f}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "configuration": self.configuration,
+            "backbone": self.backbone,
+            "target_images": self.target_images,
+            "num_runs": len(self.runs),
+            "seeds": [r.seed for r in self.runs],
+            "miou_mean": self.mean,
+            "miou_std": self.std,
+            "mious": self.mious,
+            "delta_to_target_only": self.delta,
+            "weighting_auc": self.auc,
+            "weight_realistic": self._mean_of("weight_realistic"),
+            "weight_deviating": self._mean_of("weight_deviating"),
+            "runs": [r.path for r in self.runs],
+        }
+
+
+@dataclass
+class Report:
+    rows: list[ReportRow]
+    split: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "metric": "mIoU (fraction; the tables show percent)",
+                "rows": [r.to_dict() for r in self.rows]}
+
+    def markdown(self) -> str:
+        has_auc = any(r.auc is not None for r in self.rows)
+        head = ["configuration", "backbone", "target images", "runs", f"mIoU {self.split} (%)", "Δ vs target only"]
+        if has_auc:
+            head.append("weighting AUC")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), r.miou_text(),
+                     _delta_text(r.delta)]
+            if has_auc:
+                cells.append(f"{r.auc:.3f}" if r.auc is not None else "—")
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _delta_text(delta: float | None) -> str:
+    return "—" if delta is None else f"{100 * delta:+.1f}"
+
+
+def _load_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise HrsegError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except ValueError as exc:
+        raise HrsegError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HrsegError(f"{path}: {what} is not a JSON object")
+    return data
+
+
+def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
+    """Read a run's config and its saved evaluation; a run not evaluated yet is a user error."""
+    run = Path(run_dir)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise HrsegError(f"{run}: not a run directory (no config.json)")
+    config = _load_json(config_path, "run config")
+    eval_path = run / "eval" / f"{split.replace('/', '-')}.json"
+    if not eval_path.is_file():
+        raise HrsegError(f"{eval_path}: missing; evaluate the run first (hrseg eval --run {run} --split {split})")
+    ev = _load_json(eval_path, "evaluation")
+    miou = ev.get("miou")
+    if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
+        raise HrsegError(f"{eval_path}: no mIoU in this file")
+    result = RunResult(path=str(run), config=config, miou=float(miou),
+                       seed=int(config.get("run", {}).get("seed", 0)))
+    source_path = run / "eval" / "source.json"
+    if source_path.is_file():
+        src = _load_json(source_path, "weighting evaluation")
+        result.auc = src.get("auc")
+        result.weight_realistic = src.get("mean_weight_realistic")
+        result.weight_deviating = src.get("mean_weight_deviating")
+    return result
+
+
+def _title(result: RunResult) -> str:
+    title = SCHEME_TITLES.get(result.scheme, result.scheme)
+    if result.config.get("gan", {}).get("enabled"):
+        title += " + GAN"
+    if result.scheme in ("w1", "w19") and result.config.get("weighting", {}).get("input") == "image":
+        title += " (image input)"
+    return title
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _disambiguate(rows: list[ReportRow]) -> None:
+    """Rows with the same title get the settings that tell them apart appended."""
+    by_title: dict[str, list[ReportRow]] = {}
+    for row in rows:
+        by_title.setdefault(row.configuration, []).append(row)
+    for same in by_title.values():
+        if len(same) < 2:
+            continue
+        flats = [_flatten({k: v for k, v in r.runs[0].config.items() if k not in _RUN_ONLY}) for r in same]
+        differing = sorted(k for k in flats[0] if len({json.dumps(f.get(k)) for f in flats}) > 1)
+        for row, flat in zip(same, flats):
+            shown = ", ".join(f"{k.split('.')[-1]}={flat.get(k)}" for k in differing[:3])
+            row.configuration += f" ({shown})"
+
+
+def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
+    """Group runs by configuration, in the order first seen, with target-only deltas."""
+    if not run_dirs:
+        raise HrsegError("report: give at least one run directory")
+    groups: dict[str, ReportRow] = {}
+    for run_dir in run_dirs:
+        result = load_run(run_dir, split)
+        key = result.key()
+        if key not in groups:
+            groups[key] = ReportRow(configuration=_title(result), backbone=BACKBONES.get(result.arch, result.arch),
+                                    target_images=result.target_images)
+        groups[key].runs.append(result)
+    rows = list(groups.values())
+    _disambiguate(rows)
+    for row in rows:
+        base = [r for r in rows if r.runs[0].scheme == "target-only" and r.backbone == row.backbone
+                and r.target_images == row.target_images]
+        if len(base) == 1:
+            row.delta = row.mean - base[0].mean
+    return Report(rows=rows, split=split)
+
+
+def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
+    """``report.md`` and ``report.json`` in ``out_dir``, each written atomically."""
+    out = Path(out_dir)
+    md_path, json_path = out / "report.md", out / "report.json"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(report.markdown(), encoding="utf-8")
+    write_json(json_path, report.to_dict())
+    return md_path, json_path

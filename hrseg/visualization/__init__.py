@@ -1,0 +1,1 @@
+"""Visualisation: OpenCV panels of weights and predictions, and an index.html gallery."""
