@@ -72,25 +72,31 @@ def describe_models(
     width: float = 1.0,
     num_classes: int = 19,
     batch: int = 1,
+    image_input: bool = False,
 ) -> list[ModelInfo]:
-    """Every network of the method with its parameter count and output shapes for a W x H input."""
+    """Every network of the method with its parameter count and output shapes for a W x H input.
+
+    ``image_input`` describes the weighting networks of the "W^1 (Image)" ablation
+    (RGB input) instead of the ones on the 19-channel prediction.
+    """
     img_w, img_h = input_size
     if img_w < 64 or img_h < 64:
         raise HrsegError(f"--input-size: {img_w}x{img_h} is too small; the networks need at least 64x64")
     rows: list[ModelInfo] = []
     with torch.device("meta"), torch.no_grad():
         image = torch.empty(batch, 3, img_h, img_w)
-        prediction = torch.empty(batch, num_classes, img_h, img_w)
+        w_in = 3 if image_input else num_classes
+        prediction = torch.empty(batch, w_in, img_h, img_w)
         labels = torch.zeros(batch, img_h, img_w, dtype=torch.long)
 
         def add(name: str, role: str, module: nn.Module, inputs: dict[str, Tensor], run: Callable[[], dict]) -> None:
             rows.append(ModelInfo(name, role, count_parameters(module), _shapes(inputs), _shapes(run())))
 
         vgg = VGG16(width).eval()
-        add("VGG16", "backbone (torchvision names, ImageNet head)", vgg, {"image": image},
+        add("VGG16", "backbone", vgg, {"image": image},
             lambda: dict(zip(("pool3", "pool4", "pool5"), vgg.forward_pools(image))) | {"logits": vgg(image)})
         resnet = ResNet50(width, dilate=(False, True, True)).eval()
-        add("ResNet50", "backbone (torchvision names, dilated OS 8)", resnet, {"image": image},
+        add("ResNet50", "backbone (dilated, stride 8)", resnet, {"image": image},
             lambda: dict(zip(("layer3", "layer4"), resnet.forward_layers(image))) | {"logits": resnet(image)})
         features: dict[int, Tensor] = {}
         for label, name, aux in (("FCN-8s", "fcn8s-vgg16", False), ("PSPNet", "pspnet-r50", False),
@@ -102,17 +108,17 @@ def describe_models(
         for scheme in ("w1", "w19"):
             tag = "W^1" if scheme == "w1" else "W^19"
             for level in LEVELS:
-                w = HierarchicalWeighting(scheme, num_classes, num_classes, levels=(level,), width=width).eval()
-                add(f"{tag} {level}", f"weighting network W_{level[0]}", w, {"prediction": prediction},
+                w = HierarchicalWeighting(scheme, w_in, num_classes, levels=(level,), width=width).eval()
+                add(f"{tag} {level}", f"weighting {level} level", w, {"image" if image_input else "prediction": prediction},
                     lambda w=w, level=level: {"logits": w.level_logits(prediction)[level],
                                               "score": w(prediction, labels).scores[level]})
-            w = HierarchicalWeighting(scheme, num_classes, num_classes, width=width).eval()
-            add(f"{tag} (all levels)", "hierarchical weighting", w, {"prediction": prediction},
+            w = HierarchicalWeighting(scheme, w_in, num_classes, width=width).eval()
+            add(f"{tag} (all levels)", "hierarchical weighting", w, {"image" if image_input else "prediction": prediction},
                 lambda w=w: {"weight": w(prediction, labels).weight})
         for stride, seg_name in ((32, "FCN-8s"), (8, "PSPNet")):
             feats = features[stride]
             g = Generator(feats.shape[1], stride, width).eval()
-            add(f"G (stride {stride})", f"generator for {seg_name} features", g, {"features": feats},
+            add(f"G (stride {stride})", f"generator ({seg_name})", g, {"features": feats},
                 lambda g=g, feats=feats: {"image": g(feats, size=(img_h, img_w))})
         d = Discriminator(num_classes, width).eval()
         add("D", "discriminator", d, {"image": image},

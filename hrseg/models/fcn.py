@@ -45,8 +45,9 @@ def _upscore2(channels: int) -> nn.ConvTranspose2d:
 class FCN8s(nn.Module):
     """FCN-8s: VGG16 features, fc6/fc7 as convolutions, score layers, pool4 and pool3 skips.
 
-    fc6/fc7 start from the VGG classifier reshaped to convolutions (the reason the
-    backbone keeps torchvision's classifier until loading is done). Score layers
+    With ImageNet weights, fc6/fc7 start from the VGG classifier reshaped to
+    convolutions (the reason the backbone keeps torchvision's classifier until
+    loading is done); from scratch they get the same He init as the other convs. Score layers
     start at zero, as in the original. The final x8 step is fixed bilinear
     interpolation (the original's upscore8 is a frozen bilinear deconvolution).
     """
@@ -68,11 +69,17 @@ class FCN8s(nn.Module):
         c4 = vgg.features[VGG16.POOL4 - 2].out_channels
         self.fc6 = nn.Conv2d(c5, hidden, kernel_size=7, padding=3)
         self.fc7 = nn.Conv2d(hidden, hidden, kernel_size=1)
-        with torch.no_grad():
-            self.fc6.weight.copy_(vgg.classifier[0].weight.view(hidden, c5, 7, 7))
-            self.fc6.bias.copy_(vgg.classifier[0].bias)
-            self.fc7.weight.copy_(vgg.classifier[3].weight.view(hidden, hidden, 1, 1))
-            self.fc7.bias.copy_(vgg.classifier[3].bias)
+        if state is not None:
+            with torch.no_grad():
+                # Linear(C*7*7 -> hidden) flattens (C, 7, 7) row-major, so a view is the convolution
+                self.fc6.weight.copy_(vgg.classifier[0].weight.view(hidden, c5, 7, 7))
+                self.fc6.bias.copy_(vgg.classifier[0].bias)
+                self.fc7.weight.copy_(vgg.classifier[3].weight.view(hidden, hidden, 1, 1))
+                self.fc7.bias.copy_(vgg.classifier[3].bias)
+        else:
+            for layer in (self.fc6, self.fc7):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
         self.relu = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout(0.5)
         self.drop7 = nn.Dropout(0.5)
