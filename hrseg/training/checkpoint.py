@@ -1,0 +1,105 @@
+"""Checkpoints that load with ``torch.load(weights_only=True)`` and resume bit-exactly.
+
+Everything non-tensor is stored as plain Python types (RNG states included), so
+loading never unpickles arbitrary objects. Writes go through a temporary name
+and a rename: an interrupted save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrseg.atomic import atomic_path
+from hrseg.errors import HrsegError
+
+FORMAT = "hrseg-checkpoint/1"
+
+
+def capture_rng(aug_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random source the training loop touches, as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": _tuples_to_lists(random.getstate()),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if aug_generator is not None:
+        state["augment"] = aug_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], aug_generator: torch.Generator | None = None) -> None:
+    random.setstate(_lists_to_tuples(state["python"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if aug_generator is not None and "augment" in state:
+        aug_generator.set_state(state["augment"])
+
+
+def _tuples_to_lists(obj: Any) -> Any:
+    if isinstance(obj, (tuple, list)):
+        return [_tuples_to_lists(v) for v in obj]
+    return obj
+
+
+def _lists_to_tuples(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return tuple(_lists_to_tuples(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` (plus the format tag) to ``path``."""
+    payload = {"format": FORMAT, **payload}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; a missing, foreign or corrupt file is a user error naming the file."""
+    if not path.is_file():
+        raise HrsegError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise HrsegError(f"{path}: not a readable hrseg checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise HrsegError(f"{path}: not an hrseg checkpoint (expected format {FORMAT!r})")
+    return payload
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
+    """``None`` picks final.pt, else last.pt; a bare name is looked up in RUN/checkpoints/."""
+    ckdir = checkpoint_dir(run_dir)
+    if checkpoint is None:
+        for name in ("final.pt", "last.pt"):
+            if (ckdir / name).is_file():
+                return ckdir / name
+        raise HrsegError(f"{run_dir}: run directory has no checkpoint (looked for checkpoints/final.pt, last.pt)")
+    candidate = Path(checkpoint)
+    if not candidate.is_file() and (ckdir / candidate).is_file():
+        candidate = ckdir / candidate
+    if not candidate.is_file():
+        raise HrsegError(f"{checkpoint}: checkpoint not found (also looked in {ckdir})")
+    return candidate

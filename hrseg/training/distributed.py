@@ -1,0 +1,123 @@
+"""torchrun / DistributedDataParallel helpers.
+
+``torchrun --nproc_per_node=N -m hrseg train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK;
+without them everything here degrades to a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_from_env(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return DistInfo(rank, world, local_rank, False)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local_rank, True)
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DDP around the segmenter; a no-op in a single process."""
+    if not info.enabled:
+        return module
+    ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and/or torch.compile wrappers."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod  # type: ignore[assignment]
+        else:
+            return module
+
+
+def average_gradients(module: nn.Module, info: DistInfo) -> None:
+    """All-reduce the gradients of an auxiliary network (W, G, D).
+
+    These networks are trained through methods other than ``forward`` (e.g.
+    ``classifier_loss``) and through several backward passes per step, which DDP's
+    hooks do not follow; averaging explicitly keeps every rank's copy identical.
+    """
+    if not info.enabled:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
+def broadcast_module(module: nn.Module, info: DistInfo) -> None:
+    """Start every rank from rank 0's parameters and buffers."""
+    if not info.enabled:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=0)
+
+
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` on every rank (e.g. RNG states for the checkpoint)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / info.world_size
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
