@@ -203,6 +203,115 @@ def pad_full_label(label: np.ndarray, full_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+class ShardWriter:
+    """Append samples to a new shard, one HDF5 chunk per image; ``close`` renames it into place.
+
+    Samples are written as they come (a worker never holds a whole shard in
+    memory). No timestamps are stored, so the same samples and ``extra``
+    payload always give the same bytes. If anything fails before ``close``,
+    ``abort`` (or leaving the ``with`` block by an exception) removes the
+    temporary file: a reader never sees a partial shard.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        size: tuple[int, int],
+        *,
+        compression: str = "none",
+        realism: bool = False,
+        full_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._info: ShardInfo | None = None
+        kw = _compression_kwargs(compression)
+        w, h = size
+        self._size = (h, w)
+        self._full_size = full_size
+        self._ctx = atomic_path(self.path, suffix=".h5")
+        self._tmp = self._ctx.__enter__()
+        try:
+            self._f = h5py.File(self._tmp, "w", libver="earliest")
+            self._f.attrs["format"] = FORMAT
+
+            def make(key: str, shape: tuple[int, ...], dtype: Any, compress: bool = True) -> None:
+                self._f.create_dataset(
+                    key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                    chunks=(1, *shape) if compress else (64, *shape), track_times=False, **(kw if compress else {}),
+                )
+
+            make("images", (h, w, 3), np.uint8)
+            make("labels", (h, w), np.uint8)
+            if realism:
+                make("realism", (h, w), np.uint8)
+            if full_size is not None:
+                make("full_labels", (full_size[1], full_size[0]), np.uint8)
+            make("names", (), f"S{NAME_BYTES}", compress=False)
+            make("orig_sizes", (2,), np.int32, compress=False)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def add(self, sample: ShardSample) -> None:
+        h, w = self._size
+        if sample.image.shape != (h, w, 3) or sample.label.shape != (h, w):
+            raise ValueError(f"{sample.name}: image {sample.image.shape} / label {sample.label.shape} are not {(h, w)}")
+        name = sample.name.encode("utf-8")
+        if len(name) > NAME_BYTES:
+            raise ValueError(f"sample name longer than {NAME_BYTES} bytes: {sample.name!r}")
+        i = self.count
+        rows: dict[str, Any] = {"images": sample.image, "labels": sample.label, "names": name,
+                                "orig_sizes": np.asarray(sample.orig_size, dtype=np.int32)}
+        if "realism" in self._f:
+            if sample.realism is None:
+                raise ValueError(f"{sample.name}: this shard stores realism masks but the sample has none")
+            rows["realism"] = sample.realism
+        if self._full_size is not None:
+            if sample.full_label is None:
+                raise ValueError(f"{sample.name}: this shard stores full labels but the sample has none")
+            rows["full_labels"] = pad_full_label(sample.full_label, self._full_size)
+        for key, value in rows.items():
+            ds = self._f[key]
+            ds.resize(i + 1, axis=0)
+            ds[i] = value
+        self.count += 1
+
+    def put_extra(self, key: str, data: bytes | Sequence[str]) -> None:
+        """Store bookkeeping (e.g. the prepare statistics) as a fixed, timestamp-free dataset."""
+        if isinstance(data, bytes):
+            arr = np.frombuffer(data, dtype=np.uint8)
+        else:
+            arr = np.array([s.encode("utf-8") for s in data], dtype=f"S{NAME_BYTES}").reshape(-1)
+        self._f.create_dataset(key, data=arr, track_times=False)
+
+    def close(self) -> ShardInfo:
+        if self._info is None:
+            self._f.close()
+            info = ShardInfo(file=self.path.name, count=self.count, sha256=sha256_file(self._tmp))
+            self._ctx.__exit__(None, None, None)
+            self._info = info
+        return self._info
+
+    def abort(self) -> None:
+        if self._info is not None:
+            return
+        try:
+            if getattr(self, "_f", None) is not None and self._f.id.valid:
+                self._f.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
 def write_shard(
     path: str | Path,
     samples: Sequence[ShardSample],
@@ -210,45 +319,16 @@ def write_shard(
     compression: str = "none",
     full_size: tuple[int, int] | None = None,
 ) -> ShardInfo:
-    """Write ``samples`` to ``path`` atomically and return its manifest entry.
-
-    All arrays are fixed size, one image per chunk; no timestamps are stored so
-    the same samples always give the same bytes.
-    """
+    """Write ``samples`` to a shard at ``path`` atomically and return its manifest entry."""
     if not samples:
-        raise ValueError("a shard needs at least one sample")
-    path = Path(path)
-    n = len(samples)
+        raise ValueError("a shard needs at least one sample; use ShardWriter for an empty one")
     h, w = samples[0].label.shape
-    kw = _compression_kwargs(compression)
-    has_realism = samples[0].realism is not None
-    for s in samples:
-        if s.image.shape != (h, w, 3) or s.label.shape != (h, w):
-            raise ValueError(f"{s.name}: image {s.image.shape} / label {s.label.shape} do not match {(h, w)}")
-        if (s.realism is not None) != has_realism:
-            raise ValueError(f"{s.name}: realism present for some samples of a shard but not others")
-    names = [s.name.encode("utf-8") for s in samples]
-    if max(len(b) for b in names) > NAME_BYTES:
-        raise ValueError(f"sample name longer than {NAME_BYTES} bytes: {max(names, key=len)!r}")
-    with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-            f.attrs["format"] = FORMAT
-
-            def put(key: str, arr: np.ndarray, chunk: tuple[int, ...] | None) -> None:
-                f.create_dataset(key, data=arr, chunks=chunk, track_times=False, **(kw if chunk else {}))
-
-            put("images", np.stack([s.image for s in samples]), (1, h, w, 3))
-            put("labels", np.stack([s.label for s in samples]), (1, h, w))
-            if has_realism:
-                put("realism", np.stack([s.realism for s in samples]), (1, h, w))  # type: ignore[misc]
-            if full_size is not None:
-                fw, fh = full_size
-                full = np.stack([pad_full_label(s.full_label, full_size) for s in samples])  # type: ignore[arg-type]
-                put("full_labels", full, (1, fh, fw))
-            put("names", np.array(names, dtype=f"S{NAME_BYTES}"), None)
-            put("orig_sizes", np.array([s.orig_size for s in samples], dtype=np.int32).reshape(n, 2), None)
-        info = ShardInfo(file=path.name, count=n, sha256=sha256_file(tmp))
-    return info
+    with ShardWriter(
+        path, (w, h), compression=compression, realism=samples[0].realism is not None, full_size=full_size
+    ) as writer:
+        for s in samples:
+            writer.add(s)
+        return writer.close()
 
 
 class ShardReader:

@@ -1,0 +1,234 @@
+"""The on-disk layouts of GTAV, Cityscapes and SYNTHIA-RAND-CITYSCAPES, read into trainId samples.
+
+Listing (which files form a split) and decoding (one image/label pair to
+RGB + trainIds) are separate so ``prepare`` can list in the parent and decode
+in worker processes. Real downloads have defects; instead of failing on the
+first one, every defect is counted under a fixed reason name and the affected
+files are listed, and ``prepare`` prints all counts at the end:
+
+- ``missing_label`` / ``missing_image``: the pair is incomplete (GTAV: only
+  the intersection of ``images/`` and ``labels/`` is used);
+- ``corrupt``: the image or label cannot be decoded (truncated PNG ...); skipped;
+- ``blank``: the image has a single colour (GTAV 15188, 17705); skipped;
+- ``label_resized``: label and image sizes differ; the label is resized
+  (nearest) to the image;
+- ``unknown_label_ids``: the label holds ids outside the table; those pixels
+  become 255 (``unknown_label_pixels`` counts them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hrseg.data.labels import IGNORE_INDEX, KNOWN_LABEL_IDS, LABEL_TO_TRAIN, SYNTHIA_TO_TRAIN
+from hrseg.data.png import PngError, decode_palette_indices
+from hrseg.errors import HrsegError
+
+DATASETS = ("gtav", "cityscapes", "synthia")
+SPLITS: dict[str, tuple[str, ...]] = {"gtav": ("train",), "synthia": ("train",), "cityscapes": ("train", "val", "test")}
+SYNTHIA_KNOWN_IDS = np.zeros(65536, dtype=bool)
+SYNTHIA_KNOWN_IDS[:23] = True  # SYNTHIA's classes 0 (void) .. 22
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """Paths of one pair; ``name`` is the image path relative to the dataset root."""
+
+    name: str
+    image: Path
+    label: Path | None
+    realism: Path | None = None
+
+
+@dataclass
+class Listing:
+    """The samples of a split, sorted by name, and the files that could not be paired."""
+
+    dataset: str
+    split: str
+    root: Path
+    samples: list[RawSample]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Decoded:
+    """One decoded pair at original resolution, or the reason it was skipped."""
+
+    name: str
+    image: np.ndarray | None = None  # (H, W, 3) uint8 RGB
+    label: np.ndarray | None = None  # (H, W) uint8 trainIds
+    realism: np.ndarray | None = None  # (H, W) uint8
+    skip: str | None = None
+    detail: str = ""
+    events: dict[str, int] = field(default_factory=dict)
+
+
+def _require_dirs(root: Path, dataset: str, dirs: list[Path]) -> None:
+    if not root.is_dir():
+        raise HrsegError(f"--root {root}: directory does not exist")
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        expected = ", ".join(str(d.relative_to(root)) + "/" for d in dirs)
+        raise HrsegError(
+            f"--root {root}: not a {dataset} layout; expected folders {expected} "
+            f"(missing {', '.join(str(d.relative_to(root)) + '/' for d in missing)})"
+        )
+
+
+def _pngs(folder: Path) -> dict[str, Path]:
+    return {p.name: p for p in folder.glob("*.png") if p.is_file()}
+
+
+def list_gtav(root: Path) -> Listing:
+    """``images/NNNNN.png`` + ``labels/NNNNN.png`` (+ optional ``realism/``): their intersection."""
+    images, labels, realism = root / "images", root / "labels", root / "realism"
+    _require_dirs(root, "GTAV", [images, labels])
+    imgs, labs = _pngs(images), _pngs(labels)
+    reals = _pngs(realism) if realism.is_dir() else {}
+    samples = [
+        RawSample(f"images/{n}", imgs[n], labs[n], reals.get(n))
+        for n in sorted(imgs.keys() & labs.keys())
+    ]
+    skipped: dict[str, list[str]] = {}
+    if imgs.keys() - labs.keys():
+        skipped["missing_label"] = [f"images/{n}" for n in sorted(imgs.keys() - labs.keys())]
+    if labs.keys() - imgs.keys():
+        skipped["missing_image"] = [f"labels/{n}" for n in sorted(labs.keys() - imgs.keys())]
+    if reals and len(reals.keys() & {Path(s.name).name for s in samples}) != len(samples):
+        raise HrsegError(f"{realism}: realism masks exist for some images but not all; remove the folder or complete it")
+    return Listing("gtav", "train", root, samples, skipped)
+
+
+def list_cityscapes(root: Path, split: str) -> Listing:
+    """``leftImg8bit/SPLIT/CITY/*_leftImg8bit.png`` + ``gtFine/SPLIT/CITY/*_gtFine_labelIds.png``."""
+    left, gt = root / "leftImg8bit" / split, root / "gtFine" / split
+    required = [left] if split == "test" else [left, gt]
+    _require_dirs(root, "Cityscapes", required)
+    samples: list[RawSample] = []
+    skipped: dict[str, list[str]] = {}
+    found_labels: set[Path] = set()
+    for img in sorted(left.glob("*/*_leftImg8bit.png")):
+        city = img.parent.name
+        stem = img.name[: -len("_leftImg8bit.png")]
+        lab = gt / city / f"{stem}_gtFine_labelIds.png"
+        name = str(img.relative_to(root))
+        if lab.is_file():
+            found_labels.add(lab)
+            samples.append(RawSample(name, img, lab))
+        elif split == "test":
+            samples.append(RawSample(name, img, None))
+        else:
+            skipped.setdefault("missing_label", []).append(name)
+    if gt.is_dir():
+        orphans = sorted(set(gt.glob("*/*_gtFine_labelIds.png")) - found_labels)
+        if orphans:
+            skipped["missing_image"] = [str(p.relative_to(root)) for p in orphans]
+    return Listing("cityscapes", split, root, samples, skipped)
+
+
+def list_synthia(root: Path) -> Listing:
+    """``RGB/*.png`` + ``GT/LABELS/*.png`` (16-bit, class id in the last OpenCV channel)."""
+    rgb, labels = root / "RGB", root / "GT" / "LABELS"
+    _require_dirs(root, "SYNTHIA-RAND-CITYSCAPES", [rgb, labels])
+    imgs, labs = _pngs(rgb), _pngs(labels)
+    samples = [RawSample(f"RGB/{n}", imgs[n], labs[n]) for n in sorted(imgs.keys() & labs.keys())]
+    skipped: dict[str, list[str]] = {}
+    if imgs.keys() - labs.keys():
+        skipped["missing_label"] = [f"RGB/{n}" for n in sorted(imgs.keys() - labs.keys())]
+    if labs.keys() - imgs.keys():
+        skipped["missing_image"] = [f"GT/LABELS/{n}" for n in sorted(labs.keys() - imgs.keys())]
+    return Listing("synthia", "train", root, samples, skipped)
+
+
+def list_split(dataset: str, root: str | Path, split: str) -> Listing:
+    """The sorted samples of ``dataset``/``split`` under ``root``; layout problems are user errors."""
+    root = Path(root)
+    if dataset not in DATASETS:
+        raise HrsegError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS[dataset]:
+        raise HrsegError(f"--split {split}: {dataset} has the split(s) {', '.join(SPLITS[dataset])}")
+    if dataset == "gtav":
+        listing = list_gtav(root)
+    elif dataset == "cityscapes":
+        listing = list_cityscapes(root, split)
+    else:
+        listing = list_synthia(root)
+    if not listing.samples:
+        raise HrsegError(f"--root {root}: {dataset} split {split!r} is empty (no image/label pairs found)")
+    return listing
+
+
+def _read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _decode_rgb(data: bytes) -> np.ndarray | None:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if img is None else np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _label_ids(dataset: str, data: bytes) -> np.ndarray:
+    """Raw label ids as stored: uint8 labelIds (GTAV, Cityscapes) or uint16 SYNTHIA ids."""
+    if dataset == "synthia":
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise PngError("corrupt PNG data")
+        return raw[:, :, -1] if raw.ndim == 3 else raw
+    if dataset == "gtav":
+        return decode_palette_indices(data)
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise PngError("corrupt PNG data")
+    if raw.ndim != 2:
+        raise PngError("Cityscapes labelIds PNG must be single-channel")
+    return raw
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """A single-colour image (GTAV ships two black frames); nothing to learn from it."""
+    flat = image.reshape(-1, image.shape[-1])
+    return bool((flat == flat[0]).all())
+
+
+def decode(dataset: str, sample: RawSample) -> Decoded:
+    """Decode one pair to RGB + trainIds at original resolution, counting defects instead of failing."""
+    out = Decoded(sample.name)
+    try:
+        image = _decode_rgb(_read_bytes(sample.image))
+    except OSError as exc:
+        return Decoded(sample.name, skip="corrupt", detail=f"{sample.image}: {exc}")
+    if image is None:
+        return Decoded(sample.name, skip="corrupt", detail=f"{sample.image}: cannot decode image")
+    if is_blank(image):
+        return Decoded(sample.name, skip="blank", detail=f"{sample.image}: blank image")
+    h, w = image.shape[:2]
+    if sample.label is None:
+        label = np.full((h, w), IGNORE_INDEX, dtype=np.uint8)
+    else:
+        try:
+            ids = _label_ids(dataset, _read_bytes(sample.label))
+        except (OSError, PngError) as exc:
+            return Decoded(sample.name, skip="corrupt", detail=f"{sample.label}: {exc}")
+        known = SYNTHIA_KNOWN_IDS[ids] if dataset == "synthia" else KNOWN_LABEL_IDS[ids]
+        unknown = int(ids.size - np.count_nonzero(known))
+        if unknown:
+            out.events["unknown_label_ids"] = 1
+            out.events["unknown_label_pixels"] = unknown
+        label = SYNTHIA_TO_TRAIN[ids] if dataset == "synthia" else LABEL_TO_TRAIN[ids]
+        if label.shape != (h, w):
+            out.events["label_resized"] = 1
+            label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    realism = None
+    if sample.realism is not None:
+        realism = cv2.imdecode(np.frombuffer(_read_bytes(sample.realism), np.uint8), cv2.IMREAD_GRAYSCALE)
+        if realism is None:
+            return Decoded(sample.name, skip="corrupt", detail=f"{sample.realism}: cannot decode realism mask")
+        if realism.shape != (h, w):
+            realism = cv2.resize(realism, (w, h), interpolation=cv2.INTER_NEAREST)
+    out.image, out.label, out.realism = image, np.ascontiguousarray(label), realism
+    return out
