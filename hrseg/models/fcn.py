@@ -58,8 +58,8 @@ class FCN8s(nn.Module):
         super().__init__()
         self.width = check_width(width)
         self.num_classes = num_classes
+        state = fetch_state_dict("vgg16", pretrained, width)  # before building: bad files fail fast
         vgg = VGG16(width)
-        state = fetch_state_dict("vgg16", pretrained, width)
         if state is not None:
             load_strict(vgg, state, str(pretrained))
         self.features = vgg.features

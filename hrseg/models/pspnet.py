@@ -58,8 +58,8 @@ class PSPNet(nn.Module):
         super().__init__()
         self.width = check_width(width)
         self.num_classes = num_classes
+        state = fetch_state_dict("resnet50", pretrained, width)  # before building: bad files fail fast
         backbone = ResNet50(width, dilate=(False, True, True))
-        state = fetch_state_dict("resnet50", pretrained, width)
         if state is not None:
             load_strict(backbone, state, str(pretrained))
         del backbone.fc  # the ImageNet head is only there so the file loads strictly
