@@ -1,7 +1,8 @@
 """hrseg's scores equal cityscapesScripts' evalPixelLevelSemanticLabeling on the same predictions.
 
 A tiny Cityscapes-format split is generated (full-resolution labelId PNGs,
-including ignored labelIds), prepared into shards at half resolution, and
+including ignored labelIds), prepared into shards at half resolution by
+`hrseg prepare`'s library function, and
 scored with a deliberately imperfect colour-matching predictor; the saved
 labelId PNGs are then scored by the official script, driven in-process.
 """
@@ -22,7 +23,7 @@ import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cs_eval
 from hrseg.data.augment import denormalize
 from hrseg.data.dataset import open_split
 from hrseg.data.labels import CLASS_NAMES, LABEL_TO_TRAIN, PALETTE
-from hrseg.data.shards import Manifest, ShardOptions, ShardSample, write_shard
+from hrseg.data.prepare import PrepareConfig, prepare
 from hrseg.errors import HrsegError
 from hrseg.evaluation.evaluate import evaluate_segmenter, score_folder
 from hrseg.evaluation.predictions import PredictionWriter
@@ -57,30 +58,6 @@ def make_cityscapes_val(root: Path, seed: int = 0) -> list[str]:
     return names
 
 
-def prepare_val(raw: Path, data: Path, names: list[str]) -> None:
-    """Shards as `prepare` lays them out: half-size images/labels, full-size trainId labels."""
-    samples = []
-    for rel in names:
-        image = cv2.imread(str(raw / rel))[..., ::-1]
-        stem = Path(rel).name[: -len("_leftImg8bit.png")]
-        city = Path(rel).parent.name
-        label_ids = cv2.imread(str(raw / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png"), cv2.IMREAD_UNCHANGED)
-        full = LABEL_TO_TRAIN[label_ids]
-        samples.append(ShardSample(
-            name=rel,
-            image=cv2.resize(image, (SMALL_W, SMALL_H), interpolation=cv2.INTER_AREA),
-            label=cv2.resize(full, (SMALL_W, SMALL_H), interpolation=cv2.INTER_NEAREST),
-            orig_size=(FULL_H, FULL_W), full_label=full,
-        ))
-    split = data / "cityscapes" / "val"
-    split.mkdir(parents=True)
-    info = write_shard(split / "shard-00000.h5", samples, full_size=(FULL_W, FULL_H))
-    opts = ShardOptions(size=(SMALL_W, SMALL_H), resize="area", compression="none", shard_size=8,
-                        full_labels=True, full_size=(FULL_W, FULL_H))
-    Manifest(dataset="cityscapes", split="val", size=(SMALL_W, SMALL_H), options=opts, num_images=len(samples),
-             shards=[info], has_full_labels=True).save(split)
-
-
 class ColourMatcher(nn.Module):
     """Predicts the class whose palette colour is nearest, but never 'bus' or 'train'."""
 
@@ -111,8 +88,9 @@ def official_scores(raw: Path, predictions: Path) -> dict:
 def tiny_val(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("agreement")
     raw, data = root / "raw", root / "data"
-    names = make_cityscapes_val(raw)
-    prepare_val(raw, data, names)
+    make_cityscapes_val(raw)
+    prepare(PrepareConfig(dataset="cityscapes", root=raw, out=data, splits=("val",), size=(SMALL_W, SMALL_H)),
+            show_progress=False)
     return raw, data
 
 

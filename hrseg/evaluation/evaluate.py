@@ -26,6 +26,8 @@ from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
 from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, read_prediction
 from hrseg.evaluation.results import ALIGN_CORNERS, EvalReport, WeightingReport
+from hrseg.evaluation.weighting import weighting_quality
+from hrseg.training.trainer import load_for_inference, resolve_device
 
 SOURCE = "source"
 
@@ -53,18 +55,6 @@ class EvalOptions:
         if self.max_images is not None and self.max_images < 1:
             raise HrsegError(f"--max-images: must be >= 1, got {self.max_images}")
         return self
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise HrsegError(f"--device: unknown device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HrsegError(f"--device: {device} requested but no CUDA device is available")
-    return dev
 
 
 def resolve_split(split: str, source: str, source_split: str, target: str) -> tuple[str, str]:
@@ -184,8 +174,6 @@ def default_json_path(run_dir: str | Path, split: str) -> Path:
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> EvalReport | WeightingReport:
     """Evaluate a run directory: segmentation on a target split, or weighting quality on ``source``."""
-    from hrseg.training.trainer import load_for_inference  # training imports evaluation: keep this lazy
-
     opts = (options or EvalOptions()).validate()
     run = Path(run_dir)
     device = resolve_device(opts.device)
@@ -193,10 +181,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
     cfg = loaded.config
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
-    checkpoint = str(opts.checkpoint) if opts.checkpoint else None
     if opts.split == SOURCE:
-        from hrseg.evaluation.weighting import weighting_quality
-
         if loaded.weighting is None:
             raise HrsegError(
                 f"{run}: scheme {cfg.scheme!r} has no weighting network; --split source needs a w1 or w19 run"
@@ -212,5 +197,5 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
         report = evaluate_segmenter(loaded.segmenter, ds, classes=opts.classes, device=device,
                                     batch_size=opts.batch_size, writer=writer, show_progress=opts.show_progress)
     report.run = str(run)
-    report.checkpoint = checkpoint
+    report.checkpoint = str(loaded.checkpoint)
     return report

@@ -29,7 +29,7 @@ COLOUR_DIR = "colour"
 _CS_NAME = re.compile(r"^(?P<city>[A-Za-z-]+)_(?P<seq>\d{6})_(?P<frame>\d{6})_")
 
 
-def _relative_stem(name: str) -> PurePosixPath:
+def relative_stem(name: str) -> PurePosixPath:
     """Dataset-relative image name -> path without the dataset's image folder and suffix.
 
     ``leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png`` ->
@@ -53,7 +53,7 @@ def _relative_stem(name: str) -> PurePosixPath:
 
 def prediction_path(name: str, kind: str = "labelIds") -> PurePosixPath:
     """Relative path of the prediction PNG for a dataset image, under ``DIR``."""
-    stem = _relative_stem(name)
+    stem = relative_stem(name)
     if kind == "labelIds":
         return PurePosixPath(LABEL_IDS_DIR) / stem.with_name(stem.name + "_pred_labelIds.png")
     if kind == "colour":
@@ -105,7 +105,7 @@ def find_prediction(index: dict[str, list[Path]], name: str, folder: Path) -> Pa
     Cityscapes names match the official rule (``<city>_<seq>_<frame>*.png``);
     other names must be ``<stem>_pred_labelIds.png`` or ``<stem>.png``.
     """
-    stem = _relative_stem(name).name
+    stem = relative_stem(name).name
     m = _CS_NAME.match(stem + "_")
     if m:
         pattern = f"{m['city']}_{m['seq']}_{m['frame']}*.png"
