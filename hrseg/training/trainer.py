@@ -552,7 +552,8 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def run(self) -> TrainResult:
+    def run(self, stop_after: int | None = None) -> TrainResult:
+        """Train to ``optim.iters``; ``stop_after`` ends this call early, as a Ctrl-C would (resumable)."""
         cfg = self.cfg
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -600,7 +601,8 @@ class Trainer:
                     if bar is not None and task is not None:
                         bar.update(task, completed=self.iteration, description=_describe(values),
                                    rate=f"{record['images_per_s']:.1f} img/s")
-                    stop = self._agree(interrupt.requested)
+                    stop = self._agree(interrupt.requested or (
+                        stop_after is not None and self.iteration - start_iter >= stop_after))
                     if self.iteration % cfg.run.checkpoint_every == 0 and self.iteration < cfg.optim.iters:
                         names = ["last.pt"] + ([f"iter_{self.iteration:06d}.pt"] if cfg.run.keep_checkpoints else [])
                         self.save(*names)
@@ -687,11 +689,11 @@ def _truncate_metrics(path: Path, iteration: int) -> None:
 # public entry points
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``)."""
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``); see ``Trainer.run``."""
     trainer = Trainer(cfg, resume=resume)
     try:
-        return trainer.run()
+        return trainer.run(stop_after=stop_after)
     finally:
         trainer.close()
 
