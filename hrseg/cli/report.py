@@ -1,9 +1,47 @@
-"""CLI for `hrseg report` (filled in by its issue)."""
+"""CLI for `hrseg report`: compare runs in one Table-1 style table (Markdown + JSON)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List
+
 import typer
+from rich.table import Table
+
+from hrseg.cli.common import user_errors
+from hrseg.console import console
+from hrseg.reporting import Report, build_report, write_report
+
+
+def print_report(report: Report) -> None:
+    has_auc = any(r.auc is not None for r in report.rows)
+    table = Table(title=f"runs compared on {report.split} (mIoU %, mean ± std over runs)")
+    for col in ("configuration", "backbone", "target images", "runs", "mIoU", "Δ vs target only"):
+        table.add_column(col, justify="right" if col in ("runs", "mIoU", "Δ vs target only") else "left")
+    if has_auc:
+        table.add_column("weighting AUC", justify="right")
+    for row in report.rows:
+        delta = "—" if row.delta is None else f"{100 * row.delta:+.1f}"
+        cells = [row.configuration, row.backbone, row.target_images, str(len(row.runs)), row.miou_text(), delta]
+        if has_auc:
+            cells.append("—" if row.auc is None else f"{row.auc:.3f}")
+        table.add_row(*cells)
+    console.print(table)
+
+
+def report_command(
+    runs: List[Path] = typer.Argument(..., help="Run directories (already evaluated with hrseg eval)."),
+    split: str = typer.Option("val", "--split", help="Which evaluation to compare (RUN/eval/<split>.json)."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json."),
+) -> None:
+    """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only."""
+    with user_errors():
+        report = build_report(runs, split)
+        print_report(report)
+        md, js = write_report(report, out)
+        console.print(f"wrote {md} and {js}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the root application."""
+    app.command("report")(report_command)

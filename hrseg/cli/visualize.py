@@ -1,9 +1,70 @@
-"""CLI for `hrseg visualize` (filled in by its issue)."""
+"""CLI for `hrseg visualize weights|predictions`: labelled PNG panels and an index.html."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.table import Table
+
+from hrseg.cli.common import emit_json, user_errors
+from hrseg.console import console
+
+visualize_app = typer.Typer(help="Draw weight maps or predictions of a run as PNG panels with an index.html.",
+                            no_args_is_help=True)
+
+_RUN = typer.Option(..., "--run", help="Run directory.")
+_OUT = typer.Option(..., "--out", help="Output folder for the PNGs, index.html and gallery.json.")
+_NUM = typer.Option(8, "--num", help="Number of images, spread evenly over the split.")
+_CKPT = typer.Option(None, "--checkpoint", help="Checkpoint file (default: the run's final/last).")
+_DATA = typer.Option(None, "--data", help="Prepared data dir (default: the run's).")
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+
+
+def _print(kind: str, gallery: object) -> None:
+    from hrseg.visualization.render import Gallery
+
+    assert isinstance(gallery, Gallery)
+    table = Table(title=f"{kind} panels")
+    table.add_column("panel")
+    for p in gallery.panels:
+        table.add_row(str(p))
+    console.print(table)
+    console.print(f"open {gallery.index}")
+
+
+def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Optional[Path],
+         data: Optional[Path], device: str) -> None:
+    from hrseg.visualization.render import VisualizeOptions, visualize_predictions, visualize_weights
+
+    with user_errors():
+        opts = VisualizeOptions(out=str(out), num=num, split=split,
+                                checkpoint=str(checkpoint) if checkpoint else None,
+                                data=str(data) if data else None, device=device)
+        fn = visualize_weights if kind == "weights" else visualize_predictions
+        gallery = fn(run, opts)
+        _print(kind, gallery)
+        emit_json(gallery.to_dict(), out / "gallery.json")
+
+
+@visualize_app.command("weights")
+def weights_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
+                    split: str = typer.Option("source", "--split", help="'source' or dataset/split."),
+                    checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA, device: str = _DEVICE) -> None:
+    """Per source image: image, label, prediction, pixel/region/image scores, combined weight (W^19: per class)."""
+    _run("weights", run, out, num, split, checkpoint, data, device)
+
+
+@visualize_app.command("predictions")
+def predictions_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
+                        split: str = typer.Option("val", "--split", help="Target split or dataset/split."),
+                        checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA,
+                        device: str = _DEVICE) -> None:
+    """Per target image: image, ground truth, prediction and its errors."""
+    _run("predictions", run, out, num, split, checkpoint, data, device)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's command(s) to the root application."""
+    app.add_typer(visualize_app, name="visualize")
