@@ -1,9 +1,167 @@
-"""CLI for `hrseg prepare` (filled in by its issue)."""
+"""CLI for `hrseg prepare {gtav,cityscapes,synthia,synthetic,verify}`: decode once into HDF5 shards."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.table import Table
+
+from hrseg.cli.common import emit_json, user_errors
+from hrseg.console import console
+from hrseg.errors import HrsegError
+
+MAX_MESSAGES = 20
+
+prepare_app = typer.Typer(
+    help="Decode datasets once into HDF5 shards (resumable, parallel); generate procedural scenes; verify.",
+    no_args_is_help=True,
+)
+
+
+def _summary(results: list, json_path: Optional[Path]) -> None:
+    from hrseg.data.prepare import stats_rows
+
+    table = Table(title="prepare summary")
+    table.add_column("count")
+    for res in results:
+        table.add_column(f"{res.manifest.dataset}/{res.manifest.split}", justify="right")
+    rows = [stats_rows(res) for res in results]
+    for i, (key, _) in enumerate(rows[0] if rows else []):
+        table.add_row(key, *(r[i][1] for r in rows))
+    console.print(table)
+    for res in results:
+        console.print(f"{res.manifest.dataset}/{res.manifest.split}: {res.split_dir}", highlight=False)
+        for line in res.messages[:MAX_MESSAGES]:
+            console.print(f"[yellow]skipped/fixed[/] {line}", highlight=False, soft_wrap=True)
+        if len(res.messages) > MAX_MESSAGES:
+            console.print(f"[yellow]... {len(res.messages) - MAX_MESSAGES} more[/] (all listed in the manifest)")
+    emit_json({"splits": [dict(r.manifest.to_dict(), split_dir=str(r.split_dir), seconds=r.seconds,
+                                reused_shards=r.reused_shards, built_shards=r.built_shards)
+                          for r in results]}, json_path)
+
+
+def _run_dataset(
+    dataset: str, root: Path, out: Path, size: Optional[str], splits: list[str], workers: Optional[int],
+    shard_size: int, compression: str, resize: str, overwrite: bool, json_path: Optional[Path],
+) -> None:
+    from hrseg.data.prepare import PrepareConfig, default_workers, parse_size, prepare
+
+    with user_errors():
+        cfg = PrepareConfig(
+            dataset=dataset, root=root, out=out, splits=tuple(splits), size=parse_size(size) if size else None,
+            resize=resize, workers=workers or default_workers(), shard_size=shard_size, compression=compression,
+            overwrite=overwrite,
+        )
+        _summary(prepare(cfg), json_path)
+
+
+ROOT = typer.Option(..., "--root", help="Dataset root folder (the layout is checked).")
+OUT = typer.Option(..., "--out", help="Prepared data folder (DATA); writes DATA/<dataset>/<split>/.")
+SIZE = typer.Option(None, "--size", help="Shard size WxH (default: GTAV 1280x720, Cityscapes 1024x512, SYNTHIA 1280x760).")
+WORKERS = typer.Option(None, "--workers", help="Worker processes (default: CPU count, at most 8).")
+SHARD_SIZE = typer.Option(256, "--shard-size", help="Input images per shard.")
+COMPRESSION = typer.Option("none", "--compression", help="none | lzf | gzip.")
+RESIZE = typer.Option("area", "--resize", help="Image interpolation: area | bilinear (labels: nearest).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Rebuild a split prepared with other options.")
+JSON = typer.Option(None, "--json", help="Also write the summary as JSON to this file.")
+
+
+@prepare_app.command("gtav")
+def gtav(
+    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE, workers: Optional[int] = WORKERS,
+    shard_size: int = SHARD_SIZE, compression: str = COMPRESSION, resize: str = RESIZE,
+    overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
+) -> None:
+    """GTAV: images/ + labels/ (palettised labelIds) [+ realism/] -> DATA/gtav/train."""
+    _run_dataset("gtav", root, out, size, [], workers, shard_size, compression, resize, overwrite, json_path)
+
+
+@prepare_app.command("cityscapes")
+def cityscapes(
+    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE,
+    split: list[str] = typer.Option([], "--split", help="train | val | test (repeatable; default train and val)."),
+    workers: Optional[int] = WORKERS, shard_size: int = SHARD_SIZE, compression: str = COMPRESSION,
+    resize: str = RESIZE, overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
+) -> None:
+    """Cityscapes: leftImg8bit/ + gtFine/*_labelIds.png -> DATA/cityscapes/<split> (val keeps full-size labels)."""
+    _run_dataset("cityscapes", root, out, size, split, workers, shard_size, compression, resize, overwrite, json_path)
+
+
+@prepare_app.command("synthia")
+def synthia(
+    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE, workers: Optional[int] = WORKERS,
+    shard_size: int = SHARD_SIZE, compression: str = COMPRESSION, resize: str = RESIZE,
+    overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
+) -> None:
+    """SYNTHIA-RAND-CITYSCAPES: RGB/ + GT/LABELS/ (16-bit) -> DATA/synthia/train."""
+    _run_dataset("synthia", root, out, size, [], workers, shard_size, compression, resize, overwrite, json_path)
+
+
+@prepare_app.command("synthetic")
+def synthetic(
+    out: Path = OUT,
+    seed: int = typer.Option(0, "--seed", help="Seed of the scene generator."),
+    source_images: int = typer.Option(300, "--source-images", help="GTAV-format source scenes."),
+    target_images: int = typer.Option(100, "--target-images", help="Cityscapes-format train scenes."),
+    val_images: int = typer.Option(50, "--val-images", help="Cityscapes-format val scenes."),
+    size: str = typer.Option("256x128", "--size", help="Generated target size WxH (source: same width, 16:9)."),
+    prepared_size: Optional[str] = typer.Option(None, "--prepared-size", help="Target shard size WxH (default: half of --size)."),
+    workers: Optional[int] = WORKERS, shard_size: int = typer.Option(64, "--shard-size", help="Input images per shard."),
+    compression: str = COMPRESSION, overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
+) -> None:
+    """Generate procedural two-domain scenes (GTAV + Cityscapes formats) under DATA/raw and prepare them."""
+    from hrseg.data.prepare import default_workers, parse_size
+    from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
+
+    with user_errors():
+        scenes = SceneConfig(seed=seed, source_images=source_images, target_images=target_images,
+                             val_images=val_images, size=parse_size(size))
+        cfg = SyntheticPrepareConfig(
+            out=out, scenes=scenes, prepared_size=parse_size(prepared_size) if prepared_size else None,
+            workers=workers or default_workers(), shard_size=shard_size, compression=compression,
+            overwrite=overwrite,
+        )
+        result = prepare_synthetic(cfg)
+        state = "generated" if result["generated"] else "already generated (kept)"
+        console.print(f"scenes {state} in {out / 'raw'} ({result['generate_seconds']:.1f} s)")
+        _summary(result["results"], json_path)  # type: ignore[arg-type]
+
+
+@prepare_app.command("verify")
+def verify(
+    data: Path = typer.Argument(..., help="A prepared DATA folder or one split folder."),
+    json_path: Optional[Path] = JSON,
+) -> None:
+    """Re-read every shard against its manifest (checksums, shapes, class pixel counts)."""
+    from hrseg.data.shards import find_split_dirs, verify_split
+
+    with user_errors():
+        if not data.exists():
+            raise HrsegError(f"{data}: does not exist")
+        splits = find_split_dirs(data)
+        if not splits:
+            raise HrsegError(f"{data}: no manifest.json found; nothing prepared here")
+        table = Table(title=f"verify {data}")
+        for col in ("split", "images", "shards", "status"):
+            table.add_column(col)
+        reports = []
+        for split_dir in splits:
+            rep = verify_split(split_dir)
+            reports.append(rep)
+            table.add_row(str(split_dir), str(rep.num_images), str(rep.num_shards),
+                          "[green]ok[/]" if rep.ok else f"[red]{len(rep.problems)} problem(s)[/]")
+        console.print(table)
+        for rep in reports:
+            for line in rep.problems:
+                console.print(f"[red]bad[/] {line}", highlight=False, soft_wrap=True)
+        emit_json({"splits": [r.to_dict() for r in reports]}, json_path)
+        bad = [r for r in reports if not r.ok]
+        if bad:
+            raise HrsegError(f"{data}: {sum(len(r.problems) for r in bad)} problem(s); first: {bad[0].problems[0]}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the root application."""
+    """Add `hrseg prepare ...` to the root application."""
+    app.add_typer(prepare_app, name="prepare")

@@ -112,10 +112,11 @@ class SplitResult:
     reused_shards: int
     seconds: float
     messages: list[str] = field(default_factory=list)
+    processed: int = 0  # inputs decoded by this run (reused shards are not re-decoded)
 
     @property
     def images_per_second(self) -> float:
-        return self.manifest.num_images / self.seconds if self.seconds > 0 else float("inf")
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ def prepare_split(
         messages.extend(state[2]["messages"])
     for reason, names in listing.skipped.items():
         messages.extend(f"{reason}: {cfg.root / n}" for n in names)
-    return SplitResult(split_dir, manifest, len(tasks), len(ranges) - len(tasks), time.perf_counter() - t0, messages)
+    return SplitResult(split_dir, manifest, len(tasks), len(ranges) - len(tasks), time.perf_counter() - t0, messages, todo)
 
 
 def _assemble_manifest(
