@@ -1,0 +1,320 @@
+"""Weighting networks: the METHOD.md tables, the per-level heads, W^19's class channel,
+every combination / normalisation option, and the domain-classifier loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hrseg.errors import HrsegError
+from hrseg.models import HierarchicalWeighting, count_parameters
+from hrseg.models.weighting import w1_trunk, w19_trunk
+
+
+class Fixed(nn.Module):
+    """A stand-in trunk that returns chosen logits, so the heads and the combination can be checked exactly."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, inp: Tensor) -> Tensor:
+        return self.logits
+
+
+def with_fixed(w: HierarchicalWeighting, logits: dict[str, Tensor]) -> HierarchicalWeighting:
+    for level, z in logits.items():
+        w.trunks[level] = Fixed(z)
+    return w
+
+
+def conv_rows(trunk: nn.Module) -> list[tuple[int, int, int, int, int]]:
+    return [
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0])
+        for m in trunk.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+
+
+def test_w1_trunk_is_the_table() -> None:
+    trunk = w1_trunk()
+    assert conv_rows(trunk) == [(19, 64, 4, 2, 1), (64, 128, 4, 2, 1), (128, 256, 4, 2, 1),
+                                (256, 512, 4, 2, 1), (512, 1, 4, 2, 1)]
+    assert count_parameters(trunk) == 2_781_121
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in trunk.modules()) == 4
+    assert count_parameters(w1_trunk(in_channels=3)) == 2_781_121 - 16 * 64 * 16
+
+
+def test_w19_trunk_is_the_table() -> None:
+    trunk = w19_trunk()
+    assert conv_rows(trunk) == [(19, 64, 3, 2, 1), (64, 128, 3, 2, 1), (128, 128, 3, 1, 1), (128, 128, 3, 1, 1),
+                                (128, 128, 3, 1, 1), (128, 19, 1, 1, 0)]
+    assert isinstance(list(trunk.children())[-1], nn.ConvTranspose2d)
+    norms = [m for m in trunk.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert len(norms) == 3 and not any(m.affine for m in norms)
+    convs = sum(count_parameters(m) for m in trunk.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+    assert convs == count_parameters(trunk) == 530_067
+
+
+def test_each_level_has_its_own_trunk() -> None:
+    w = HierarchicalWeighting("w1")
+    assert count_parameters(w) == 3 * 2_781_121
+    assert len({id(t) for t in w.trunks.values()}) == 3
+    assert count_parameters(HierarchicalWeighting("w19", levels=("pixel", "image"))) == 2 * 530_067
+
+
+@pytest.mark.parametrize("scheme,channels,native", [("w1", 1, (2, 4)), ("w19", 19, (16, 32))])
+def test_level_shapes(scheme: str, channels: int, native: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    w = HierarchicalWeighting(scheme, width=0.125)
+    inp = torch.randn(2, 19, 64, 128).softmax(1)
+    labels = torch.randint(0, 19, (2, 96, 200))  # label resolution differs from the input's
+    out = w(inp, labels)
+    assert out.logits["pixel"].shape == out.logits["region"].shape == (2, channels, *native)
+    assert out.logits["image"].shape == (2, channels, 1, 1)
+    for level in ("pixel", "region", "image"):
+        assert out.scores[level].shape == (2, 96, 200)
+        assert ((out.scores[level] > 0) & (out.scores[level] < 1)).all()
+    assert out.weight.shape == (2, 96, 200)
+
+
+def test_image_input_ablation() -> None:
+    w = HierarchicalWeighting("w1", in_channels=3, width=0.125)
+    out = w(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.long))
+    assert out.weight.shape == (1, 64, 64)
+
+
+def test_region_cells_share_a_score_pixel_level_is_smooth_image_level_constant() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(2, 1, 4, 8)
+    w = with_fixed(HierarchicalWeighting("w1", width=0.125), {"pixel": z, "region": z, "image": z})
+    labels = torch.zeros(2, 32, 64, dtype=torch.long)
+    out = w(torch.zeros(2, 19, 32, 64), labels)
+    region = out.scores["region"].view(2, 4, 8, 8, 8)
+    assert torch.equal(region, region[:, :, :1, :, :1].expand_as(region))
+    torch.testing.assert_close(region[:, :, 0, :, 0], torch.sigmoid(z[:, 0]))
+    torch.testing.assert_close(out.scores["pixel"], torch.sigmoid(F.interpolate(z, size=(32, 64), mode="bilinear"))[:, 0])
+    assert out.scores["pixel"][0, 3, :8].unique().numel() > 1
+    for b in range(2):
+        torch.testing.assert_close(out.scores["image"][b], torch.sigmoid(z[b].mean()).expand(32, 64))
+
+
+def test_w19_reads_the_ground_truth_channel_at_every_level() -> None:
+    classes = torch.arange(19, dtype=torch.float32) - 9.0  # channel k holds the logit k - 9
+    z = classes.view(1, 19, 1, 1).expand(2, 19, 4, 4).contiguous()
+    w = with_fixed(HierarchicalWeighting("w19", width=0.125),
+                   {"pixel": z, "region": z, "image": z[:, :, :1, :1]})
+    labels = torch.randint(0, 19, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    labels[0, 0, :5] = 255
+    out = w(torch.zeros(2, 19, 16, 16), labels)
+    expected = torch.sigmoid(labels.float() - 9.0)
+    expected[0, 0, :5] = torch.sigmoid(torch.tensor(-9.0))  # ignore pixels read channel 0
+    for level in ("pixel", "region", "image"):
+        torch.testing.assert_close(out.scores[level], expected)
+
+
+def test_w19_picks_the_one_high_channel_only_where_it_is_the_class() -> None:
+    z = torch.full((1, 19, 2, 2), -8.0)
+    z[0, 5, 0, 0] = 8.0  # class 5 looks real in the top-left region only
+    w = with_fixed(HierarchicalWeighting("w19", levels=("region",), width=0.125), {"region": z})
+    labels = torch.full((1, 8, 8), 3, dtype=torch.long)
+    labels[0, :2, :2] = 5   # class-5 pixels inside the top-left region
+    labels[0, 6:, 6:] = 5   # class-5 pixels elsewhere
+    score = w(torch.zeros(1, 19, 8, 8), labels).scores["region"][0]
+    assert (score[:2, :2] > 0.99).all()
+    assert (score[2:4, :4] < 0.01).all() and (score[6:, 6:] < 0.01).all()
+
+
+def level_logits(seed: int = 0, shape: tuple[int, ...] = (2, 1, 4, 4)) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"pixel": torch.randn(shape, generator=g) * 2, "region": torch.randn(shape, generator=g) * 2,
+            "image": torch.randn(shape[:2] + (1, 1), generator=g) * 2}
+
+
+def per_pixel(z: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
+    return {
+        "pixel": F.interpolate(z["pixel"], size=size, mode="bilinear")[:, 0],
+        "region": F.interpolate(z["region"], size=size, mode="nearest")[:, 0],
+        "image": z["image"][:, 0].expand(-1, *size),
+    }
+
+
+@pytest.mark.parametrize("combine", ["product", "mean", "ratio"])
+def test_combinations(combine: str) -> None:
+    z = level_logits()
+    w = with_fixed(HierarchicalWeighting("w1", combine=combine, width=0.125), z)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    weight = w(torch.zeros(2, 19, 16, 16), labels).weight
+    p = per_pixel({k: v.double() for k, v in z.items()}, (16, 16))
+    s = {k: torch.sigmoid(v) for k, v in p.items()}
+    expected = {
+        "product": s["pixel"] * s["region"] * s["image"],
+        "mean": (s["pixel"] + s["region"] + s["image"]) / 3,
+        "ratio": math.prod(v / (1 - v) for v in s.values()),
+    }[combine]
+    torch.testing.assert_close(weight, expected.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_single_level_weight_is_its_score() -> None:
+    z = level_logits()
+    w = with_fixed(HierarchicalWeighting("w1", levels=("region",), width=0.125), {"region": z["region"]})
+    out = w(torch.zeros(2, 19, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long))
+    assert set(out.scores) == {"region"}
+    torch.testing.assert_close(out.weight, out.scores["region"])
+
+
+def test_batch_normalisation_gives_mean_one_over_valid_pixels() -> None:
+    z = level_logits(1)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[1, 8:] = 255
+    plain = with_fixed(HierarchicalWeighting("w1", width=0.125), z)
+    normed = with_fixed(HierarchicalWeighting("w1", normalize="batch", width=0.125), z)
+    w0 = plain(torch.zeros(2, 19, 16, 16), labels).weight
+    w1 = normed(torch.zeros(2, 19, 16, 16), labels).weight
+    valid = labels != 255
+    torch.testing.assert_close(w1[valid].mean(), torch.tensor(1.0))
+    torch.testing.assert_close(w1, w0 / w0[valid].mean(), rtol=1e-5, atol=1e-6)
+    assert abs(w1.detach().mean().item() - 1.0) > 1e-3  # ignore pixels were not counted
+
+
+def test_running_normalisation_is_an_ema_buffer_updated_in_training_only() -> None:
+    w = HierarchicalWeighting("w1", normalize="running", momentum=0.1, width=0.125)
+    assert "running_log_mean" in w.state_dict()
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    means = []
+    for seed in (1, 2):
+        z = level_logits(seed)
+        with_fixed(w, z)
+        raw = math.prod(torch.sigmoid(v) for v in per_pixel(z, (16, 16)).values())
+        means.append(float(raw.mean()))
+        weight = w.weight(torch.zeros(2, 19, 16, 16), labels)
+        ema = means[0] if seed == 1 else 0.9 * means[0] + 0.1 * means[1]
+        assert w.running_mean == pytest.approx(ema, rel=1e-5)
+        torch.testing.assert_close(weight, raw / ema, rtol=1e-5, atol=1e-6)
+    w.eval()
+    before = w.running_mean
+    with_fixed(w, level_logits(3))
+    w.weight(torch.zeros(2, 19, 16, 16), labels)
+    assert w.running_mean == before and int(w.num_updates) == 2
+    fresh = HierarchicalWeighting("w1", normalize="running", momentum=0.1, width=0.125)
+    fresh.load_state_dict(w.state_dict(), strict=False)
+    assert fresh.running_mean == pytest.approx(before)
+
+
+@pytest.mark.parametrize("combine", ["product", "ratio"])
+def test_clamp_applies_after_normalisation(combine: str) -> None:
+    z = level_logits(4)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    free = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", width=0.125), z)
+    capped = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", clamp=1.5, width=0.125), z)
+    a = free(torch.zeros(2, 19, 16, 16), labels).weight
+    b = capped(torch.zeros(2, 19, 16, 16), labels).weight
+    assert a.max() > 1.5 and b.max() <= 1.5 + 1e-6
+    torch.testing.assert_close(b, a.clamp(max=1.5))
+
+
+def test_ratio_is_stable_for_extreme_logits() -> None:
+    z = {"pixel": torch.full((1, 1, 2, 2), -150.0), "region": torch.full((1, 1, 2, 2), -120.0),
+         "image": torch.full((1, 1, 1, 1), -90.0)}
+    z["pixel"][0, 0, 0, 0] = -140.0
+    w = with_fixed(HierarchicalWeighting("w1", combine="ratio", normalize="batch", width=0.125), z)
+    weight = w(torch.zeros(1, 19, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)).weight
+    assert torch.isfinite(weight).all() and weight.max() > weight.min() > 0
+    assert float(weight.mean()) == pytest.approx(1.0, rel=1e-4)
+    z = {k: -v for k, v in z.items()}
+    w = with_fixed(HierarchicalWeighting("w1", combine="ratio", width=0.125), z)
+    assert torch.isfinite(w(torch.zeros(1, 19, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)).weight).all()
+
+
+def test_weight_has_no_graph_forward_does() -> None:
+    w = HierarchicalWeighting("w19", width=0.125)
+    inp, labels = torch.randn(1, 19, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long)
+    assert not w.weight(inp, labels).requires_grad
+    assert w(inp, labels).weight.requires_grad
+
+
+def manual_bce(x: Tensor, target: float) -> Tensor:
+    return F.binary_cross_entropy_with_logits(x, torch.full_like(x, target))
+
+
+def test_w1_classifier_loss_counts_valid_pixels_cells_and_images() -> None:
+    z = level_logits(5, (3, 1, 2, 2))
+    labels = torch.zeros(3, 8, 8, dtype=torch.long)
+    labels[0, :4, :4] = 255  # one whole region cell ignored
+    labels[0, 4, 4] = 255    # one pixel of another cell: that cell stays valid
+    labels[2] = 255          # a whole image ignored
+    w = with_fixed(HierarchicalWeighting("w1", width=0.125), z)
+    loss = w.classifier_loss(torch.zeros(3, 19, 8, 8), labels, domain=1.0)
+    valid = labels != 255
+    cells = torch.tensor([[[False, True], [True, True]], [[True, True], [True, True]], [[False, False], [False, False]]])
+    expected = (manual_bce(per_pixel(z, (8, 8))["pixel"][valid], 1.0)
+                + manual_bce(z["region"][:, 0][cells], 1.0)
+                + manual_bce(z["image"][:2, 0, 0, 0], 1.0))
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert w.trunks["region"].logits.grad[0, 0, 0, 0] == 0 and w.trunks["region"].logits.grad[0, 0, 1, 1] != 0
+
+
+def test_w19_classifier_loss_reads_gt_channel_per_pixel_and_domain_flips() -> None:
+    g = torch.Generator().manual_seed(6)
+    z = {"pixel": torch.randn(2, 19, 2, 2, generator=g), "region": torch.randn(2, 19, 2, 2, generator=g),
+         "image": torch.randn(2, 19, 1, 1, generator=g)}
+    labels = torch.randint(0, 19, (2, 8, 8), generator=g)
+    labels[1, :3] = 255
+    w = with_fixed(HierarchicalWeighting("w19", width=0.125), z)
+    valid = labels != 255
+    idx = labels.clamp(max=18).unsqueeze(1)
+    expected = 0
+    for level, mode in (("pixel", "bilinear"), ("region", "nearest"), ("image", "nearest")):
+        up = F.interpolate(z[level], size=(8, 8), mode=mode)
+        expected = expected + manual_bce(up.gather(1, idx)[:, 0][valid], 0.0)
+    loss = w.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain=0.0)
+    torch.testing.assert_close(loss, expected)
+    flipped = with_fixed(HierarchicalWeighting("w19", width=0.125), {k: -v for k, v in z.items()})
+    torch.testing.assert_close(flipped.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain=1.0), loss)
+
+
+def test_classifier_loss_reuses_forward_logits_and_survives_all_ignore() -> None:
+    torch.manual_seed(0)
+    w = HierarchicalWeighting("w1", width=0.125)
+    inp, labels = torch.randn(2, 19, 64, 64), torch.randint(0, 19, (2, 64, 64))
+    out = w(inp, labels)
+    torch.testing.assert_close(w.classifier_loss(inp, labels, 0.0, logits=out.logits),
+                               w.classifier_loss(inp, labels, 0.0))
+    empty = w.classifier_loss(inp, torch.full((2, 64, 64), 255), 1.0)
+    assert float(empty) == 0.0
+    empty.backward()
+    assert all(p.grad is not None for p in w.parameters())
+
+
+def test_trained_classifiers_give_target_like_inputs_higher_weight() -> None:
+    """The real trunks learn the domain task: after a few steps sharp "target" predictions outweigh flat ones."""
+    torch.manual_seed(0)
+    w = HierarchicalWeighting("w19", width=0.25)
+    labels = torch.randint(0, 19, (4, 32, 32))
+    target = F.one_hot(labels, 19).permute(0, 3, 1, 2).float() * 0.9 + 0.1 / 19
+    source = torch.randn(4, 19, 32, 32).softmax(1)
+    opt = torch.optim.Adam(w.parameters(), lr=1e-3)
+    for _ in range(30):
+        loss = w.classifier_loss(target, labels, 1.0) + w.classifier_loss(source, labels, 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert w.weight(target, labels).mean() > 2 * w.weight(source, labels).mean()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"scheme": "w7"}, "weighting scheme: unknown value 'w7'"),
+    ({"combine": "max"}, "weighting combine: unknown value 'max'"),
+    ({"normalize": "l2"}, "weighting normalize"),
+    ({"levels": ("pixel", "scene")}, "weighting level: unknown value 'scene'"),
+    ({"levels": ()}, "at least one"),
+    ({"clamp": 0.0}, "weighting clamp"),
+])
+def test_bad_options_are_user_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(HrsegError, match=match):
+        HierarchicalWeighting(**kwargs)
