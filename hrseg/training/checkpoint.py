@@ -20,7 +20,7 @@ from hrseg.errors import HrsegError
 FORMAT = "hrseg-checkpoint/1"
 
 
-def capture_rng(aug_generator: torch.Generator | None = None) -> dict[str, Any]:
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Every random source the training loop touches, as weights_only-safe values."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -35,12 +35,11 @@ def capture_rng(aug_generator: torch.Generator | None = None) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
-    if aug_generator is not None:
-        state["augment"] = aug_generator.get_state()
+    state["generators"] = {k: g.get_state() for k, g in (generators or {}).items()}
     return state
 
 
-def restore_rng(state: dict[str, Any], aug_generator: torch.Generator | None = None) -> None:
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
     random.setstate(_lists_to_tuples(state["python"]))
     npst = state["numpy"]
     np.random.set_state(
@@ -49,8 +48,10 @@ def restore_rng(state: dict[str, Any], aug_generator: torch.Generator | None = N
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-    if aug_generator is not None and "augment" in state:
-        aug_generator.set_state(state["augment"])
+    for name, gen in (generators or {}).items():
+        if name not in state.get("generators", {}):
+            raise HrsegError(f"checkpoint has no state for the {name!r} random generator")
+        gen.set_state(state["generators"][name])
 
 
 def _tuples_to_lists(obj: Any) -> Any:

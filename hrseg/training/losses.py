@@ -41,6 +41,20 @@ def weighted_source_loss(logits: torch.Tensor, labels: torch.Tensor, weight: tor
     return (weight.detach().float() * ce).sum() / n_valid
 
 
+def weighting_loss(
+    weighting: torch.nn.Module, source_inp: torch.Tensor, source_labels: torch.Tensor,
+    target_inp: torch.Tensor, target_labels: torch.Tensor, source_logits: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """W as a domain classifier: target predictions -> 1, source predictions -> 0 (BCE at every level).
+
+    Its sigmoid on a source prediction then reads "how target-like", which is the weight.
+    ``source_logits`` reuses the logits of the forward pass that produced the weights.
+    """
+    return weighting.classifier_loss(source_inp, source_labels, domain=0.0, logits=source_logits) + (
+        weighting.classifier_loss(target_inp, target_labels, domain=1.0)
+    )
+
+
 def domain_ce(domain_logits: torch.Tensor, domain: int) -> torch.Tensor:
     """CE of D's 4-way domain head against one domain class at every location."""
     target = torch.full(

@@ -250,7 +250,11 @@ class Trainer:
         self.opts = _optimisers(cfg, self.nets)
         self.scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, _poly(cfg)) for k, o in self.opts.items()}
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.aug_gen = torch.Generator().manual_seed(mix_seed(cfg.run.seed, 3, self.dist.rank))
+        # one augmentation generator per domain: a scheme that adds source batches leaves the target crops alone
+        self.aug_gens = {d: torch.Generator().manual_seed(mix_seed(cfg.run.seed, 3, i, self.dist.rank))
+                         for i, d in enumerate(("source", "target"))}
+        # dropout draws from the global RNG: re-seed it so it does not depend on which networks were built
+        torch.manual_seed(mix_seed(cfg.run.seed, 4, self.dist.rank))
         self.iteration = 0
         if payload is not None:
             self._restore(payload)
@@ -333,11 +337,11 @@ class Trainer:
         raw = self.streams[domain].next()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in raw.items() if isinstance(v, torch.Tensor)}
         cfg = self.cfg.data
-        out = augment_batch(batch, crop=tuple(cfg.crop), scale=tuple(cfg.scale), flip=cfg.flip,
-                            generator=self.aug_gen)
+        gen = self.aug_gens[domain]
+        out = augment_batch(batch, crop=tuple(cfg.crop), scale=tuple(cfg.scale), flip=cfg.flip, generator=gen)
         if domain == "source" and self.cfg.scheme == "image-select" and self.cfg.image_select.nonroad_keep < 1:
             lab = out["label"]
-            drop = torch.rand(lab.shape, generator=self.aug_gen).to(lab.device) >= self.cfg.image_select.nonroad_keep
+            drop = torch.rand(lab.shape, generator=gen).to(lab.device) >= self.cfg.image_select.nonroad_keep
             out["label"] = torch.where((lab != 0) & drop, torch.full_like(lab, IGNORE_INDEX), lab)
         if self.device.type == "cuda" and self.cfg.run.channels_last:
             out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
@@ -375,10 +379,10 @@ class Trainer:
             self.scheds[name].load_state_dict(payload["schedulers"][name])
         self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
-        restore_rng(payload["rng"][self.dist.rank], self.aug_gen)
+        restore_rng(payload["rng"][self.dist.rank], self.aug_gens)
 
     def state(self) -> dict[str, Any]:
-        rng = ddp.gather_objects(capture_rng(self.aug_gen), self.dist)
+        rng = ddp.gather_objects(capture_rng(self.aug_gens), self.dist)
         positions = {k: s.consumed for k, s in self.streams.items()}
         positions.setdefault("source", 0)
         return {
@@ -464,10 +468,8 @@ class Trainer:
         w_loss = None
         if p.weighting is not None and tgt is not None:
             w_in_t = self._weight_input(logits[n_s:], tgt["image"])
-            weighting = self.nets["weighting"]
-            w_loss = weighting.classifier_loss(
-                w_in_s, src["label"], domain=0.0, logits=w_logits_s
-            ) + weighting.classifier_loss(w_in_t, tgt["label"], domain=1.0)
+            w_loss = losses.weighting_loss(self.nets["weighting"], w_in_s, src["label"], w_in_t, tgt["label"],
+                                           source_logits=w_logits_s)
             terms["w_cls"] = w_loss
 
         g_loss = d_loss = None
