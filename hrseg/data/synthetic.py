@@ -470,7 +470,8 @@ def generate_raw(
         if have == want:
             return False
         if not overwrite:
-            raise HrsegError(f"{stamp}: scenes were generated with other options ({have}); pass --overwrite")
+            diff = ", ".join(f"{k} {(have or {}).get(k)} -> {v}" for k, v in want.items() if (have or {}).get(k) != v)
+            raise HrsegError(f"{stamp}: scenes were generated with other options ({diff}); pass --overwrite")
     if overwrite and raw.exists():
         import shutil
 
