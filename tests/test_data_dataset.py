@@ -113,3 +113,22 @@ def test_domain_sampler_ranks_partition_each_epoch() -> None:
     assert set(first) == set(range(7))  # padded to 8 like DistributedSampler
     with pytest.raises(ValueError):
         DomainSampler(3, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("compression", ["none", "lzf", "gzip"])
+def test_direct_chunk_reads_and_filtered_reads_agree(tmp_path: Path, compression: str) -> None:
+    from data_fixtures import make_gtav_root
+    from hrseg.data.prepare import PrepareConfig, prepare
+
+    root = make_gtav_root(tmp_path / "GTAV", count=5)
+    prepare(PrepareConfig(dataset="gtav", root=root, out=tmp_path / "d", size=(24, 14), shard_size=2,
+                          compression=compression), show_progress=False)
+    ds = open_split(tmp_path / "d", "gtav", "train", fields=("image", "label"))
+    for i in range(5):
+        item = ds[i]
+        shard, row = ds.locate(i)
+        with ShardReader(ds.split_dir / ds.manifest.shards[shard].file) as r:
+            assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), r.read("images", row))
+            assert np.array_equal(item["label"].numpy(), r.read("labels", row))
+    uses_pread = bool(ds._files[0].offsets)
+    assert uses_pread == (compression == "none")

@@ -30,6 +30,49 @@ def split_dir(data_dir: str | Path, dataset: str, split: str) -> Path:
     return Path(data_dir) / dataset / split
 
 
+class _OpenShard:
+    """One shard opened in this process: the HDF5 file, plus direct chunk reads where possible.
+
+    With compression "none" every image is one contiguous chunk in the file, so
+    its bytes are read with a single ``pread`` at the offset HDF5 reports
+    (the raw-bytes ceiling); compressed chunks go through h5py's filters.
+    """
+
+    def __init__(self, path: Path, fields: Sequence[str]) -> None:
+        self.path = path
+        try:
+            # no chunk cache: random access reads each chunk once, and a worker may hold many shards open
+            self.h5 = h5py.File(path, "r", rdcc_nbytes=0)
+        except OSError as exc:
+            raise HrsegError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
+        self.fd = os.open(path, os.O_RDONLY)
+        self.datasets = {f: self.h5[_H5_KEYS[f]] for f in fields if f in _H5_KEYS}
+        self.offsets: dict[str, list[int]] = {}
+        for field, ds in self.datasets.items():
+            if ds.compression is None and ds.chunks is not None and ds.chunks[0] == 1 and ds.shape[0] > 0:
+                infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
+                offsets = {info.chunk_offset[0]: info.byte_offset for info in infos}
+                if len(offsets) == ds.shape[0] and all(info.size == ds.dtype.itemsize * int(np.prod(ds.shape[1:])) for info in infos):
+                    self.offsets[field] = [offsets[r] for r in range(ds.shape[0])]
+
+    def read(self, field: str, row: int) -> np.ndarray:
+        ds = self.datasets[field]
+        offsets = self.offsets.get(field)
+        if offsets is None:
+            return ds[row]
+        out = np.empty(ds.shape[1:], dtype=ds.dtype)
+        if os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row]) != out.nbytes:
+            raise HrsegError(f"{self.path}: short read; the shard is truncated (run hrseg prepare verify)")
+        return out
+
+    def name(self, row: int) -> str:
+        return bytes(self.h5["names"][row]).rstrip(b"\0").decode("utf-8")
+
+    def close(self) -> None:
+        self.h5.close()
+        os.close(self.fd)
+
+
 class ShardDataset(Dataset):
     """Items of one prepared split: ``{"image": uint8 (3,H,W), "label": uint8 (H,W), ...}``.
 
@@ -65,7 +108,7 @@ class ShardDataset(Dataset):
             self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
             if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= total):
                 raise IndexError(f"indices out of range for a split of {total} images")
-        self._files: dict[int, h5py.File] = {}
+        self._files: dict[int, _OpenShard] = {}
         self._pid = os.getpid()
 
     @property
@@ -88,37 +131,32 @@ class ShardDataset(Dataset):
         shard = bisect.bisect_right(self._starts, index) - 1
         return shard, index - self._starts[shard]
 
-    def _file(self, shard: int) -> h5py.File:
+    def _shard(self, shard: int) -> "_OpenShard":
         pid = os.getpid()
         if pid != self._pid:  # forked worker: the parent's handles are not ours to use
             self._files = {}
             self._pid = pid
         f = self._files.get(shard)
         if f is None:
-            path = self.split_dir / self.manifest.shards[shard].file
-            try:
-                f = h5py.File(path, "r")
-            except OSError as exc:
-                raise HrsegError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
+            f = _OpenShard(self.split_dir / self.manifest.shards[shard].file, self.fields)
             self._files[shard] = f
         return f
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         index = int(self.indices[i])
         shard, row = self.locate(index)
-        f = self._file(shard)
+        f = self._shard(shard)
         item: dict[str, Any] = {}
         for field in self.fields:
             if field == "name":
-                item["name"] = bytes(f["names"][row]).rstrip(b"\0").decode("utf-8")
+                item["name"] = f.name(row)
             elif field == "index":
                 item["index"] = index
+            elif field == "image":
+                # a (3,H,W) view of the stored HWC pixels: batching (torch.stack) makes it contiguous
+                item["image"] = torch.from_numpy(f.read("image", row)).permute(2, 0, 1)
             else:
-                arr = f[_H5_KEYS[field]][row]
-                if field == "image":
-                    item["image"] = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-                else:
-                    item[field] = torch.from_numpy(arr)
+                item[field] = torch.from_numpy(f.read(field, row))
         return item
 
     def close(self) -> None:

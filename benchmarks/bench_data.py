@@ -1,0 +1,182 @@
+"""Data-layer benchmarks (run by hand): shard reading vs PNG decoding vs raw bytes; prepare scaling.
+
+    python benchmarks/bench_data.py [--images 12] [--repeats 3] [--workers-images 24]
+
+1. Per-sample loading at 1024x512 (from 2048x1024 Cityscapes-size PNGs) and
+   1280x720 (from 1914x1052 GTAV-size PNGs), measured side by side in one run:
+   - png: decode image + label PNG and resize both, per sample (how
+     AdaptSegNet / ADVENT load data);
+   - shards: ``ShardDataset`` items (image + label) from prepared shards,
+     for compression none and lzf;
+   - raw: ``os.pread`` of exactly the same image + label bytes from one flat
+     file (the ceiling for any on-disk format).
+   Files are read in a shuffled order, several passes, from the page cache
+   (the set is small), so this measures decoding/format overhead, not the disk.
+2. ``prepare`` of GTAV-format 1914x1052 pairs to 1280x720 with 1 and 2 workers.
+
+Targets (issue 2): shards >= 10x png and >= 0.5x raw; 2 workers >= 1.7x 1 worker.
+The scenes are the procedural ones drawn at full resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from hrseg.data.dataset import ShardDataset
+from hrseg.data.labels import LABEL_PALETTE, LABEL_TO_TRAIN
+from hrseg.data.png import decode_palette_indices, encode_palette_png
+from hrseg.data.prepare import PrepareConfig, prepare
+from hrseg.data.synthetic import draw_scene
+
+
+def write_gtav(root: Path, n: int, size: tuple[int, int]) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        s = draw_scene(123, "source", i, size)
+        cv2.imwrite(str(root / "images" / f"{i + 1:05d}.png"), s.image[:, :, ::-1])
+        (root / "labels" / f"{i + 1:05d}.png").write_bytes(encode_palette_png(s.label_ids, LABEL_PALETTE))
+
+
+def write_cityscapes(root: Path, n: int, size: tuple[int, int]) -> None:
+    left, gt = root / "leftImg8bit" / "train" / "aachen", root / "gtFine" / "train" / "aachen"
+    left.mkdir(parents=True, exist_ok=True)
+    gt.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        s = draw_scene(123, "target", i, size)
+        stem = f"aachen_{i:06d}_000019"
+        cv2.imwrite(str(left / f"{stem}_leftImg8bit.png"), s.image[:, :, ::-1])
+        cv2.imwrite(str(gt / f"{stem}_gtFine_labelIds.png"), s.label_ids)
+
+
+def png_pairs(dataset: str, root: Path) -> list[tuple[Path, Path]]:
+    if dataset == "gtav":
+        return [(p, root / "labels" / p.name) for p in sorted((root / "images").glob("*.png"))]
+    out = []
+    for p in sorted((root / "leftImg8bit" / "train").rglob("*.png")):
+        lab = str(p).replace("leftImg8bit", "gtFine", 1).replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        out.append((p, Path(lab)))
+    return out
+
+
+def load_png(dataset: str, pair: tuple[Path, Path], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    img = cv2.imread(str(pair[0]), cv2.IMREAD_COLOR)[:, :, ::-1]
+    if dataset == "gtav":
+        ids = decode_palette_indices(pair[1].read_bytes())
+    else:
+        ids = cv2.imread(str(pair[1]), cv2.IMREAD_UNCHANGED)
+    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+    lab = cv2.resize(LABEL_TO_TRAIN[ids], size, interpolation=cv2.INTER_NEAREST)
+    return img, lab
+
+
+def rate(fn, n: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def bench_loading(work: Path, dataset: str, full: tuple[int, int], size: tuple[int, int], n: int,
+                  repeats: int) -> dict[str, float]:
+    root = work / f"{dataset}-raw"
+    (write_gtav if dataset == "gtav" else write_cityscapes)(root, n, full)
+    for comp in ("none", "lzf"):
+        prepare(PrepareConfig(dataset=dataset, root=root, out=work / f"data-{comp}", splits=("train",), size=size, workers=1,
+                              shard_size=max(1, n // 2), compression=comp, full_labels=False), show_progress=False)
+    pairs = png_pairs(dataset, root)
+    order = np.random.default_rng(0).permutation(n * 4) % n  # shuffled, every sample 4 times per pass
+    w, h = size
+    sample_bytes = w * h * 3 + w * h
+    flat = work / f"{dataset}.raw"
+    with open(flat, "wb") as fh:
+        for i in range(n):
+            img, lab = load_png(dataset, pairs[i], size)
+            fh.write(img.tobytes() + lab.tobytes())
+    out: dict[str, float] = {}
+
+    def run_png() -> None:
+        for i in order:
+            load_png(dataset, pairs[i], size)
+
+    def run_raw() -> None:
+        # the same bytes, straight into fresh arrays, as a loader over a flat file would do it
+        fd = os.open(flat, os.O_RDONLY)
+        try:
+            for i in order:
+                img = np.empty((h, w, 3), np.uint8)
+                lab = np.empty((h, w), np.uint8)
+                os.preadv(fd, [memoryview(img).cast("B")], int(i) * sample_bytes)
+                os.preadv(fd, [memoryview(lab).cast("B")], int(i) * sample_bytes + w * h * 3)
+        finally:
+            os.close(fd)
+
+    datasets = {comp: ShardDataset(work / f"data-{comp}" / dataset / "train", fields=("image", "label"))
+                for comp in ("none", "lzf")}
+
+    def run_shards(comp: str) -> None:
+        ds = datasets[comp]
+        for i in order:
+            ds[int(i)]
+
+    out["png"] = rate(run_png, len(order), max(1, repeats - 1))
+    out["raw"] = rate(run_raw, len(order), repeats)
+    out["shards-none"] = rate(lambda: run_shards("none"), len(order), repeats)
+    out["shards-lzf"] = rate(lambda: run_shards("lzf"), len(order), repeats)
+    return out
+
+
+def bench_prepare(work: Path, n: int, repeats: int) -> dict[int, float]:
+    root = work / "gtav-prep"
+    write_gtav(root, n, (1914, 1052))
+    out: dict[int, float] = {}
+    for _ in range(repeats):
+        for workers in (1, 2):
+            dest = work / f"prep-{workers}"
+            shutil.rmtree(dest, ignore_errors=True)
+            t0 = time.perf_counter()
+            prepare(PrepareConfig(dataset="gtav", root=root, out=dest, size=(1280, 720), workers=workers,
+                                  shard_size=max(1, n // 4)), show_progress=False)
+            out[workers] = max(out.get(workers, 0.0), n / (time.perf_counter() - t0))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=12, help="distinct full-resolution images per dataset")
+    ap.add_argument("--workers-images", type=int, default=24, help="images for the prepare scaling test")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    work = Path(args.work or tempfile.mkdtemp(prefix="hrseg-bench-"))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average before: {os.getloadavg()[0]:.2f}; scratch {work}")
+    print("\n| size | png decode+resize (img/s) | shards none | shards lzf | raw ceiling | none/png | none/raw | lzf/png | lzf/raw |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for dataset, full, size in (("cityscapes", (2048, 1024), (1024, 512)), ("gtav", (1914, 1052), (1280, 720))):
+        r = bench_loading(work, dataset, full, size, args.images, args.repeats)
+        print(f"| {size[0]}x{size[1]} ({dataset}) | {r['png']:.1f} | {r['shards-none']:.1f} | {r['shards-lzf']:.1f} | "
+              f"{r['raw']:.1f} | {r['shards-none'] / r['png']:.1f}x | {r['shards-none'] / r['raw']:.2f} | "
+              f"{r['shards-lzf'] / r['png']:.1f}x | {r['shards-lzf'] / r['raw']:.2f} |")
+    p = bench_prepare(work, args.workers_images, max(1, args.repeats - 1))
+    print("\n| prepare GTAV 1914x1052 -> 1280x720 | img/s |\n|---|---|")
+    print(f"| 1 worker | {p[1]:.2f} |\n| 2 workers | {p[2]:.2f} |\n| ratio | {p[2] / p[1]:.2f}x |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
