@@ -154,10 +154,10 @@ def register(app: typer.Typer) -> None:
                     changes["run.device"] = device
                 cfg = override(cfg, changes)
             else:
-                if weight_clamp is not None:
-                    flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
                 flags["run.device"] = device
                 cfg = build_config(preset, scheme, flags, gan)
+                if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
+                    cfg = override(cfg, {"weighting.clamp": weight_clamp if weight_clamp > 0 else None}).validate()
                 cfg.run.progress = not no_progress
                 if out is None:
                     raise HrsegError("--out: a run directory is required")
