@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,6 +11,15 @@ from torch import nn
 
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, build_segmenter, count_parameters
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP barriers stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def conv_params(cin: int, cout: int, k: int = 3) -> int:
