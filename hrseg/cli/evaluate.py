@@ -57,7 +57,8 @@ def eval_command(
     colour: bool = typer.Option(False, "--colour", help="With --save-predictions: also colour PNGs in DIR/colour."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="JSON output (default RUN/eval/<split>.json)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Images per forward pass."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Images per forward pass (default 2; source: the run's training batch)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
     predictions: Optional[Path] = typer.Option(

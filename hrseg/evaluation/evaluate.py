@@ -43,14 +43,14 @@ class EvalOptions:
     save_predictions: str | None = None
     colour: bool = False
     device: str = "auto"
-    batch_size: int = 2
+    batch_size: int | None = None  # None: 2 for segmentation; the run's training batch for weighting
     max_images: int | None = None
     show_progress: bool = True
 
     def validate(self) -> "EvalOptions":
         if self.classes not in EVAL_CLASSES:
             raise HrsegError(f"--classes: must be one of {sorted(EVAL_CLASSES)}, got {self.classes}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise HrsegError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 1:
             raise HrsegError(f"--max-images: must be >= 1, got {self.max_images}")
@@ -188,14 +188,15 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
             )
         ds = _limit(open_split(data, dataset, split, fields=("image", "label", "realism")), opts.max_images)
         report: EvalReport | WeightingReport = weighting_quality(
-            loaded.segmenter, loaded.weighting, ds, weight_input=cfg.weighting.input, scheme=cfg.scheme, device=device,
-            batch_size=opts.batch_size, show_progress=opts.show_progress,
+            loaded.segmenter, loaded.weighting, ds, weight_input=cfg.weighting.input, scheme=cfg.scheme,
+            device=device, batch_size=opts.batch_size or cfg.data.batch_size, show_progress=opts.show_progress,
         )
     else:
         ds = _limit(open_split(data, dataset, split, fields=("image", "full_label", "name")), opts.max_images)
         writer = PredictionWriter(Path(opts.save_predictions), colour=opts.colour) if opts.save_predictions else None
         report = evaluate_segmenter(loaded.segmenter, ds, classes=opts.classes, device=device,
-                                    batch_size=opts.batch_size, writer=writer, show_progress=opts.show_progress)
+                                    batch_size=opts.batch_size or 2, writer=writer,
+                                    show_progress=opts.show_progress)
     report.run = str(run)
     report.checkpoint = str(loaded.checkpoint)
     return report

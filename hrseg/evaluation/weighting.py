@@ -78,7 +78,8 @@ def weight_maps(segmenter: torch.nn.Module, weighting: torch.nn.Module, images: 
     """Run S and W on a uint8 source batch the way training does, without updating running statistics.
 
     ``per_class`` asks W^19 for the score every pixel would get if it were of
-    that class: the product of the level sigmoids of that class's channel.
+    that class: the geometric mean of the level sigmoids of that class's
+    channel, on the same 0..1 scale as each level's score.
     """
     x = normalize(images)
     out = segmenter(x)
@@ -94,7 +95,8 @@ def weight_maps(segmenter: torch.nn.Module, weighting: torch.nn.Module, images: 
         for cls in per_class:
             fill = torch.full_like(labels, cls)
             per_pixel = weighting.pixel_logits(raw, fill)
-            class_scores[cls] = torch.stack([torch.sigmoid(z.float()) for z in per_pixel.values()]).prod(0)
+            logs = torch.stack([torch.nn.functional.logsigmoid(z.float()) for z in per_pixel.values()])
+            class_scores[cls] = logs.mean(0).exp()
     return WeightingMaps(prediction=logits.argmax(1), levels=wo.scores, weight=wo.weight, class_scores=class_scores)
 
 
@@ -104,8 +106,8 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
     """Mean weight on realistic vs deviating pixels and ROC AUC, for the combined weight and each level.
 
     Pixels with the ignore label or an unknown realism value are left out.
-    ``batch_size`` matters when W normalises by the batch mean; the default
-    matches the quick-start training batches' order of magnitude.
+    ``batch_size`` matters when W normalises by the batch mean; evaluate_run
+    passes the run's training batch size so the weights are the ones training used.
     """
     device = torch.device(device)
     segmenter.eval()

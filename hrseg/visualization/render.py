@@ -121,7 +121,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
                     classes = {c: maps.class_scores[c][b].cpu().numpy() for c in mine}
                     if classes:
                         panel = _stack(panel, class_weight_panel(
-                            classes, label, title="W^19 per-class score (product of level sigmoids), "
+                            classes, label, title="W^19 per-class score (geometric mean of the level sigmoids), "
                                                   "outline = pixels of that class"))
                 path = out / f"{relative_stem(name).as_posix().replace('/', '_')}.png"
                 write_png(path, panel)

@@ -1,0 +1,175 @@
+"""The end-to-end demo on procedural scenes: data, four schemes x K seeds, evaluation, pictures, report.
+
+Everything runs through the same library calls a user would make (prepare
+synthetic, train, evaluate_run, visualize_weights, build_report), so the
+quick start doubles as the smallest complete example. It is resumable: a run
+that already finished with the same configuration is kept, an interrupted
+one continues from its last checkpoint, and evaluations are redone only when
+missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hrseg.atomic import write_json
+from hrseg.console import console
+from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
+from hrseg.errors import HrsegError
+from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run
+from hrseg.reporting import Report, build_report, write_report
+from hrseg.training.config import TrainConfig, quick_config
+from hrseg.training.trainer import train
+from hrseg.visualization.render import Gallery, VisualizeOptions, visualize_weights
+
+SCHEMES: tuple[str, ...] = ("target-only", "joint", "w1", "w19")
+
+
+@dataclass
+class QuickstartConfig:
+    """The whole demo; defaults are what `hrseg quickstart` runs (measured to fit 10 min on 2 CPU cores)."""
+
+    out: str = "hrseg-quickstart"
+    seeds: int = 3
+    schemes: tuple[str, ...] = SCHEMES
+    iters: int | None = None  # None: the training engineer's QUICK_BUDGET
+    scene_seed: int = 0
+    scene_size: tuple[int, int] = SceneConfig.size  # (W, H) of the generated target scenes
+    source_images: int = SceneConfig.source_images
+    target_images: int = SceneConfig.target_images
+    val_images: int = SceneConfig.val_images
+    weighting_eval_images: int = 100  # source images scored for weighting AUC (per w run)
+    visualize_images: int = 6
+    device: str = "cpu"
+    workers: int = 2  # scene generation / shard preparation processes
+    show_progress: bool = True
+
+    def validate(self) -> "QuickstartConfig":
+        if self.seeds < 1:
+            raise HrsegError(f"--seeds: must be >= 1, got {self.seeds}")
+        unknown = [s for s in self.schemes if s not in SCHEMES + ("finetune", "image-select", "oracle")]
+        if unknown:
+            raise HrsegError(f"--scheme: unknown scheme(s) {', '.join(unknown)}")
+        if self.iters is not None and self.iters < 1:
+            raise HrsegError(f"--iters: must be >= 1, got {self.iters}")
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.out) / "data"
+
+    def run_dir(self, scheme: str, seed: int) -> Path:
+        return Path(self.out) / "runs" / f"{scheme}-s{seed}"
+
+    def train_config(self, scheme: str, seed: int) -> TrainConfig:
+        changes: dict[str, Any] = {"run.device": self.device, "run.progress": self.show_progress}
+        if self.iters is not None:
+            changes["optim.iters"] = self.iters
+        return quick_config(scheme, str(self.data_dir), str(self.run_dir(scheme, seed)), seed=seed, **changes)
+
+
+@dataclass
+class QuickstartResult:
+    report: Report
+    report_files: tuple[Path, Path]
+    galleries: dict[str, Gallery]
+    seconds: dict[str, float] = field(default_factory=dict)
+    runs: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": self.report.to_dict(),
+            "report_files": [str(p) for p in self.report_files],
+            "galleries": {k: g.to_dict() for k, g in self.galleries.items()},
+            "seconds": self.seconds,
+            "runs": [str(r) for r in self.runs],
+        }
+
+
+def _finished(run: Path, cfg: TrainConfig) -> bool:
+    """A run with the same config that already reached its last iteration."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        saved = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    same = TrainConfig.from_dict(saved).to_dict() == cfg.to_dict()
+    return same and summary.get("status") == "finished" and summary.get("iteration") == cfg.optim.iters
+
+
+def _train_once(run: Path, cfg: TrainConfig) -> str:
+    if _finished(run, cfg):
+        return "kept"
+    resume = (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
+    if resume:
+        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+        resume = saved.to_dict() == cfg.to_dict()
+    train(cfg, resume=resume)
+    return "resumed" if resume else "trained"
+
+
+def _evaluate_once(run: Path, split: str, opts: EvalOptions) -> None:
+    path = default_json_path(run, split)
+    ckpt = run / "checkpoints" / "final.pt"
+    if path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime:
+        return
+    write_json(path, evaluate_run(run, opts).to_dict())
+
+
+def run_quickstart(cfg: QuickstartConfig, on_step: Callable[[str], None] | None = None) -> QuickstartResult:
+    """Generate data, train every scheme for every seed, evaluate, draw the weights, compare."""
+    cfg.validate()
+    say = on_step or (lambda text: console.print(f"[bold cyan]{text}[/]"))
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    say("scenes + shards (hrseg prepare synthetic)")
+    scenes = SceneConfig(seed=cfg.scene_seed, source_images=cfg.source_images, target_images=cfg.target_images,
+                         val_images=cfg.val_images, size=cfg.scene_size)
+    prepare_synthetic(SyntheticPrepareConfig(out=cfg.data_dir, scenes=scenes, workers=cfg.workers),
+                      show_progress=cfg.show_progress)
+    seconds["prepare"] = time.perf_counter() - t0
+
+    runs: list[Path] = []
+    jobs = [(seed, scheme) for seed in range(cfg.seeds) for scheme in cfg.schemes]
+    t_train = t_eval = 0.0
+    for k, (seed, scheme) in enumerate(jobs, 1):
+        run = cfg.run_dir(scheme, seed)
+        tcfg = cfg.train_config(scheme, seed)
+        say(f"[{k}/{len(jobs)}] {scheme}, seed {seed}: train {tcfg.optim.iters} iterations -> {run}")
+        t = time.perf_counter()
+        state = _train_once(run, tcfg)
+        t_train += time.perf_counter() - t
+        if state == "kept":
+            console.print("  already trained with this configuration; kept")
+        t = time.perf_counter()
+        common = dict(device=cfg.device, show_progress=cfg.show_progress)
+        _evaluate_once(run, "val", EvalOptions(split="val", **common))
+        if scheme in ("w1", "w19"):
+            _evaluate_once(run, "source", EvalOptions(split="source", max_images=cfg.weighting_eval_images,
+                                                      **common))
+        t_eval += time.perf_counter() - t
+        runs.append(run)
+    seconds["train"] = t_train
+    seconds["evaluate"] = t_eval
+
+    t = time.perf_counter()
+    galleries: dict[str, Gallery] = {}
+    for scheme in cfg.schemes:
+        if scheme in ("w1", "w19"):
+            say(f"weight maps of {scheme}, seed 0")
+            galleries[scheme] = visualize_weights(cfg.run_dir(scheme, 0), VisualizeOptions(
+                out=str(Path(cfg.out) / "weights" / scheme), num=cfg.visualize_images, device=cfg.device,
+                show_progress=cfg.show_progress))
+    seconds["visualize"] = time.perf_counter() - t
+
+    report = build_report(runs, "val")
+    files = write_report(report, cfg.out)
+    seconds["total"] = time.perf_counter() - t0
+    result = QuickstartResult(report=report, report_files=files, galleries=galleries, seconds=seconds, runs=runs)
+    write_json(Path(cfg.out) / "quickstart.json", result.to_dict())
+    return result
