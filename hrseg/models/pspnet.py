@@ -30,17 +30,24 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int) -> nn.Sequential:
     )
 
 
-class PyramidPooling(nn.Module):
-    """Average-pool to each bin size, reduce channels, resize back and concatenate with the input.
+def pool_branch(in_ch: int, out_ch: int, bins: int) -> nn.Sequential:
+    """Pool to bins x bins, then 1x1 conv + BN + ReLU.
 
-    BatchNorm on the 1x1 bin needs more than one image per batch in training mode.
+    The 1x1 bin has one value per channel and image, so BatchNorm there would fail
+    for a batch of one (one image per GPU under DDP) and be noise for small batches:
+    that branch uses a conv bias instead of BatchNorm.
     """
+    if bins == 1:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.AdaptiveAvgPool2d(bins), *conv_bn_relu(in_ch, out_ch, 1))
+
+
+class PyramidPooling(nn.Module):
+    """Average-pool to each bin size, reduce channels, resize back and concatenate with the input."""
 
     def __init__(self, in_ch: int, branch_ch: int, bins: tuple[int, ...] = PSP_BINS) -> None:
         super().__init__()
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), *conv_bn_relu(in_ch, branch_ch, 1)) for b in bins
-        )
+        self.stages = nn.ModuleList(pool_branch(in_ch, branch_ch, b) for b in bins)
         self.out_channels = in_ch + branch_ch * len(bins)
 
     def forward(self, x: Tensor) -> Tensor:
