@@ -17,7 +17,8 @@ def print_report(report: Report) -> None:
     has_auc = any(r.auc is not None for r in report.rows)
     table = Table(title=f"runs compared on {report.split} (mIoU %, mean ± std over runs)")
     for col in ("configuration", "backbone", "target images", "runs", "mIoU", "Δ vs target only"):
-        table.add_column(col, justify="right" if col in ("runs", "mIoU", "Δ vs target only") else "left")
+        right = col in ("runs", "mIoU", "Δ vs target only")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col in ("configuration", "mIoU"))
     if has_auc:
         table.add_column("weighting AUC", justify="right")
     for row in report.rows:

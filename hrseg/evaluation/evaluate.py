@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from hrseg.console import progress
+from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import EVAL_CLASSES
@@ -123,9 +123,8 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
     cm = ConfusionMatrix()
     loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)
     done = 0
-    with progress() as bar:
-        task = bar.add_task(f"eval {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="",
-                            visible=show_progress)
+    with maybe_progress(show_progress) as bar:
+        task = bar.add_task(f"eval {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
         for batch in loader:
             n = batch["image"].shape[0]
             batch_sizes = sizes[done : done + n]
@@ -135,7 +134,7 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
                 if writer is not None:
                     writer.write(name, pred.cpu().numpy())
             done += n
-            bar.update(task, advance=n, rate=f"{bar.tasks[task].speed or 0:.1f} img/s")
+            bar.update(task, advance=n, rate=rate(bar, task))
     return EvalReport.from_confusion(
         cm, dataset=ds.manifest.dataset, split=ds.manifest.split, classes=classes, num_images=len(ds),
         predictions=str(writer.label_ids_dir) if writer is not None else None,
@@ -156,13 +155,13 @@ def score_folder(predictions: str | Path, data: str | Path, dataset: str = "city
     cm = ConfusionMatrix()
     name_ds = ds.with_fields(("name",))
     names = [name_ds[i]["name"] for i in range(len(ds))]
-    with progress() as bar:
-        task = bar.add_task(f"score {folder.name}", total=len(ds), rate="", visible=show_progress)
+    with maybe_progress(show_progress) as bar:
+        task = bar.add_task(f"score {folder.name}", total=len(ds), rate="")
         for i, (name, path) in enumerate(iter_predictions(folder, names)):
             h, w = sizes[i]
             pred = read_prediction(path, (h, w), ids=ids)
             cm.update(pred, ds[i]["full_label"][:h, :w].numpy())
-            bar.update(task, advance=1)
+            bar.update(task, advance=1, rate=rate(bar, task))
     return EvalReport.from_confusion(cm, dataset=dataset, split=split, classes=classes, num_images=len(ds),
                                      predictions=str(folder), source="folder")
 

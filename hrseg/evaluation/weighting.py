@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from hrseg.console import progress
+from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset
 from hrseg.data.labels import IGNORE_INDEX
@@ -114,9 +114,8 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
     weighting.eval()
     groups: dict[str, _Group] = {}
     loader = DataLoader(ds.with_fields(("image", "label", "realism")), batch_size=batch_size, shuffle=False)
-    with progress() as bar:
-        task = bar.add_task(f"weights {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="",
-                            visible=show_progress)
+    with maybe_progress(show_progress) as bar:
+        task = bar.add_task(f"weights {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
         for batch in loader:
             labels = batch["label"].to(device)
             maps = weight_maps(segmenter, weighting, batch["image"].to(device), labels, weight_input)
@@ -129,7 +128,7 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
                     groups[name] = _Group(AucAccumulator(max_per_image=AUC_PIXELS_PER_IMAGE, seed=seed))
                 for b in range(values.shape[0]):
                     groups[name].update(values[b], realistic[b], deviating[b])
-            bar.update(task, advance=labels.shape[0], rate=f"{bar.tasks[task].speed or 0:.1f} img/s")
+            bar.update(task, advance=labels.shape[0], rate=rate(bar, task))
     combined = groups[COMBINED]
     return WeightingReport(
         dataset=ds.manifest.dataset, split=ds.manifest.split, scheme=scheme, num_images=len(ds),

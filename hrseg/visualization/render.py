@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hrseg.console import progress
+from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import IGNORE_INDEX
@@ -101,8 +101,8 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
     per_class = getattr(loaded.weighting, "out_channels", 1) > 1
     panels: list[Path] = []
     items: list[GalleryItem] = []
-    with progress() as bar:
-        task = bar.add_task("weight panels", total=len(ds), rate="", visible=opts.show_progress)
+    with maybe_progress(opts.show_progress) as bar:
+        task = bar.add_task("weight panels", total=len(ds), rate="")
         for batch in DataLoader(ds, batch_size=opts.batch_size, shuffle=False):
             labels = batch["label"].to(device)
             present = tuple(int(c) for c in torch.unique(labels) if int(c) != IGNORE_INDEX) if per_class else ()
@@ -141,8 +141,8 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
     out = Path(opts.out)
     panels: list[Path] = []
     items: list[GalleryItem] = []
-    with progress() as bar, torch.no_grad():
-        task = bar.add_task("prediction panels", total=len(ds), rate="", visible=opts.show_progress)
+    with maybe_progress(opts.show_progress) as bar, torch.no_grad():
+        task = bar.add_task("prediction panels", total=len(ds), rate="")
         for batch in DataLoader(ds, batch_size=opts.batch_size, shuffle=False):
             output = loaded.segmenter(normalize(batch["image"].to(device)))
             logits = output.logits if hasattr(output, "logits") else output

@@ -1,0 +1,80 @@
+"""`hrseg quickstart` end to end at toy size: scenes, 4 schemes x 2 seeds, eval, weight maps, report; resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hrseg.cli.main import app
+from hrseg.quickstart import QuickstartConfig
+
+TOY = ["--seeds", "2", "--iters", "2", "--source-images", "12", "--target-images", "16", "--val-images", "4",
+       "--scene-size", "128x64", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY])
+    assert result.exit_code == 0, result.output
+
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == sorted(f"{s}-s{k}" for s in ("target-only", "joint", "w1", "w19") for k in (0, 1))
+    for run in runs:
+        assert (out / "runs" / run / "eval" / "val.json").is_file()
+        has_w = run.startswith("w1")
+        assert (out / "runs" / run / "eval" / "source.json").is_file() == has_w
+    for scheme in ("w1", "w19"):
+        assert (out / "weights" / scheme / "index.html").is_file()
+        assert len(list((out / "weights" / scheme).glob("*.png"))) == 6
+
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["configuration"]: r for r in report["rows"]}
+    assert set(rows) == {"target only", "direct joint", "Ours with W^1", "Ours with W^19"}
+    for row in rows.values():
+        assert row["num_runs"] == 2 and row["seeds"] == [0, 1] and row["miou_std"] is not None
+        assert row["delta_to_target_only"] == pytest.approx(row["miou_mean"] - rows["target only"]["miou_mean"])
+    assert rows["Ours with W^19"]["weighting_auc"] is not None
+    md = (out / "report.md").read_text()
+    assert md.count("\n") == 2 + 4 and " ± " in md
+    assert "Ours with W^19" in result.output and "wall time" in result.output and "report.md" in result.output
+    summary = json.loads((out / "quickstart.json").read_text())
+    assert summary["seconds"]["total"] > 0 and len(summary["runs"]) == 8
+
+    # a second call keeps every finished run and evaluation
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.suffix in (".pt", ".json")}
+    again = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already trained with this configuration") == 8
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_bad_options_are_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--seeds", "0"])
+    assert result.exit_code == 2 and "--seeds" in result.output
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--scene-size", "big"])
+    assert result.exit_code == 2 and "--scene-size" in result.output
+    assert not (tmp_path / "q").exists()
+
+
+def test_default_budget_is_the_same_for_every_scheme() -> None:
+    cfg = QuickstartConfig()
+    budgets = {s: cfg.train_config(s, 0) for s in cfg.schemes}
+    keys = ("optim", "data", "model")
+    first = budgets["target-only"].to_dict()
+    for scheme, tc in budgets.items():
+        d = tc.to_dict()
+        assert all(d[k] == first[k] for k in keys), scheme
+        assert not d["gan"]["enabled"]
+    assert cfg.seeds == 3
