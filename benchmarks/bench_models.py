@@ -19,7 +19,6 @@ Times are the median of ``--reps`` repetitions after one warm-up.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics

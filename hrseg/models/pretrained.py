@@ -49,7 +49,7 @@ def fetch_state_dict(arch: str, pretrained: str | Path, width: float) -> dict[st
                 f"download it where a network exists and pass --pretrained PATH"
             ) from None
         return _as_state_dict(state, url)
-    path = Path(choice)
+    path = Path(choice).expanduser()
     if not path.is_file():
         raise HrsegError(f"--pretrained {path}: no such file (use 'imagenet', 'none' or a weight file)")
     try:
