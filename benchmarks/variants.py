@@ -1,0 +1,168 @@
+"""The weighting-variant study of METHOD §7 on the bundled procedural scenes.
+
+Trains every variant with the same small model and budget (``quick_config``),
+scores val mIoU and, where a weighting network exists, its weighting quality on
+the source split (mean weight on realistic / deviating pixels, ROC AUC against
+the realism mask). Results go to a JSONL file, one line per (variant, seed);
+re-running skips what is already there, so the study can be stopped and resumed.
+
+    hrseg prepare synthetic --out /tmp/study/data
+    python benchmarks/variants.py --data /tmp/study/data --work /tmp/study/runs \
+        --out benchmarks/variants.jsonl --seeds 0 1
+    python benchmarks/variants.py --table benchmarks/variants.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
+from hrseg.training.config import QUICK_BUDGET, quick_config
+from hrseg.training.trainer import iterate_metrics, train
+
+# name -> (scheme, config changes)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "target-only": ("target-only", {}),
+    "joint": ("joint", {}),
+    "oracle": ("oracle", {}),
+    "w19-product-none": ("w19", {"weighting.combine": "product", "weighting.normalize": "none",
+                                 "weighting.clamp": None}),
+    "w19-product-batch": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
+                                  "weighting.clamp": None}),
+    "w19-mean-batch": ("w19", {"weighting.combine": "mean", "weighting.normalize": "batch",
+                               "weighting.clamp": None}),
+    "w19-ratio-batch-c3": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "batch",
+                                   "weighting.clamp": 3.0}),
+    "w19-ratio-running-c3": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "running",
+                                     "weighting.clamp": 3.0}),
+    "w19-product-batch-c3": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
+                                     "weighting.clamp": 3.0}),
+    "w1-product-none": ("w1", {"weighting.combine": "product", "weighting.normalize": "none",
+                               "weighting.clamp": None}),
+    "w1-product-batch-c3": ("w1", {"weighting.combine": "product", "weighting.normalize": "batch",
+                                   "weighting.clamp": 3.0}),
+    "w1-ratio-batch-c3": ("w1", {"weighting.combine": "ratio", "weighting.normalize": "batch",
+                                 "weighting.clamp": 3.0}),
+    "w1-mean-batch": ("w1", {"weighting.combine": "mean", "weighting.normalize": "batch",
+                             "weighting.clamp": None}),
+    "w19-ratio-batch-c3+gan": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "batch",
+                                       "weighting.clamp": 3.0, "gan.enabled": True}),
+    "joint+gan": ("joint", {"gan.enabled": True}),
+}
+
+
+def run_one(name: str, seed: int, data: Path, work: Path, budget: dict[str, Any]) -> dict[str, Any]:
+    scheme, changes = VARIANTS[name]
+    run = work / f"{name}-s{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    cfg = quick_config(scheme, str(data), str(run), seed=seed,
+                       **{"gan.enabled": False, **budget, **changes, "run.progress": False, "run.device": "cpu"})
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    records = list(iterate_metrics(run))
+    tail = records[-max(1, len(records) // 4):]  # last quarter: the weights the model finished with
+
+    def tail_mean(key: str) -> float | None:
+        vals = [r[key] for r in tail if key in r and not math.isnan(r[key])]
+        return statistics.fmean(vals) if vals else None
+
+    t1 = time.perf_counter()
+    val = evaluate_run(run, EvalOptions(split="val", device="cpu", show_progress=False, batch_size=8))
+    row: dict[str, Any] = {
+        "variant": name, "scheme": scheme, "seed": seed, "changes": changes, "budget": budget,
+        "train_seconds": round(train_s, 1), "iters_per_s": round(result.iters_per_s, 2),
+        "val_miou": val.miou, "val_iou": val.iou,
+        "train_weight_realistic": tail_mean("weight_realistic"),
+        "train_weight_deviating": tail_mean("weight_deviating"),
+        "train_weight_mean": tail_mean("weight_mean"),
+        "train_target_loss": tail_mean("target"), "train_source_loss": tail_mean("source"),
+    }
+    if scheme in ("w1", "w19"):
+        quality = evaluate_run(run, EvalOptions(split="source", device="cpu", show_progress=False,
+                                                batch_size=cfg.data.batch_size, max_images=100))
+        q = quality.to_dict()
+        row["source_auc"] = q["auc"]
+        row["source_weight_realistic"] = q["mean_weight_realistic"]
+        row["source_weight_deviating"] = q["mean_weight_deviating"]
+        row["source_levels"] = q["levels"]
+    row["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep config + metrics, drop the weights
+    return row
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: mean val mIoU over seeds (and each seed), weights, AUC."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+    joint = statistics.fmean(r["val_miou"] for r in by["joint"]) if "joint" in by else math.nan
+    lines = ["| variant | val mIoU (mean) | per seed | Δ vs joint | weight realistic / deviating (train) "
+             "| source AUC | s/run |", "|---|---|---|---|---|---|---|"]
+
+    def fmt(v: float | None, nd: int = 2) -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+    for name in VARIANTS:
+        if name not in by:
+            continue
+        rs = sorted(by[name], key=lambda r: r["seed"])
+        m = statistics.fmean(100 * r["val_miou"] for r in rs)
+        seeds = ", ".join(f"{100 * r['val_miou']:.1f}" for r in rs)
+        wr = [r["train_weight_realistic"] for r in rs if r.get("train_weight_realistic") is not None]
+        wd = [r["train_weight_deviating"] for r in rs if r.get("train_weight_deviating") is not None]
+        weights = f"{statistics.fmean(wr):.2f} / {statistics.fmean(wd):.2f}" if wr and wd else "—"
+        aucs = [r["source_auc"] for r in rs if r.get("source_auc") is not None]
+        auc = fmt(statistics.fmean(aucs)) if aucs else ("1.00" if name == "oracle" else "—")
+        secs = statistics.fmean(r["train_seconds"] for r in rs)
+        lines.append(f"| {name} | {m:.1f} | {seeds} | {m - 100 * joint:+.1f} | {weights} | {auc} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/hrseg-variants"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/variants.jsonl"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--iters", type=int, default=None, help="override the quick budget's iterations")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--table", type=Path, default=None, help="print the markdown table of a results file")
+    args = ap.parse_args()
+    if args.table is not None:
+        print(table(load_rows(args.table)))
+        return
+    torch.set_num_threads(args.threads)  # 1: oversubscribed OpenMP threads on a shared machine crawl
+    budget = {} if args.iters is None else {"optim.iters": args.iters}
+    done = {(r["variant"], r["seed"]) for r in load_rows(args.out)}
+    print(f"budget: {json.dumps({**QUICK_BUDGET, **budget})}", flush=True)
+    for seed in args.seeds:
+        for name in args.variants:
+            if (name, seed) in done:
+                continue
+            row = run_one(name, seed, args.data, args.work, budget)
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name} seed {seed}: val mIoU {100 * row['val_miou']:.1f}  train {row['train_seconds']}s  "
+                  f"w real/dev {row['train_weight_realistic']}/{row['train_weight_deviating']}  "
+                  f"auc {row.get('source_auc')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
