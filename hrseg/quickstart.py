@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from hrseg.atomic import write_json
 from hrseg.console import console
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
@@ -45,6 +47,7 @@ class QuickstartConfig:
     weighting_eval_images: int = 100  # source images scored for weighting AUC (per w run)
     visualize_images: int = 6
     device: str = "cpu"
+    threads: int = 1  # torch CPU threads: tiny convolutions run faster on one, and never stall on a busy box
     workers: int = 2  # scene generation / shard preparation processes
     show_progress: bool = True
 
@@ -56,6 +59,8 @@ class QuickstartConfig:
             raise HrsegError(f"--scheme: unknown scheme(s) {', '.join(unknown)}")
         if self.iters is not None and self.iters < 1:
             raise HrsegError(f"--iters: must be >= 1, got {self.iters}")
+        if self.threads < 1:
+            raise HrsegError(f"--threads: must be >= 1, got {self.threads}")
         return self
 
     @property
@@ -121,8 +126,24 @@ def _evaluate_once(run: Path, split: str, opts: EvalOptions) -> None:
 
 
 def run_quickstart(cfg: QuickstartConfig, on_step: Callable[[str], None] | None = None) -> QuickstartResult:
-    """Generate data, train every scheme for every seed, evaluate, draw the weights, compare."""
+    """Generate data, train every scheme for every seed, evaluate, draw the weights, compare.
+
+    torch's CPU thread count is set to ``cfg.threads`` for the duration: with
+    two or more threads, the small convolutions of the quick budget spend more
+    time synchronising than computing, and on a machine where anything else
+    runs they stall (measured: 20x slower per iteration with 2 threads on a
+    busy 2-core box, see benchmarks/RESULTS-eval.md).
+    """
     cfg.validate()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> QuickstartResult:
     say = on_step or (lambda text: console.print(f"[bold cyan]{text}[/]"))
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -97,6 +97,9 @@ class ReportRow:
     def auc(self) -> float | None:
         return self._mean_of("auc")
 
+    def weight_means(self) -> tuple[float | None, float | None]:
+        return self._mean_of("weight_realistic"), self._mean_of("weight_deviating")
+
     def miou_text(self) -> str:
         text = f"{100 * self.mean:.1f}"
         if self.std is not None:
@@ -134,13 +137,15 @@ class Report:
         has_auc = any(r.auc is not None for r in self.rows)
         head = ["configuration", "backbone", "target images", "runs", f"mIoU {self.split} (%)", "Δ vs target only"]
         if has_auc:
-            head.append("weighting AUC")
+            head += ["weighting AUC", "mean weight realistic / deviating"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), r.miou_text(),
                      _delta_text(r.delta)]
             if has_auc:
                 cells.append(f"{r.auc:.3f}" if r.auc is not None else "—")
+                real, dev = r.weight_means()
+                cells.append(f"{real:.2f} / {dev:.2f}" if real is not None and dev is not None else "—")
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -206,10 +211,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _disambiguate(rows: list[ReportRow]) -> None:
-    """Rows with the same title get the settings that tell them apart appended."""
-    by_title: dict[str, list[ReportRow]] = {}
-    for row in rows:
-        by_title.setdefault(row.configuration, []).append(row)
+    """Rows that would read the same get the settings that tell them apart appended."""
+    by_title: dict[tuple[str, str, str], list[ReportRow]] = {}
+    for row in rows:  # backbone and target images have their own columns
+        by_title.setdefault((row.configuration, row.backbone, row.target_images), []).append(row)
     for same in by_title.values():
         if len(same) < 2:
             continue
@@ -220,8 +225,23 @@ def _disambiguate(rows: list[ReportRow]) -> None:
             row.configuration += f" ({shown})"
 
 
+def _order(row: ReportRow) -> tuple[str, float, int, bool]:
+    """Backbone, then target-image budget (ascending, "all" last), then schemes in Table-1 order."""
+    first = row.runs[0]
+    data = first.config.get("data", {})
+    if data.get("target_images") is not None:
+        budget = float(data["target_images"])
+    elif data.get("target_fraction") is not None:
+        budget = 1e9 * float(data["target_fraction"])
+    else:
+        budget = math.inf
+    schemes = list(SCHEME_TITLES)
+    rank = schemes.index(first.scheme) if first.scheme in schemes else len(schemes)
+    return row.backbone, budget, rank, bool(first.config.get("gan", {}).get("enabled"))
+
+
 def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
-    """Group runs by configuration, in the order first seen, with target-only deltas."""
+    """Group runs by configuration, sorted like Table 1, with target-only deltas."""
     if not run_dirs:
         raise HrsegError("report: give at least one run directory")
     groups: dict[str, ReportRow] = {}
@@ -232,7 +252,7 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
             groups[key] = ReportRow(configuration=_title(result), backbone=BACKBONES.get(result.arch, result.arch),
                                     target_images=result.target_images)
         groups[key].runs.append(result)
-    rows = list(groups.values())
+    rows = sorted(groups.values(), key=_order)
     _disambiguate(rows)
     for row in rows:
         base = [r for r in rows if r.runs[0].scheme == "target-only" and r.backbone == row.backbone

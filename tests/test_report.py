@@ -61,7 +61,8 @@ def test_cli_prints_the_table_and_writes_markdown_and_json(runs: list[Path], tmp
     result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| Ours with W^19 | FCN-8s / VGG16 | 16 | 3 | 58.0 ± 2.0 | +6.0 | 0.710 |" in md
+    assert "| Ours with W^19 | FCN-8s / VGG16 | 16 | 3 | 58.0 ± 2.0 | +6.0 | 0.710 | 1.20 / 0.50 |" in md
+    assert "| target only | FCN-8s / VGG16 | 16 | 3 | 52.0 ± 2.0 | +0.0 | — | — |" in md
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [r["num_runs"] for r in data["rows"]] == [3, 3, 3]
     assert data["rows"][1]["seeds"] == [0, 1, 2]
@@ -81,3 +82,11 @@ def test_report_files_are_replaced_whole(runs: list[Path], tmp_path: Path) -> No
     write_report(build_report(runs[:3]), out)
     write_report(build_report(runs), out)
     assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # no temp files left
+
+
+def test_rows_follow_table_one_order_whatever_the_argument_order(runs: list[Path], tmp_path: Path) -> None:
+    few = _run(tmp_path, "few", quick_config("target-only", "D", "o", **{"data.target_images": 4}), 0.3)
+    report = build_report([*reversed(runs), few])
+    assert [(r.configuration, r.target_images) for r in report.rows] == [
+        ("target only", "4"), ("target only", "16"), ("direct joint", "16"), ("Ours with W^19", "16")]
+    assert report.rows[0].delta == pytest.approx(0.0)  # compared with its own budget's target-only

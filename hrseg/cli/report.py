@@ -15,12 +15,15 @@ from hrseg.reporting import Report, build_report, write_report
 
 def print_report(report: Report) -> None:
     has_auc = any(r.auc is not None for r in report.rows)
-    table = Table(title=f"runs compared on {report.split} (mIoU %, mean ± std over runs)")
-    for col in ("configuration", "backbone", "target images", "runs", "mIoU", "Δ vs target only"):
-        right = col in ("runs", "mIoU", "Δ vs target only")
-        table.add_column(col, justify="right" if right else "left", no_wrap=col in ("configuration", "mIoU"))
+    table = Table(title=f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only")
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("backbone", no_wrap=True)
+    table.add_column("target imgs", justify="right")
+    table.add_column("runs", justify="right")
+    table.add_column("mIoU", justify="right", no_wrap=True)
+    table.add_column("Δ", justify="right", no_wrap=True)
     if has_auc:
-        table.add_column("weighting AUC", justify="right")
+        table.add_column("weight AUC", justify="right")
     for row in report.rows:
         delta = "—" if row.delta is None else f"{100 * row.delta:+.1f}"
         cells = [row.configuration, row.backbone, row.target_images, str(len(row.runs)), row.miou_text(), delta]
