@@ -127,3 +127,23 @@ def test_seed_fixes_initialisation() -> None:
     torch.manual_seed(3)
     b = build_segmenter("pspnet-r50", width=0.0625).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pspnet_head_layout_at_full_width() -> None:
+    with torch.device("meta"):
+        seg = build_segmenter("pspnet-r50", aux=True)
+    pools = [m.output_size for m in seg.ppm.modules() if isinstance(m, torch.nn.AdaptiveAvgPool2d)]
+    assert pools == [1, 2, 3, 6]
+    assert seg.bottleneck[0].in_channels == 2048 + 4 * 512
+    assert seg.bottleneck[0].out_channels == seg.feature_channels == 512
+    assert seg.aux_head[0][0].in_channels == 1024  # layer3
+    assert seg.backbone.output_stride == 8
+
+
+def test_fcn_layout_at_full_width() -> None:
+    with torch.device("meta"):
+        seg = build_segmenter("fcn8s-vgg16")
+    assert (seg.fc6.in_channels, seg.fc6.out_channels, seg.fc6.kernel_size) == (512, 4096, (7, 7))
+    assert (seg.fc7.in_channels, seg.fc7.out_channels, seg.fc7.kernel_size) == (4096, 4096, (1, 1))
+    assert (seg.score_pool4.in_channels, seg.score_pool3.in_channels) == (512, 256)
+    assert seg.feature_channels == 512
