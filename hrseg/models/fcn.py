@@ -47,9 +47,11 @@ class FCN8s(nn.Module):
 
     With ImageNet weights, fc6/fc7 start from the VGG classifier reshaped to
     convolutions (the reason the backbone keeps torchvision's classifier until
-    loading is done); from scratch they get the same He init as the other convs. Score layers
-    start at zero, as in the original. The final x8 step is fixed bilinear
+    loading is done); from scratch they get the same He init as the other
+    convolutions. Score layers start at zero and the two x2 deconvolutions as
+    bilinear, as in the original; the final x8 step is fixed bilinear
     interpolation (the original's upscore8 is a frozen bilinear deconvolution).
+    ``features`` is pool5 (512*width channels, stride 32) of the padded input.
     """
 
     feature_stride = FCN_STRIDE

@@ -57,6 +57,14 @@ class PyramidPooling(nn.Module):
 
 
 class PSPNet(nn.Module):
+    """Dilated ResNet50 -> pyramid pooling -> 512-channel bottleneck (G's input) -> 1x1 classifier.
+
+    With ``aux=True`` the layer3 head's logits come back in ``SegOutput.aux`` in
+    train and eval mode alike; the caller decides whether to use them (PSPNet
+    weights them 0.4 in training). The ImageNet ``fc`` is dropped after loading
+    so DDP sees no unused parameters.
+    """
+
     feature_stride = PSP_STRIDE
 
     def __init__(
