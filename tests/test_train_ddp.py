@@ -51,7 +51,7 @@ def test_two_gloo_processes_end_with_identical_weights(data: Path, tmp_path: Pat
 
     cfg = override(TrainConfig(scheme="w1"), {
         "model.width": 0.0625, "model.pretrained": "none", "weighting.width": 0.125, "gan.width": 0.0625,
-        "gan.enabled": True, "data.batch_size": 1, "data.crop": (64, 32), "optim.iters": 3,
+        "gan.enabled": True, "weighting.normalize": "running", "data.batch_size": 1, "data.crop": (64, 32), "optim.iters": 3,
         "run.device": "cpu", "run.progress": False, "run.checkpoint_every": 2,
         "run.keep_checkpoints": True, "data.data": str(data), "run.out": str(tmp_path / "run"),
     })

@@ -277,8 +277,8 @@ PRESETS: dict[str, Preset] = {
 #: Small budget for the procedural-scene quick-start and the variant study (see docs/weighting-variants.md).
 QUICK_BUDGET: dict[str, Any] = {
     "model.arch": "fcn8s-vgg16", "model.width": 0.125, "model.pretrained": "none",
-    "optim.iters": 300, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
-    "data.target_images": 16, "weighting.width": 0.25, "gan.width": 0.125,
+    "optim.iters": 500, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
+    "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125,
     "run.checkpoint_every": 1000,
 }
 

@@ -93,6 +93,16 @@ def average_gradients(module: nn.Module, info: DistInfo) -> None:
         offset += n
 
 
+def average_buffers(module: nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (W's running mean weight) so every rank normalises alike."""
+    if not info.enabled:
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf /= info.world_size
+
+
 def broadcast_module(module: nn.Module, info: DistInfo) -> None:
     """Start every rank from rank 0's parameters and buffers."""
     if not info.enabled:

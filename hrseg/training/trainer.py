@@ -451,6 +451,7 @@ class Trainer:
             if p.weighting is not None:
                 w_in_s = self._weight_input(logits[:n_s], src["image"])
                 wo = self.nets["weighting"](w_in_s, src["label"])  # with grad: its logits train W below
+                ddp.average_buffers(self.nets["weighting"], self.dist)
                 w_logits_s = wo.logits
                 weight = wo.weight.detach().float()
                 valid = src["label"] != IGNORE_INDEX
