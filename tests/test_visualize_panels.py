@@ -43,7 +43,7 @@ def test_error_map_marks_wrong_pixels_and_skips_ignore() -> None:
     gt = np.array([[0, 1, 255]], np.uint8)
     pred = np.array([[0, 2, 3]], np.uint8)
     err = error_map(gt, pred)
-    assert err[0, 0].tolist() == [70, 70, 70] and err[0, 1].tolist() == [230, 30, 30] and err[0, 2].tolist() == [0, 0, 0]
+    assert err[0].tolist() == [[70, 70, 70], [230, 30, 30], [0, 0, 0]]
 
 
 def test_weight_panel_lays_out_every_tile(tmp_path: Path) -> None:

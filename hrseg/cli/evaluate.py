@@ -49,8 +49,10 @@ def print_weighting_report(report: WeightingReport) -> None:
 
 def eval_command(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint file (default: the run's final/last)."),
-    split: str = typer.Option("val", "--split", help="Target split (val), 'source' for weighting quality, or dataset/split."),
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Checkpoint file (default: the run's final/last)."),
+    split: str = typer.Option(
+        "val", "--split", help="Target split (val), 'source' for weighting quality, or dataset/split."),
     classes: int = typer.Option(19, "--classes", help="Evaluated classes: 19, 16 or 13 (SYNTHIA protocols)."),
     save_predictions: Optional[Path] = typer.Option(
         None, "--save-predictions", help="Write labelId PNGs to DIR/labelIds (official-script layout)."),

@@ -49,7 +49,8 @@ def render_index(title: str, items: Sequence[GalleryItem], summary: dict[str, st
             parts.append(f"<div>{notes}</div>")
         for src in item.images:
             ref = html.escape(Path(src).as_posix(), quote=True)
-            parts.append(f'<a href="{ref}"><img src="{ref}" alt="{html.escape(item.caption, quote=True)}" loading="lazy"></a>')
+            alt = html.escape(item.caption, quote=True)
+            parts.append(f'<a href="{ref}"><img src="{ref}" alt="{alt}" loading="lazy"></a>')
         parts.append("</figure>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -78,7 +78,8 @@ def _stack(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
     return np.concatenate([pad(top), pad(bottom)], axis=0)
 
 
-def _open(run_dir: Path, opts: VisualizeOptions, fields: tuple[str, ...]) -> tuple[LoadedRun, ShardDataset, torch.device]:
+def _open(run_dir: Path, opts: VisualizeOptions,
+          fields: tuple[str, ...]) -> tuple[LoadedRun, ShardDataset, torch.device]:
     device = resolve_device(opts.device)
     loaded = load_for_inference(run_dir, checkpoint=opts.checkpoint, device=str(device))
     cfg = loaded.config
@@ -127,7 +128,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
                 write_png(path, panel)
                 panels.append(path)
                 items.append(GalleryItem(caption=name, images=(path.name,)))
-                bar.update(task, advance=1)
+                bar.update(task, advance=1, rate=rate(bar, task))
     summary = _summary(run, loaded, ds)
     index = write_index(out / "index.html", f"weights: {run.name}", items, summary)
     return Gallery(index=index, panels=panels)
@@ -154,7 +155,7 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
                 write_png(path, panel)
                 panels.append(path)
                 items.append(GalleryItem(caption=name, images=(path.name,)))
-                bar.update(task, advance=1)
+                bar.update(task, advance=1, rate=rate(bar, task))
     index = write_index(out / "index.html", f"predictions: {run.name}", items, _summary(run, loaded, ds))
     return Gallery(index=index, panels=panels)
 
