@@ -15,8 +15,9 @@ OUT=${OUT:-hrseg-sweep}
 SEEDS=${SEEDS:-"0 1 2"}
 COUNTS=${COUNTS:-"16 50 200 all"}
 if [ "${QUICK:-0}" = 1 ]; then
-    BUDGET=(--arch fcn8s-vgg16 --width 0.125 --pretrained none --iters 300 --batch-size 4 --crop 128x64
-            --weight-width 0.25 --no-gan --device cpu)
+    # the quick start's budget (hrseg.training.config.QUICK_BUDGET), spelled out as flags
+    BUDGET=(--arch fcn8s-vgg16 --width 0.125 --pretrained none --iters 500 --lr 0.01 --batch-size 4 --crop 128x64
+            --weight-width 0.125 --no-gan --device cpu)
 else
     BUDGET=(--preset baseline1-target-only)   # paper budget; the scheme flag below picks the row
 fi

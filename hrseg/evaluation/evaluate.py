@@ -181,6 +181,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
     if opts.split == SOURCE:
+        if opts.save_predictions:
+            raise HrsegError("--save-predictions: only for a target split (e.g. --split val), not --split source")
         if loaded.weighting is None:
             raise HrsegError(
                 f"{run}: scheme {cfg.scheme!r} has no weighting network; --split source needs a w1 or w19 run"
