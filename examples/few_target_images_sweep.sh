@@ -16,7 +16,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 COUNTS=${COUNTS:-"16 50 200 all"}
 if [ "${QUICK:-0}" = 1 ]; then
     # the quick start's budget (hrseg.training.config.QUICK_BUDGET), spelled out as flags
-    BUDGET=(--arch fcn8s-vgg16 --width 0.125 --pretrained none --iters 500 --lr 0.01 --batch-size 4 --crop 128x64
+    BUDGET=(--arch fcn8s-vgg16 --width 0.125 --pretrained none --iters "${ITERS:-500}" --lr 0.01 --batch-size 4 --crop 128x64
             --weight-width 0.125 --no-gan --device cpu)
 else
     BUDGET=(--preset baseline1-target-only)   # paper budget; the scheme flag below picks the row

@@ -202,3 +202,9 @@ def test_wrong_size_predictions_via_cli(data: Path, tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert "_pred_labelIds.png: prediction is 32x16 but the ground truth is 64x32" in text
     assert not out.exists()
+
+
+def test_save_predictions_with_source_split_is_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    result = _invoke("eval", "--run", str(runs["w19"]), "--split", "source", "--save-predictions", str(tmp_path / "p"))
+    assert result.exit_code == 2 and "--save-predictions" in result.output
+    assert not (tmp_path / "p").exists()
