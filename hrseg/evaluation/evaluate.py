@@ -130,7 +130,7 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
             batch_sizes = sizes[done : done + n]
             preds = predict_full_resolution(segmenter, batch["image"].to(device), batch_sizes)
             for pred, full, name, (h, w) in zip(preds, batch["full_label"], batch["name"], batch_sizes):
-                cm.update(pred.cpu(), full[:h, :w])
+                cm.update(pred, full[:h, :w].to(pred.device))  # counted where the prediction is (GPU or CPU)
                 if writer is not None:
                     writer.write(name, pred.cpu().numpy())
             done += n
