@@ -132,3 +132,12 @@ def test_folder_of_wrong_size_predictions_is_refused(tiny_val: tuple[Path, Path]
         _write_png(pred_dir / f"{stem}_pred_labelIds.png", np.full((FULL_H // 2, FULL_W // 2), 7, np.uint8))
     with pytest.raises(HrsegError, match=r"aachen_000000_000019_pred_labelIds\.png: prediction is 48x24"):
         score_folder(pred_dir, data, "cityscapes", "val", show_progress=False)
+
+
+def test_scoring_a_training_model_leaves_its_mode_and_statistics_alone(tiny_val: tuple[Path, Path]) -> None:
+    _, data = tiny_val
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 19, 1)).train()
+    before = model[0].running_mean.clone()
+    ds = open_split(data, "cityscapes", "val", fields=("image", "full_label", "name"))
+    evaluate_segmenter(model, ds, show_progress=False)
+    assert model.training and torch.equal(model[0].running_mean, before)

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import EVAL_CLASSES
@@ -25,6 +24,7 @@ from hrseg.data.shards import ShardReader
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
 from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, read_prediction
+from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.evaluation.results import ALIGN_CORNERS, EvalReport, WeightingReport
 from hrseg.evaluation.weighting import weighting_quality
 from hrseg.training.trainer import load_for_inference, resolve_device
@@ -119,6 +119,18 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
                        writer: PredictionWriter | None = None, show_progress: bool = True) -> EvalReport:
     """Score ``segmenter`` on a split with full labels; one confusion matrix for the whole split."""
     device = torch.device(device)
+    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
+    if was_training:
+        segmenter.eval()  # batch-norm statistics must not move while scoring; restored below
+    try:
+        return _score(segmenter, ds, classes, device, batch_size, writer, show_progress)
+    finally:
+        if was_training:
+            segmenter.train()
+
+
+def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: int, device: torch.device,
+           batch_size: int, writer: PredictionWriter | None, show_progress: bool) -> EvalReport:
     sizes = full_label_sizes(ds)
     cm = ConfusionMatrix()
     loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)

@@ -109,9 +109,19 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
     ``batch_size`` matters when W normalises by the batch mean; evaluate_run
     passes the run's training batch size so the weights are the ones training used.
     """
-    device = torch.device(device)
-    segmenter.eval()
-    weighting.eval()
+    modes = [(m, m.training) for m in (segmenter, weighting)]
+    for m, _ in modes:
+        m.eval()  # no batch-norm or running-mean updates while measuring; restored below
+    try:
+        return _measure(segmenter, weighting, ds, weight_input, scheme, torch.device(device), batch_size,
+                        show_progress, seed)
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
+def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDataset, weight_input: str,
+             scheme: str, device: torch.device, batch_size: int, show_progress: bool, seed: int) -> WeightingReport:
     groups: dict[str, _Group] = {}
     loader = DataLoader(ds.with_fields(("image", "label", "realism")), batch_size=batch_size, shuffle=False)
     with maybe_progress(show_progress) as bar:
