@@ -108,6 +108,7 @@ def register(app: typer.Typer) -> None:
         amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision on CUDA."),
         compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile S."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader worker processes."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (0 = default)."),
         checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint period."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
@@ -137,7 +138,7 @@ def register(app: typer.Typer) -> None:
                 "data.target_images": target_images, "data.target_fraction": target_fraction,
                 "optim.iters": iters, "data.batch_size": batch_size, "data.crop": _crop(crop) if crop else None,
                 "optim.lr": lr, "run.seed": seed, "run.amp": amp, "run.compile": compile_,
-                "data.workers": workers, "run.checkpoint_every": checkpoint_every,
+                "data.workers": workers, "run.threads": threads, "run.checkpoint_every": checkpoint_every,
                 "finetune.source_iters": finetune_source_iters,
                 "image_select.road_share": select_road_share, "image_select.nonroad_keep": select_nonroad_keep,
             }

@@ -120,6 +120,7 @@ class RunConfig:
     keep_checkpoints: bool = False  # keep iter_XXXXXX.pt files besides last.pt
     log_every: int = 1
     progress: bool = True
+    threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
 
 
 @dataclass
@@ -179,6 +180,8 @@ class TrainConfig:
             )
         if not 0 <= self.image_select.nonroad_keep <= 1:
             raise HrsegError(f"--select-nonroad-keep: must be in [0, 1], got {self.image_select.nonroad_keep}")
+        if self.run.threads < 0:
+            raise HrsegError(f"--threads: must be >= 0, got {self.run.threads}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise HrsegError("--checkpoint-every and --log-every must be >= 1")
         return self
@@ -278,8 +281,8 @@ PRESETS: dict[str, Preset] = {
 QUICK_BUDGET: dict[str, Any] = {
     "model.arch": "fcn8s-vgg16", "model.width": 0.125, "model.pretrained": "none",
     "optim.iters": 500, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
-    "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125,
-    "run.checkpoint_every": 1000,
+    "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125, "gan.enabled": False,
+    "run.checkpoint_every": 1000, "run.threads": 1,
 }
 
 

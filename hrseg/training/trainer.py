@@ -225,6 +225,8 @@ class Trainer:
             raise HrsegError("--out: a run directory is required")
         self.cfg = cfg
         self.run_dir = Path(cfg.run.out)
+        if cfg.run.threads > 0:
+            torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
         self.dist = ddp.init_from_env(self.device.type)
         if self.device.type == "cuda" and self.dist.enabled:
