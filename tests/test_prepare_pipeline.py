@@ -188,3 +188,4 @@ def test_defects_are_skipped_listed_and_counted_in_the_manifest(tmp_path: Path) 
     assert m.counts["listed"] == 6 and m.counts["written"] == 3 and m.counts["corrupt"] == 1
     assert any(str(root / "images" / "00002.png") in line for line in res.messages)
     assert [s.count for s in m.shards] == [1, 1, 1]
+

@@ -86,3 +86,23 @@ def test_deviating_areas_take_the_target_look_of_another_class() -> None:
         assert np.linalg.norm(realistic - target_own) < np.linalg.norm(realistic - target_other)
         assert np.linalg.norm(deviating - target_other) < np.linalg.norm(deviating - target_own)
     assert all(DEVIATING_LOOK[c] != c for c in range(19))
+
+
+def test_interrupted_generation_is_redone_and_its_shards_rebuilt(tmp_path: Path) -> None:
+    from hrseg.data.shards import Manifest
+    from hrseg.data.synthetic import SyntheticPrepareConfig, prepare_synthetic
+
+    small = SceneConfig(seed=0, source_images=2, target_images=2, val_images=1, size=(64, 32))
+    cfg = SyntheticPrepareConfig(out=tmp_path / "data", scenes=small, shard_size=2)
+    first = prepare_synthetic(cfg, show_progress=False)
+    assert first["generated"] is True
+    again = prepare_synthetic(cfg, show_progress=False)
+    assert again["generated"] is False and all(r.reused_shards == len(r.manifest.shards) for r in again["results"])
+    # simulate a generation killed half-way: stamp gone, a stray extra image left behind
+    (tmp_path / "data" / "raw" / "synthetic.json").unlink()
+    stray = tmp_path / "data" / "raw" / "GTAV" / "images" / "00099.png"
+    stray.write_bytes((tmp_path / "data" / "raw" / "GTAV" / "images" / "00001.png").read_bytes())
+    redo = prepare_synthetic(cfg, show_progress=False)
+    assert redo["generated"] is True and not stray.exists()
+    assert Manifest.load(tmp_path / "data" / "gtav" / "train").num_images == 2
+    assert all(r.reused_shards == 0 for r in redo["results"])

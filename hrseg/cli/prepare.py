@@ -108,11 +108,12 @@ def synthetic(
     val_images: int = typer.Option(50, "--val-images", help="Cityscapes-format val scenes."),
     size: str = typer.Option("256x128", "--size", help="Generated target size WxH (source: same width, 16:9)."),
     prepared_size: Optional[str] = typer.Option(None, "--prepared-size", help="Target shard size WxH (default: half of --size)."),
-    workers: Optional[int] = WORKERS, shard_size: int = typer.Option(64, "--shard-size", help="Input images per shard."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (default 1: at the default size, starting workers costs more than it saves)."),
+    shard_size: int = typer.Option(64, "--shard-size", help="Input images per shard."),
     compression: str = COMPRESSION, overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
 ) -> None:
     """Generate procedural two-domain scenes (GTAV + Cityscapes formats) under DATA/raw and prepare them."""
-    from hrseg.data.prepare import default_workers, parse_size
+    from hrseg.data.prepare import parse_size
     from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 
     with user_errors():
@@ -120,8 +121,7 @@ def synthetic(
                              val_images=val_images, size=parse_size(size))
         cfg = SyntheticPrepareConfig(
             out=out, scenes=scenes, prepared_size=parse_size(prepared_size) if prepared_size else None,
-            workers=workers or default_workers(), shard_size=shard_size, compression=compression,
-            overwrite=overwrite,
+            workers=workers, shard_size=shard_size, compression=compression, overwrite=overwrite,
         )
         result = prepare_synthetic(cfg)
         state = "generated" if result["generated"] else "already generated (kept)"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import json
-import multiprocessing as mp
 import os
 import queue
 import struct
@@ -46,6 +45,7 @@ from hrseg.data.shards import (
     count_class_pixels,
     sha256_file,
 )
+from hrseg.data.workers import pool_context, start_pool
 from hrseg.errors import HrsegError
 
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"gtav": (1280, 720), "cityscapes": (1024, 512), "synthia": (1280, 760)}
@@ -257,28 +257,44 @@ def _worker_build(task: ShardTask) -> dict[str, Any]:
     return build_shard(task, on_image=lambda n: _worker_queue.put(n))
 
 
-def _run_tasks(tasks: list[ShardTask], workers: int, on_image: ProgressFn) -> None:
-    """Build the shards of ``tasks``, in this process (1 worker) or a process pool."""
-    if workers <= 1 or len(tasks) <= 1:
+@dataclass
+class WorkerPool:
+    """Worker processes plus the queue on which they report each decoded image."""
+
+    executor: ProcessPoolExecutor
+    queue: Any
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def open_pool(workers: int) -> WorkerPool | None:
+    """Start ``workers`` processes now (before any progress thread); None for in-process work."""
+    if workers <= 1:
+        return None
+    q = pool_context().Queue()
+    return WorkerPool(start_pool(workers, _init_worker, (q,)), q)
+
+
+def _run_tasks(tasks: list[ShardTask], pool: WorkerPool | None, on_image: ProgressFn) -> None:
+    """Build the shards of ``tasks``, in this process or on the pool's workers."""
+    if pool is None or len(tasks) <= 1:
         for task in tasks:
             build_shard(task, on_image)
         return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    q = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(q,)) as pool:
-        pending: set[Future[dict[str, Any]]] = {pool.submit(_worker_build, t) for t in tasks}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                _drain(q, on_image)
-                for fut in done:
-                    fut.result()  # re-raise a worker's error here
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-        _drain(q, on_image)
+    pending: set[Future[dict[str, Any]]] = {pool.executor.submit(_worker_build, t) for t in tasks}
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            _drain(pool.queue, on_image)
+            for fut in done:
+                fut.result()  # re-raise a worker's error here
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        wait(pending)  # let running shards finish or fail before the caller cleans up
+        raise
+    _drain(pool.queue, on_image)
 
 
 def _drain(q: Any, on_image: ProgressFn) -> None:
@@ -295,7 +311,8 @@ def _full_size(listing: Listing) -> tuple[int, int]:
 
 
 def prepare_split(
-    cfg: PrepareConfig, split: str, on_start: Callable[[int], None] | None = None, on_image: ProgressFn | None = None
+    cfg: PrepareConfig, split: str, on_start: Callable[[int], None] | None = None,
+    on_image: ProgressFn | None = None, pool: WorkerPool | None = None,
 ) -> SplitResult:
     """Prepare one split into ``OUT/<dataset>/<split>/``; see the module docstring for the guarantees."""
     t0 = time.perf_counter()
@@ -336,7 +353,7 @@ def prepare_split(
     if on_start is not None:
         on_start(todo)
     try:
-        _run_tasks(tasks, cfg.workers, on_image or (lambda n: None))
+        _run_tasks(tasks, pool, on_image or (lambda n: None))
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise HrsegError(
@@ -400,15 +417,20 @@ def prepare(cfg: PrepareConfig, show_progress: bool = True) -> list[SplitResult]
     """Prepare every requested split of ``cfg``, with a rich progress bar showing images/s."""
     cfg.validate()
     results: list[SplitResult] = []
-    for split in cfg.resolved_splits():
-        if show_progress:
-            results.append(_with_progress(cfg, split))
-        else:
-            results.append(prepare_split(cfg, split))
+    pool = open_pool(cfg.workers)
+    try:
+        for split in cfg.resolved_splits():
+            if show_progress:
+                results.append(_with_progress(cfg, split, pool))
+            else:
+                results.append(prepare_split(cfg, split, pool=pool))
+    finally:
+        if pool is not None:
+            pool.close()
     return results
 
 
-def _with_progress(cfg: PrepareConfig, split: str) -> SplitResult:
+def _with_progress(cfg: PrepareConfig, split: str, pool: WorkerPool | None) -> SplitResult:
     from hrseg.console import progress
 
     with progress() as bar:
@@ -425,7 +447,7 @@ def _with_progress(cfg: PrepareConfig, split: str) -> SplitResult:
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:.1f} img/s")
 
-        return prepare_split(cfg, split, on_start=on_start, on_image=on_image)
+        return prepare_split(cfg, split, on_start=on_start, on_image=on_image, pool=pool)
 
 
 def stats_rows(result: SplitResult) -> list[tuple[str, str]]:

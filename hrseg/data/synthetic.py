@@ -51,6 +51,7 @@ so the output is deterministic for a seed and independent of the worker count.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -63,6 +64,7 @@ import numpy as np
 from hrseg.atomic import atomic_path, write_bytes, write_json
 from hrseg.data.labels import IGNORE_INDEX, LABEL_PALETTE, LABEL_TO_TRAIN, TRAIN_TO_LABEL
 from hrseg.data.png import encode_palette_png
+from hrseg.data.workers import start_pool
 from hrseg.errors import HrsegError
 
 # labelIds used when drawing
@@ -436,27 +438,22 @@ def _write_target(args: tuple[Path, int, int, tuple[int, int], str]) -> None:
     write_bytes(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", _png(color))
 
 
-def _run(fn: Callable, jobs: list, workers: int, on_image: Callable[[int], None] | None) -> None:
-    if workers <= 1:
-        for job in jobs:
-            fn(job)
-            if on_image:
-                on_image(1)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(fn, jobs, chunksize=8):
-            if on_image:
-                on_image(1)
+def _run(fn: Callable, jobs: list, pool: ProcessPoolExecutor | None, on_image: Callable[[int], None] | None) -> None:
+    results = map(fn, jobs) if pool is None else pool.map(fn, jobs, chunksize=8)
+    for _ in results:
+        if on_image:
+            on_image(1)
 
 
 def generate_raw(
     cfg: SceneConfig, raw_dir: str | Path, workers: int = 1, overwrite: bool = False,
-    on_image: Callable[[int], None] | None = None,
+    on_image: Callable[[int], None] | None = None, pool: ProcessPoolExecutor | None = None,
 ) -> bool:
     """Write ``raw_dir/GTAV`` and ``raw_dir/cityscapes``; returns False if they were already complete.
 
     A ``synthetic.json`` stamp, written last, records the config; a raw folder
-    made with another config is refused unless ``overwrite``.
+    made with another config is refused unless ``overwrite``. Pass a started
+    ``pool`` when a progress display is running (see ``hrseg.data.workers``).
     """
     cfg.validate()
     raw = Path(raw_dir)
@@ -472,18 +469,26 @@ def generate_raw(
         if not overwrite:
             diff = ", ".join(f"{k} {(have or {}).get(k)} -> {v}" for k, v in want.items() if (have or {}).get(k) != v)
             raise HrsegError(f"{stamp}: scenes were generated with other options ({diff}); pass --overwrite")
-    if overwrite and raw.exists():
-        import shutil
-
-        shutil.rmtree(raw)
     gtav, cs = raw / "GTAV", raw / "cityscapes"
+    # no (matching) stamp: whatever is there is an interrupted or replaced generation; regenerating takes seconds
+    stamp.unlink(missing_ok=True)
+    for d in (gtav, cs):
+        if d.exists():
+            shutil.rmtree(d)
     for d in ("images", "labels", "realism"):
         (gtav / d).mkdir(parents=True, exist_ok=True)
     jobs_s = [(gtav, cfg.seed, i, cfg.source_size) for i in range(cfg.source_images)]
     jobs_t = [(cs, cfg.seed, i, cfg.size, "train") for i in range(cfg.target_images)]
     jobs_t += [(cs, cfg.seed, i, cfg.size, "val") for i in range(cfg.val_images)]
-    _run(_write_source, jobs_s, workers, on_image)
-    _run(_write_target, jobs_t, workers, on_image)
+    own = pool is None and workers > 1
+    if own:
+        pool = start_pool(workers)
+    try:
+        _run(_write_source, jobs_s, pool, on_image)
+        _run(_write_target, jobs_t, pool, on_image)
+    finally:
+        if own and pool is not None:
+            pool.shutdown()
     write_json(stamp, want)
     return True
 
@@ -520,20 +525,27 @@ def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -
     if show_progress:
         from hrseg.console import progress
 
-        with progress() as bar:
-            task = bar.add_task("generate scenes", total=total, rate="")
-            start = time.perf_counter()
+        pool = start_pool(cfg.workers) if cfg.workers > 1 else None  # fork before the progress thread
+        try:
+            with progress() as bar:
+                task = bar.add_task("generate scenes", total=total, rate="")
+                start = time.perf_counter()
 
-            def tick(n: int) -> None:
-                done = bar.tasks[task].completed + n
-                bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f} img/s")
+                def tick(n: int) -> None:
+                    done = bar.tasks[task].completed + n
+                    bar.update(task, advance=n, rate=f"{done / max(time.perf_counter() - start, 1e-9):.1f} img/s")
 
-            generated = generate_raw(cfg.scenes, raw, cfg.workers, cfg.overwrite, tick)
+                generated = generate_raw(cfg.scenes, raw, cfg.workers, cfg.overwrite, tick, pool)
+                bar.update(task, completed=total, rate="kept" if not generated else bar.tasks[task].fields["rate"])
+        finally:
+            if pool is not None:
+                pool.shutdown()
     else:
         generated = generate_raw(cfg.scenes, raw, cfg.workers, cfg.overwrite)
     t_gen = time.perf_counter() - t0
+    # freshly generated scenes invalidate any shards made from an earlier generation
     common = dict(out=cfg.out, workers=cfg.workers, shard_size=cfg.shard_size,
-                  compression=cfg.compression, overwrite=cfg.overwrite)
+                  compression=cfg.compression, overwrite=cfg.overwrite or generated)
     results = prepare(PrepareConfig(dataset="gtav", root=raw / "GTAV", size=cfg.source_prepared_size(), **common),
                       show_progress)
     results += prepare(PrepareConfig(dataset="cityscapes", root=raw / "cityscapes", splits=("train", "val"),
