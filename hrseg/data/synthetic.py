@@ -61,8 +61,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from hrseg.atomic import atomic_path, write_bytes, write_json
-from hrseg.data.labels import IGNORE_INDEX, LABEL_PALETTE, LABEL_TO_TRAIN, TRAIN_TO_LABEL
+from hrseg.atomic import write_bytes, write_json
+from hrseg.data.labels import IGNORE_INDEX, LABEL_PALETTE, LABEL_TO_TRAIN
 from hrseg.data.png import encode_palette_png
 from hrseg.data.workers import start_pool
 from hrseg.errors import HrsegError
@@ -554,12 +554,7 @@ def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -
             "seconds": time.perf_counter() - t0}
 
 
-def label_ids_to_train(label_ids: np.ndarray) -> np.ndarray:
-    """labelIds -> trainIds (255 ignore); kept here for tests comparing PNGs with shards."""
-    return LABEL_TO_TRAIN[label_ids]
-
-
 __all__ = [
     "DEVIATING_LOOK", "SceneConfig", "Scene", "SyntheticPrepareConfig", "draw_scene", "generate_raw",
-    "prepare_synthetic", "cityscapes_name", "label_ids_to_train", "TRAIN_TO_LABEL",
+    "prepare_synthetic", "cityscapes_name",
 ]
