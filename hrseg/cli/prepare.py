@@ -107,8 +107,10 @@ def synthetic(
     target_images: int = typer.Option(100, "--target-images", help="Cityscapes-format train scenes."),
     val_images: int = typer.Option(50, "--val-images", help="Cityscapes-format val scenes."),
     size: str = typer.Option("256x128", "--size", help="Generated target size WxH (source: same width, 16:9)."),
-    prepared_size: Optional[str] = typer.Option(None, "--prepared-size", help="Target shard size WxH (default: half of --size)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (default 1: at the default size, starting workers costs more than it saves)."),
+    prepared_size: Optional[str] = typer.Option(
+        None, "--prepared-size", help="Target shard size WxH (default: half of --size)."),
+    workers: int = typer.Option(
+        1, "--workers", help="Worker processes (default 1: at the default size, starting them costs more than it saves)."),
     shard_size: int = typer.Option(64, "--shard-size", help="Input images per shard."),
     compression: str = COMPRESSION, overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
 ) -> None:

@@ -52,7 +52,8 @@ class _OpenShard:
             if ds.compression is None and ds.chunks is not None and ds.chunks[0] == 1 and ds.shape[0] > 0:
                 infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
                 offsets = {info.chunk_offset[0]: info.byte_offset for info in infos}
-                if len(offsets) == ds.shape[0] and all(info.size == ds.dtype.itemsize * int(np.prod(ds.shape[1:])) for info in infos):
+                row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:]))
+                if len(offsets) == ds.shape[0] and all(info.size == row_bytes for info in infos):
                     self.offsets[field] = [offsets[r] for r in range(ds.shape[0])]
 
     def read(self, field: str, row: int) -> np.ndarray:

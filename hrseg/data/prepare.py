@@ -113,6 +113,7 @@ class SplitResult:
     seconds: float
     messages: list[str] = field(default_factory=list)
     processed: int = 0  # inputs decoded by this run (reused shards are not re-decoded)
+    build_cpu_seconds: float = 0.0  # CPU time spent building shards, over all workers
 
     @property
     def images_per_second(self) -> float:
@@ -253,8 +254,15 @@ def _init_worker(q: Any) -> None:
     cv2.setNumThreads(1)
 
 
-def _worker_build(task: ShardTask) -> dict[str, Any]:
-    return build_shard(task, on_image=lambda n: _worker_queue.put(n))
+def _timed_build(task: ShardTask, on_image: ProgressFn | None) -> float:
+    """Build one shard; returns the CPU seconds it took (reported, never stored in the shard)."""
+    c0 = time.process_time()
+    build_shard(task, on_image)
+    return time.process_time() - c0
+
+
+def _worker_build(task: ShardTask) -> float:
+    return _timed_build(task, lambda n: _worker_queue.put(n))
 
 
 @dataclass
@@ -276,25 +284,25 @@ def open_pool(workers: int) -> WorkerPool | None:
     return WorkerPool(start_pool(workers, _init_worker, (q,)), q)
 
 
-def _run_tasks(tasks: list[ShardTask], pool: WorkerPool | None, on_image: ProgressFn) -> None:
-    """Build the shards of ``tasks``, in this process or on the pool's workers."""
+def _run_tasks(tasks: list[ShardTask], pool: WorkerPool | None, on_image: ProgressFn) -> float:
+    """Build the shards of ``tasks``, in this process or on the pool's workers; returns CPU seconds."""
     if pool is None or len(tasks) <= 1:
-        for task in tasks:
-            build_shard(task, on_image)
-        return
-    pending: set[Future[dict[str, Any]]] = {pool.executor.submit(_worker_build, t) for t in tasks}
+        return sum(_timed_build(task, on_image) for task in tasks)
+    cpu = 0.0
+    pending: set[Future[float]] = {pool.executor.submit(_worker_build, t) for t in tasks}
     try:
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(pool.queue, on_image)
             for fut in done:
-                fut.result()  # re-raise a worker's error here
+                cpu += fut.result()  # re-raises a worker's error here
     except BaseException:
         for fut in pending:
             fut.cancel()
         wait(pending)  # let running shards finish or fail before the caller cleans up
         raise
     _drain(pool.queue, on_image)
+    return cpu
 
 
 def _drain(q: Any, on_image: ProgressFn) -> None:
@@ -353,7 +361,7 @@ def prepare_split(
     if on_start is not None:
         on_start(todo)
     try:
-        _run_tasks(tasks, pool, on_image or (lambda n: None))
+        cpu = _run_tasks(tasks, pool, on_image or (lambda n: None))
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise HrsegError(
@@ -370,7 +378,8 @@ def prepare_split(
         messages.extend(state[2]["messages"])
     for reason, names in listing.skipped.items():
         messages.extend(f"{reason}: {cfg.root / n}" for n in names)
-    return SplitResult(split_dir, manifest, len(tasks), len(ranges) - len(tasks), time.perf_counter() - t0, messages, todo)
+    return SplitResult(split_dir, manifest, built_shards=len(tasks), reused_shards=len(ranges) - len(tasks),
+                       seconds=time.perf_counter() - t0, messages=messages, processed=todo, build_cpu_seconds=cpu)
 
 
 def _assemble_manifest(
@@ -456,6 +465,7 @@ def stats_rows(result: SplitResult) -> list[tuple[str, str]]:
     rows = [(key, str(m.counts.get(key, 0))) for key in COUNT_KEYS]
     rows += [("shards", str(len(m.shards))), ("shards reused", str(result.reused_shards)),
              ("size", f"{m.size[0]}x{m.size[1]}"), ("seconds", f"{result.seconds:.1f}"),
+             ("cpu seconds", f"{result.build_cpu_seconds:.1f}"),
              ("images/s", f"{result.images_per_second:.1f}")]
     return rows
 

@@ -207,7 +207,8 @@ def _layout(rng: np.random.Generator, w: int, h: int) -> tuple[_Canvas, np.ndarr
     ys = np.array([yh, h + 1])
     for side, xb in ((-1, left_b), (1, right_b)):
         far = xb + side * (walk + w * rng.uniform(0.5, 1.5))
-        cv.poly(np.array([[vx, yh], [edge(far, 1.02), h + 1], [edge(xb, 1.02), h + 1]]), TERRAIN if rng.random() < 0.6 else SIDEWALK)
+        verge = TERRAIN if rng.random() < 0.6 else SIDEWALK
+        cv.poly(np.array([[vx, yh], [edge(far, 1.02), h + 1], [edge(xb, 1.02), h + 1]]), verge)
         cv.poly(np.array([[vx, yh], [edge(xb + side * walk, 1.02), h + 1], [edge(xb, 1.02), h + 1]]), SIDEWALK)
     cv.poly(np.array([[vx - 0.5, ys[0]], [vx + 0.5, ys[0]], [right_b, ys[1]], [left_b, ys[1]]]), ROAD)
     marking = np.zeros((h, w), dtype=np.uint8)
@@ -222,7 +223,8 @@ def _layout(rng: np.random.Generator, w: int, h: int) -> tuple[_Canvas, np.ndarr
             xo = xb + side * walk
             y0, y1 = yh + t0 * (h - yh), yh + t1 * (h - yh)
             hh = h * 0.18
-            cv.poly(np.array([[edge(xo, t0), y0], [edge(xo, t1), y1], [edge(xo, t1), y1 - hh * t1], [edge(xo, t0), y0 - hh * t0]]),
+            cv.poly(np.array([[edge(xo, t0), y0], [edge(xo, t1), y1],
+                              [edge(xo, t1), y1 - hh * t1], [edge(xo, t0), y0 - hh * t0]]),
                     WALL if rng.random() < 0.5 else FENCE)
 
     # poles with signs and lights on the sidewalks
@@ -269,7 +271,9 @@ def _layout(rng: np.random.Generator, w: int, h: int) -> tuple[_Canvas, np.ndarr
             x = rng.uniform(lo, max(lo, hi - vw))
             if kindv == CAR:
                 body = cv.rect(x, y - vh * 0.6, x + vw, y, CAR)
-                cv.poly(np.array([[x + vw * 0.15, y - vh * 0.6], [x + vw * 0.25, y - vh], [x + vw * 0.75, y - vh], [x + vw * 0.85, y - vh * 0.6]]), CAR)
+                roof = [[x + vw * 0.15, y - vh * 0.6], [x + vw * 0.25, y - vh],
+                        [x + vw * 0.75, y - vh], [x + vw * 0.85, y - vh * 0.6]]
+                cv.poly(np.array(roof), CAR)
                 cv.boxes[body] = (y - vh, y)
             else:
                 cv.rect(x, y - vh, x + vw, y, int(kindv))
