@@ -12,8 +12,8 @@ verges; building facades with windows along both sides, shrinking towards
 the vanishing point; trees; walls and fences along the sidewalk; poles with
 traffic signs and lights; cars, trucks and buses on the road, persons,
 riders with bicycles or motorcycles; "static" clutter (an ignored labelId).
-Object sizes scale with their distance below the horizon. 17 of the 19
-classes occur (not train, rarely terrain-free scenes).
+Object sizes scale with their distance below the horizon. 18 of the 19
+classes occur (all but train).
 
 Appearance: the target ("real", Cityscapes format) has ONE appearance model:
 every class has its own base colour, texture (asphalt noise, paving grid,
