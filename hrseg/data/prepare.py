@@ -23,6 +23,7 @@ import json
 import os
 import queue
 import struct
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -248,10 +249,23 @@ def _clear_split(split_dir: Path) -> None:
     (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
 
 
-def _init_worker(q: Any) -> None:
+def _watch_parent(pid: int) -> None:
+    """Exit when the process that started us is gone (killed runs must not leave idle workers behind)."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
+def _init_worker(q: Any, parent_pid: int) -> None:
     global _worker_queue
     _worker_queue = q
     cv2.setNumThreads(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _timed_build(task: ShardTask, on_image: ProgressFn | None) -> float:
@@ -281,7 +295,7 @@ def open_pool(workers: int) -> WorkerPool | None:
     if workers <= 1:
         return None
     q = pool_context().Queue()
-    return WorkerPool(start_pool(workers, _init_worker, (q,)), q)
+    return WorkerPool(start_pool(workers, _init_worker, (q, os.getpid())), q)
 
 
 def _run_tasks(tasks: list[ShardTask], pool: WorkerPool | None, on_image: ProgressFn) -> float:
