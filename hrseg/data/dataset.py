@@ -48,7 +48,8 @@ class _OpenShard:
         self.fd = os.open(path, os.O_RDONLY)
         self.datasets = {f: self.h5[_H5_KEYS[f]] for f in fields if f in _H5_KEYS}
         self.offsets: dict[str, list[int]] = {}
-        for field, ds in self.datasets.items():
+        direct = {} if not hasattr(os, "preadv") else self.datasets  # e.g. Windows: h5py reads only
+        for field, ds in direct.items():
             if ds.compression is None and ds.chunks is not None and ds.chunks[0] == 1 and ds.shape[0] > 0:
                 infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
                 offsets = {info.chunk_offset[0]: info.byte_offset for info in infos}
