@@ -235,8 +235,8 @@ def main() -> None:
         print(table(rows))
         print()
         present = {r["variant"] for r in rows}
-        print(class_table(rows, [v for v in ("target-only", "oracle", "w19-ratio-batch-c3", "w19-mean-batch",
-                                             "w1-ratio-batch-c3", "w19-product-none") if v in present]))
+        print(class_table(rows, [v for v in ("target-only", "oracle", "w19-product-batch", "w19-mean-batch", "w19-ratio-batch-c3",
+                                             "w1-mean-batch", "w19-product-none") if v in present]))
         return
     torch.set_num_threads(args.threads)  # 1: oversubscribed OpenMP threads on a shared machine crawl
     budget = {} if args.iters is None else {"optim.iters": args.iters}

@@ -58,9 +58,10 @@ class WeightingConfig:
 
     input: str = "pred"  # "pred" (softmax of S) | "image" (ablation "W^1 (Image)")
     levels: tuple[str, ...] = ("pixel", "region", "image")
-    combine: str = "ratio"
+    # default = the best variant of the study in docs/weighting-variants.md
+    combine: str = "product"
     normalize: str = "batch"
-    clamp: float | None = 3.0
+    clamp: float | None = None
     width: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
