@@ -143,13 +143,22 @@ def test_rerun_reuses_everything_and_a_changed_option_is_refused(tmp_path: Path)
     assert verify_split(out / "gtav" / "train").ok
 
 
-def test_new_input_files_rebuild_only_the_affected_shards(tmp_path: Path) -> None:
+def test_new_input_files_rebuild_only_the_affected_shards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_gtav_root(tmp_path / "GTAV", count=5)
     out = tmp_path / "data"
     prepare(_gtav_cfg(root, out), show_progress=False)
     from data_fixtures import write_gtav_pair
 
     write_gtav_pair(root, 5)  # a sixth pair lands in the last range
+
+    def interrupted(task, on_image=None):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_mod, "build_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_gtav_cfg(root, out), show_progress=False)
+    assert not (out / "gtav" / "train" / "manifest.json").exists()  # never a manifest that mismatches its shards
+    monkeypatch.undo()
     [res] = prepare(_gtav_cfg(root, out), show_progress=False)
     assert (res.reused_shards, res.built_shards) == (2, 1) and res.manifest.num_images == 6
 

@@ -372,6 +372,8 @@ def prepare_split(
         if state is None or state[0] != want or state[1] != [s.name for s in samples]:
             tasks.append(ShardTask(cfg.dataset, path, tuple(samples), options))
     todo = sum(len(t.samples) for t in tasks)
+    if tasks:  # the old manifest would describe shards about to change: no manifest until consistent again
+        (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
     if on_start is not None:
         on_start(todo)
     try:
