@@ -119,3 +119,25 @@ def test_quick_config_is_a_complete_small_budget(tmp_path: Path) -> None:
     cfg = quick_config("w19", data="DATA", out=str(tmp_path), seed=3).validate()
     assert cfg.scheme == "w19" and cfg.run.seed == 3 and cfg.data.target_images == 16
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_amp_uses_bf16_where_supported_else_fp16_and_never_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrseg.training.trainer import _amp_dtype
+
+    cfg = override(TrainConfig(), {"run.amp": True})
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert _amp_dtype(cfg, cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert _amp_dtype(cfg, cuda) == torch.float16  # the trainer enables its GradScaler for this one
+    assert _amp_dtype(cfg, torch.device("cpu")) is None
+    assert _amp_dtype(override(cfg, {"run.amp": False}), cuda) is None
+
+
+def test_amp_on_cpu_trains_in_float32_and_says_so(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = tiny(TrainConfig(scheme="target-only"), data, tmp_path / "amp", **{"run.amp": True, "optim.iters": 1})
+    assert train(cfg).status == "finished"
+    assert "--amp has no effect on the CPU" in capsys.readouterr().err
+    state = torch.load(tmp_path / "amp" / "checkpoints" / "final.pt", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in state["models"]["segmenter"].values() if t.is_floating_point())
+    assert state["scaler"] == {}  # no grad scaler state off CUDA
