@@ -13,7 +13,7 @@ from hrseg.cli.main import app
 from hrseg.quickstart import QuickstartConfig
 
 TOY = ["--seeds", "2", "--iters", "2", "--source-images", "12", "--target-images", "16", "--val-images", "4",
-       "--scene-size", "128x64", "--no-progress"]
+       "--scene-size", "128x64", "--workers", "1", "--no-progress"]
 
 
 @pytest.fixture(autouse=True)
