@@ -121,7 +121,7 @@ def _check_split(ds: ShardDataset, cfg: TrainConfig, role: str) -> None:
 
 def build_networks(cfg: TrainConfig) -> dict[str, nn.Module]:
     """S, and W / G / D where the scheme uses them (on the CPU, freshly initialised)."""
-    from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
+    from hrseg.models import Discriminator, Generator, build_segmenter
 
     nets: dict[str, nn.Module] = {}
     seg = build_segmenter(
@@ -129,13 +129,11 @@ def build_networks(cfg: TrainConfig) -> dict[str, nn.Module]:
         pretrained=cfg.model.pretrained, aux=cfg.model.aux,
     )
     nets["segmenter"] = seg
-    scheme = uses_weighting(cfg)
-    if scheme is not None:
+    if uses_weighting(cfg) is not None:
         nets["weighting"] = build_weighting(cfg)
     if cfg.gan.enabled:
         nets["generator"] = Generator(in_channels=seg.feature_channels, stride=seg.feature_stride, width=cfg.gan.width)
         nets["discriminator"] = Discriminator(num_classes=cfg.model.num_classes, width=cfg.gan.width)
-    _ = HierarchicalWeighting  # imported with the others so a missing models package fails in one place
     return nets
 
 
@@ -232,6 +230,14 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.is_main = self.dist.is_main
+        try:
+            self._setup(resume)
+        except BaseException:
+            ddp.shutdown(self.dist)  # a refused run must not leave the process group behind
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        cfg = self.cfg
         self.amp_dtype = _amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
             console.print("[yellow]--amp has no effect on the CPU; training in float32[/]")
