@@ -156,6 +156,28 @@ def bench_prepare(work: Path, n: int, repeats: int) -> dict[int, tuple[float, fl
     return out
 
 
+def _burn(n: int) -> float:
+    x = 0
+    for i in range(n):
+        x += i * i
+    return float(x)
+
+
+def machine_parallelism(n: int = 10_000_000) -> float:
+    """Throughput of 2 processes over 1 on pure-Python arithmetic: what 2 workers can gain at most here."""
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    _burn(n)
+    one = time.perf_counter() - t0
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_burn, [1000, 1000])  # start-up out of the measurement
+        t0 = time.perf_counter()
+        pool.map(_burn, [n, n])
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=12, help="distinct full-resolution images per dataset")
@@ -175,9 +197,11 @@ def main() -> None:
               f"{r['raw']:.1f} | {r['shards-none'] / r['png']:.1f}x | {r['shards-none'] / r['raw']:.2f} | "
               f"{r['shards-lzf'] / r['png']:.1f}x | {r['shards-lzf'] / r['raw']:.2f} |")
     p = bench_prepare(work, args.workers_images, max(1, args.repeats - 1))
+    ceiling = machine_parallelism()
     print("\n| prepare GTAV 1914x1052 -> 1280x720 | img/s | CPU cores it got (shard-building CPU time / wall) |\n|---|---|---|")
     print(f"| 1 worker | {p[1][0]:.2f} | {p[1][1]:.2f} |\n| 2 workers | {p[2][0]:.2f} | {p[2][1]:.2f} |")
     print(f"| ratio 2/1 | {p[2][0] / p[1][0]:.2f}x | |")
+    print(f"| control: 2 processes / 1 on pure CPU work | {ceiling:.2f}x | (the most 2 workers can gain here) |")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
