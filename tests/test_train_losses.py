@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hrseg.models import HierarchicalWeighting
@@ -138,3 +139,16 @@ def test_w19_classifier_separates_the_domains_at_pixel_level() -> None:
     s0, t0, s1, t1 = _train_toy("w19", lr=1e-2, steps=40)
     assert t1["pixel"] - s1["pixel"] > (t0["pixel"] - s0["pixel"]) + 0.01, (s0, t0, s1, t1)
     assert s1["pixel"] < 0.5 < t1["pixel"]
+
+
+def test_sharpening_keeps_batch_mean_one_and_widens_the_gap() -> None:
+    from hrseg.training.trainer import _sharpen
+
+    weight = torch.tensor([[[0.5, 1.0, 1.5, 9.0]]])
+    valid = torch.tensor([[[True, True, True, False]]])
+    assert torch.equal(_sharpen(weight, valid, 1.0, True, None), weight)
+    sharp = _sharpen(weight, valid, 2.0, True, None)
+    assert sharp[valid].mean().item() == pytest.approx(1.0)
+    assert (sharp[0, 0, 2] / sharp[0, 0, 0]).item() == pytest.approx(9.0)  # (1.5 / 0.5) ** 2
+    assert _sharpen(weight, valid, 2.0, True, 1.2).max().item() == pytest.approx(1.2)
+    torch.testing.assert_close(_sharpen(weight, valid, 3.0, False, None), weight**3)

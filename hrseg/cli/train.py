@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
         weight_combine: Optional[str] = typer.Option(None, "--weight-combine", help="product, mean or ratio."),
         weight_normalize: Optional[str] = typer.Option(None, "--weight-normalize", help="none, batch or running."),
         weight_clamp: Optional[float] = typer.Option(None, "--weight-clamp", help="Largest weight; 0 = no clamp."),
+        weight_sharpen: Optional[float] = typer.Option(
+            None, "--weight-sharpen", help="Exponent on the combined weight (1 = as is)."),
         weight_width: Optional[float] = typer.Option(None, "--weight-width", help="Width multiplier of W."),
         gan_width: Optional[float] = typer.Option(None, "--gan-width", help="Width multiplier of G and D."),
         source: Optional[str] = typer.Option(None, "--source", help="Source dataset name (gtav, synthia)."),
@@ -133,7 +135,8 @@ def register(app: typer.Typer) -> None:
                 "run.out": str(out) if out is not None else None,
                 "model.arch": arch, "model.width": width, "model.pretrained": pretrained,
                 "weighting.input": weight_input, "weighting.combine": weight_combine,
-                "weighting.normalize": weight_normalize, "weighting.width": weight_width, "gan.width": gan_width,
+                "weighting.normalize": weight_normalize, "weighting.width": weight_width,
+                "weighting.sharpen": weight_sharpen, "gan.width": gan_width,
                 "data.source": source, "data.target": target,
                 "data.target_images": target_images, "data.target_fraction": target_fraction,
                 "optim.iters": iters, "data.batch_size": batch_size, "data.crop": _crop(crop) if crop else None,

@@ -62,6 +62,7 @@ class WeightingConfig:
     combine: str = "product"
     normalize: str = "batch"
     clamp: float | None = None
+    sharpen: float = 1.0  # exponent on the combined weight, re-normalised (>1 moves toward hard selection)
     width: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -160,6 +161,8 @@ class TrainConfig:
             )
         if self.weighting.input not in ("pred", "image"):
             raise HrsegError(f"--weight-input: must be 'pred' or 'image', got {self.weighting.input!r}")
+        if self.weighting.sharpen <= 0:
+            raise HrsegError(f"--weight-sharpen: must be > 0, got {self.weighting.sharpen}")
         if self.weighting.clamp is not None and self.weighting.clamp <= 0:
             raise HrsegError(f"--weight-clamp: must be > 0, got {self.weighting.clamp}")
         if self.data.target_images is not None and self.data.target_fraction is not None:

@@ -461,8 +461,9 @@ class Trainer:
                 wo = self.nets["weighting"](w_in_s, src["label"])  # with grad: its logits train W below
                 ddp.average_buffers(self.nets["weighting"], self.dist)
                 w_logits_s = wo.logits
-                weight = wo.weight.detach().float()
                 valid = src["label"] != IGNORE_INDEX
+                weight = _sharpen(wo.weight.detach().float(), valid, cfg.weighting.sharpen,
+                                  cfg.weighting.normalize != "none", cfg.weighting.clamp)
                 for level, score in wo.scores.items():
                     stats[f"score_{level}"] = _masked_mean(score.detach().float(), valid)
             elif p.oracle:
@@ -661,6 +662,17 @@ class Trainer:
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.float()
     return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _sharpen(weight: torch.Tensor, valid: torch.Tensor, power: float, renormalise: bool,
+             clamp: float | None) -> torch.Tensor:
+    """w**power, back to batch mean 1 when W normalises: a soft step toward hard selection."""
+    if power == 1.0:
+        return weight
+    out = weight.pow(power)
+    if renormalise:
+        out = out / _masked_mean(out, valid).clamp_min(1e-12)
+    return out if clamp is None else out.clamp(max=clamp)
 
 
 def _weight_stats(weight: torch.Tensor | None, src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
