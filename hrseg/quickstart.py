@@ -71,7 +71,8 @@ class QuickstartConfig:
         return Path(self.out) / "runs" / f"{scheme}-s{seed}"
 
     def train_config(self, scheme: str, seed: int) -> TrainConfig:
-        changes: dict[str, Any] = {"run.device": self.device, "run.progress": self.show_progress}
+        changes: dict[str, Any] = {"run.device": self.device, "run.progress": self.show_progress,
+                                   "run.threads": self.threads}
         if self.iters is not None:
             changes["optim.iters"] = self.iters
         return quick_config(scheme, str(self.data_dir), str(self.run_dir(scheme, seed)), seed=seed, **changes)
