@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -56,26 +57,29 @@ def test_ctrl_c_then_resume_is_bitwise_equal_to_an_uninterrupted_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # W^19 + GAN + running normalisation + a loader worker: every state the checkpoint must carry
-    extra = {"gan.enabled": True, "weighting.normalize": "running", "data.workers": 1}
+    extra = {"gan.enabled": True, "weighting.normalize": "running", "data.workers": 1, "optim.iters": 7}
     full = train(cfg_for(data, tmp_path / "full", **extra))
     assert full.status == "finished"
 
     real_step = Trainer.step
 
     def step_with_ctrl_c(self: Trainer, p: object) -> dict:
-        if self.iteration == 2:  # during the third iteration
+        if self.iteration == 1:  # a terminal's Ctrl-C reaches the loader worker too: it must keep serving
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGINT)  # type: ignore[arg-type]
+        if self.iteration == 5:  # during the sixth iteration (past the worker's prefetched batches)
             os.kill(os.getpid(), signal.SIGINT)
         return real_step(self, p)
 
     monkeypatch.setattr(Trainer, "step", step_with_ctrl_c)
     part = train(cfg_for(data, tmp_path / "part", **extra))
     monkeypatch.undo()
-    assert part.status == "interrupted" and part.iteration == 3  # the step in flight completes
-    assert _all_state(tmp_path / "part", "last.pt")["iteration"] == 3
+    assert part.status == "interrupted" and part.iteration == 6  # the step in flight completes
+    assert _all_state(tmp_path / "part", "last.pt")["iteration"] == 6
     assert not (tmp_path / "part" / "checkpoints" / "final.pt").exists()
 
     resumed = train(resume_config(tmp_path / "part"), resume=True)
-    assert resumed.status == "finished" and resumed.iteration == 5
+    assert resumed.status == "finished" and resumed.iteration == 7
     a, b = _all_state(tmp_path / "full"), _all_state(tmp_path / "part")
     for key in ("models", "optimizers", "schedulers", "scaler", "rng", "data"):
         _assert_same_tensors(a[key], b[key], key)

@@ -6,6 +6,7 @@ a checkpoint only needs how many batches each domain has consumed.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Iterator
 
 import numpy as np
@@ -26,6 +27,15 @@ def mix_seed(*parts: int) -> int:
 def domain_seed(seed: int, domain: str) -> int:
     """Sampler seed per domain, so source and target of equal size are not shuffled alike."""
     return mix_seed(seed, _DOMAIN_SALT[domain]) % (2**31)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which finishes the step and checkpoints.
+
+    A terminal sends SIGINT to the whole process group; a worker that died of it
+    would break the batch the main process still has to fetch.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class DomainStream:
@@ -52,6 +62,7 @@ class DomainStream:
             prefetch_factor=4 if workers > 0 else None,
             # worker seeds come from this generator, not the global RNG the loop checkpoints
             generator=torch.Generator().manual_seed(domain_seed(seed, domain) + start),
+            worker_init_fn=_ignore_sigint if workers > 0 else None,
         )
         self._iter: Iterator[Any] | None = None
 
