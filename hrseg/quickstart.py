@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,8 +24,9 @@ from hrseg.console import console
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 from hrseg.errors import HrsegError
 from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run
+from hrseg.evaluation.progressbar import maybe_progress
 from hrseg.reporting import Report, build_report, write_report
-from hrseg.training.config import TrainConfig, quick_config
+from hrseg.training.config import TrainConfig, override, quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import Gallery, VisualizeOptions, visualize_weights
 
@@ -47,6 +49,7 @@ class QuickstartConfig:
     weighting_eval_images: int = 100  # source images scored for weighting AUC (per w run)
     visualize_images: int = 6
     device: str = "cpu"
+    jobs: int = 2  # runs trained at the same time, in worker processes (1: in this process, with live bars)
     threads: int = 1  # torch CPU threads: tiny convolutions run faster on one, and never stall on a busy box
     workers: int = 2  # scene generation / shard preparation processes
     show_progress: bool = True
@@ -59,6 +62,8 @@ class QuickstartConfig:
             raise HrsegError(f"--scheme: unknown scheme(s) {', '.join(unknown)}")
         if self.iters is not None and self.iters < 1:
             raise HrsegError(f"--iters: must be >= 1, got {self.iters}")
+        if self.jobs < 1:
+            raise HrsegError(f"--jobs: must be >= 1, got {self.jobs}")
         if self.threads < 1:
             raise HrsegError(f"--threads: must be >= 1, got {self.threads}")
         return self
@@ -126,6 +131,73 @@ def _evaluate_once(run: Path, split: str, opts: EvalOptions) -> None:
     write_json(path, evaluate_run(run, opts).to_dict())
 
 
+def _evaluate_run_dir(cfg: QuickstartConfig, scheme: str, seed: int, show_progress: bool) -> float:
+    """Val mIoU (and, for a weighting scheme, its quality on source); returns the seconds spent."""
+    t = time.perf_counter()
+    run = cfg.run_dir(scheme, seed)
+    common = dict(device=cfg.device, show_progress=show_progress)
+    _evaluate_once(run, "val", EvalOptions(split="val", **common))
+    if scheme in ("w1", "w19"):
+        _evaluate_once(run, "source", EvalOptions(split="source", max_images=cfg.weighting_eval_images, **common))
+    return time.perf_counter() - t
+
+
+def _train_sequential(cfg: QuickstartConfig, jobs: list[tuple[int, str]], say: Callable[[str], None]) -> float:
+    t_eval = 0.0
+    for k, (seed, scheme) in enumerate(jobs, 1):
+        run, tcfg = cfg.run_dir(scheme, seed), cfg.train_config(scheme, seed)
+        say(f"[{k}/{len(jobs)}] {scheme}, seed {seed}: train {tcfg.optim.iters} iterations -> {run}")
+        if _train_once(run, tcfg) == "kept":
+            console.print("  already trained with this configuration; kept")
+        t_eval += _evaluate_run_dir(cfg, scheme, seed, cfg.show_progress)
+    return t_eval
+
+
+def _train_job(run: str, config: dict[str, Any]) -> tuple[str, float]:
+    """Worker side of the parallel mode: one run, no live display (the parent draws the bar)."""
+    t = time.perf_counter()
+    state = _train_once(Path(run), TrainConfig.from_dict(config))
+    return state, time.perf_counter() - t
+
+
+def _train_parallel(cfg: QuickstartConfig, jobs: list[tuple[int, str]], say: Callable[[str], None]) -> float:
+    """``cfg.jobs`` runs at a time in worker processes (one torch thread each); evaluate each as it ends.
+
+    Every run is seeded on its own, so the results are those of the sequential
+    mode; only the order of the log lines differs.
+    """
+    from hrseg.data.workers import pool_context
+
+    t_eval = 0.0
+    todo = []
+    for seed, scheme in jobs:
+        run, tcfg = cfg.run_dir(scheme, seed), cfg.train_config(scheme, seed)
+        if _finished(run, tcfg):
+            console.print(f"{scheme}, seed {seed}: already trained with this configuration; kept")
+            t_eval += _evaluate_run_dir(cfg, scheme, seed, cfg.show_progress)
+        else:
+            todo.append((seed, scheme, tcfg))
+    if not todo:
+        return t_eval
+    iters = todo[0][2].optim.iters
+    say(f"training {len(todo)} runs of {iters} iterations, {min(cfg.jobs, len(todo))} at a time")
+    with maybe_progress(cfg.show_progress, "run") as bar, \
+            ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=pool_context()) as pool:
+        task = bar.add_task("train runs", total=len(todo), rate="")
+        futures: dict[Future[tuple[str, float]], tuple[int, str]] = {}
+        for seed, scheme, tcfg in todo:
+            quiet = override(tcfg, {"run.progress": False})
+            futures[pool.submit(_train_job, str(cfg.run_dir(scheme, seed)), quiet.to_dict())] = (seed, scheme)
+        for future in as_completed(futures):
+            seed, scheme = futures[future]
+            state, secs = future.result()
+            t_eval += _evaluate_run_dir(cfg, scheme, seed, False)  # one live display at a time: the bar above
+            miou = json.loads(default_json_path(cfg.run_dir(scheme, seed), "val").read_text())["miou"]
+            console.print(f"{scheme}, seed {seed}: {state} in {secs:.0f} s, val mIoU {100 * miou:.1f}")
+            bar.update(task, advance=1)
+    return t_eval
+
+
 def run_quickstart(cfg: QuickstartConfig, on_step: Callable[[str], None] | None = None) -> QuickstartResult:
     """Generate data, train every scheme for every seed, evaluate, draw the weights, compare.
 
@@ -156,27 +228,14 @@ def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> Quicks
                       show_progress=cfg.show_progress)
     seconds["prepare"] = time.perf_counter() - t0
 
-    runs: list[Path] = []
+    runs = [cfg.run_dir(scheme, seed) for seed in range(cfg.seeds) for scheme in cfg.schemes]
     jobs = [(seed, scheme) for seed in range(cfg.seeds) for scheme in cfg.schemes]
-    t_train = t_eval = 0.0
-    for k, (seed, scheme) in enumerate(jobs, 1):
-        run = cfg.run_dir(scheme, seed)
-        tcfg = cfg.train_config(scheme, seed)
-        say(f"[{k}/{len(jobs)}] {scheme}, seed {seed}: train {tcfg.optim.iters} iterations -> {run}")
-        t = time.perf_counter()
-        state = _train_once(run, tcfg)
-        t_train += time.perf_counter() - t
-        if state == "kept":
-            console.print("  already trained with this configuration; kept")
-        t = time.perf_counter()
-        common = dict(device=cfg.device, show_progress=cfg.show_progress)
-        _evaluate_once(run, "val", EvalOptions(split="val", **common))
-        if scheme in ("w1", "w19"):
-            _evaluate_once(run, "source", EvalOptions(split="source", max_images=cfg.weighting_eval_images,
-                                                      **common))
-        t_eval += time.perf_counter() - t
-        runs.append(run)
-    seconds["train"] = t_train
+    t = time.perf_counter()
+    if cfg.jobs > 1:
+        t_eval = _train_parallel(cfg, jobs, say)
+    else:
+        t_eval = _train_sequential(cfg, jobs, say)
+    seconds["train"] = time.perf_counter() - t - t_eval
     seconds["evaluate"] = t_eval
 
     t = time.perf_counter()

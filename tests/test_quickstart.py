@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,9 @@ def _one_thread():  # type: ignore[no-untyped-def]
 
 def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "qs"
-    result = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY])
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY, "--jobs", "2"])
     assert result.exit_code == 0, result.output
+    assert "2 at a time" in result.output
 
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == sorted(f"{s}-s{k}" for s in ("target-only", "joint", "w1", "w19") for k in (0, 1))
@@ -59,10 +61,22 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
     assert again.output.count("already trained with this configuration") == 8
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
+    # one run retrained in this process (--jobs 1) equals the one the worker process trained
+    w19 = out / "runs" / "w19-s1"
+    before = json.loads((w19 / "eval" / "val.json").read_text())
+    shutil.rmtree(w19)
+    third = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY, "--jobs", "1"])
+    assert third.exit_code == 0, third.output
+    assert third.output.count("already trained with this configuration") == 7
+    after = json.loads((w19 / "eval" / "val.json").read_text())
+    assert after["confusion_matrix"] == before["confusion_matrix"]
+
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--seeds", "0"])
     assert result.exit_code == 2 and "--seeds" in result.output
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--jobs", "0"])
+    assert result.exit_code == 2 and "--jobs" in result.output
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--scene-size", "big"])
     assert result.exit_code == 2 and "--scene-size" in result.output
     assert not (tmp_path / "q").exists()
@@ -77,4 +91,4 @@ def test_default_budget_is_the_same_for_every_scheme() -> None:
         d = tc.to_dict()
         assert all(d[k] == first[k] for k in keys), scheme
         assert not d["gan"]["enabled"]
-    assert cfg.seeds == 3
+    assert cfg.seeds == 3 and cfg.jobs == 2 and cfg.threads == 1

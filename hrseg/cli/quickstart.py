@@ -25,6 +25,7 @@ def quickstart_command(
     seeds: int = typer.Option(3, "--seeds", help="Training seeds per scheme (the table shows mean ± std)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="Iterations per run (default: the quick budget)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    jobs: int = typer.Option(2, "--jobs", help="Runs trained at the same time (worker processes); 1: one by one."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest for the small model)."),
     workers: int = typer.Option(2, "--workers", help="Processes for scene generation and shard preparation."),
     source_images: int = typer.Option(300, "--source-images", help="Procedural source (GTAV-format) scenes."),
@@ -38,7 +39,7 @@ def quickstart_command(
     from hrseg.quickstart import QuickstartConfig, run_quickstart
 
     with user_errors():
-        cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, threads=threads,
+        cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
                                workers=workers,
                                source_images=source_images, target_images=target_images, val_images=val_images,
                                scene_size=_size(scene_size), show_progress=not no_progress)
