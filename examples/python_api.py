@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="iterations per run (default: the quick budget)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    torch.set_num_threads(1)  # the small model is fastest on one thread (benchmarks/RESULTS-eval.md)
+    torch.set_num_threads(1)  # the small model is fastest on one thread (benchmarks/README.md)
 
     # 1. data: procedural scenes in GTAV / Cityscapes formats, prepared into shards
     data = args.out / "data"

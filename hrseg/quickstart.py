@@ -205,7 +205,7 @@ def run_quickstart(cfg: QuickstartConfig, on_step: Callable[[str], None] | None 
     two or more threads, the small convolutions of the quick budget spend more
     time synchronising than computing, and on a machine where anything else
     runs they stall (measured: 20x slower per iteration with 2 threads on a
-    busy 2-core box, see benchmarks/RESULTS-eval.md).
+    busy 2-core box, see benchmarks/README.md).
     """
     cfg.validate()
     threads = torch.get_num_threads()

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
+import pytest
 import torch
 
-# The small models of the tests are fastest on one thread; on a shared 2-core box
-# more threads spin against each other (benchmarks/RESULTS-train.md).
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The tests' tiny models are fastest on one thread; on a shared 2-core box more threads
+    spin against each other (benchmarks/README.md). Restored afterwards, so a test that
+    changes the count (training's run.threads) cannot leak it into the next one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

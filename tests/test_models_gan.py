@@ -13,14 +13,6 @@ from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, build_segmenter, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP barriers stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def conv_params(cin: int, cout: int, k: int = 3) -> int:
     return cin * cout * k * k + cout

@@ -16,14 +16,6 @@ from hrseg.models.fcn import bilinear_kernel
 SIZES = [(64, 128), (65, 97), (33, 47), (128, 64)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP barriers stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def fcn() -> torch.nn.Module:

@@ -16,14 +16,6 @@ from hrseg.models import HierarchicalWeighting, count_parameters
 from hrseg.models.weighting import w1_trunk, w19_trunk
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from threads, and on a shared 2-core machine OpenMP barriers stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Fixed(nn.Module):
     """A stand-in trunk that returns chosen logits, so the heads and the combination can be checked exactly."""

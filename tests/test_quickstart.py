@@ -17,13 +17,6 @@ TOY = ["--seeds", "2", "--iters", "2", "--source-images", "12", "--target-images
        "--scene-size", "128x64", "--workers", "1", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "qs"
