@@ -107,3 +107,14 @@ def test_synthetic_command_writes_both_formats_and_shards(tmp_path: Path) -> Non
     again = _run("synthetic", "--out", str(out), "--seed", "4", "--source-images", "3", "--target-images", "2",
                  "--val-images", "2", "--size", "64x32", "--workers", "1")
     assert again.exit_code == 2 and "synthetic.json" in again.output and "--overwrite" in again.output
+
+
+def test_wrong_layout_is_refused_before_any_work_or_output(tmp_path: Path) -> None:
+    root = tmp_path / "not-gtav"
+    (root / "images").mkdir(parents=True)
+    out = tmp_path / "out"
+    result = _run("gtav", "--root", str(root), "--out", str(out), "--workers", "2")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [f"error: --root {root}: not a GTAV layout; expected folders images/, labels/ (missing labels/)"]
+    assert not out.exists()

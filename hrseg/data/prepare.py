@@ -334,11 +334,12 @@ def _full_size(listing: Listing) -> tuple[int, int]:
 
 def prepare_split(
     cfg: PrepareConfig, split: str, on_start: Callable[[int], None] | None = None,
-    on_image: ProgressFn | None = None, pool: WorkerPool | None = None,
+    on_image: ProgressFn | None = None, pool: WorkerPool | None = None, listing: Listing | None = None,
 ) -> SplitResult:
     """Prepare one split into ``OUT/<dataset>/<split>/``; see the module docstring for the guarantees."""
     t0 = time.perf_counter()
-    listing = list_split(cfg.dataset, cfg.root, split)
+    if listing is None:
+        listing = list_split(cfg.dataset, cfg.root, split)
     split_dir = cfg.out / cfg.dataset / split
     keep_full = cfg.keeps_full_labels(split)
     options = ShardOptions(
@@ -441,21 +442,23 @@ def _assemble_manifest(
 def prepare(cfg: PrepareConfig, show_progress: bool = True) -> list[SplitResult]:
     """Prepare every requested split of ``cfg``, with a rich progress bar showing images/s."""
     cfg.validate()
+    # a wrong layout or an empty split is refused before any worker or progress bar starts
+    listings = {split: list_split(cfg.dataset, cfg.root, split) for split in cfg.resolved_splits()}
     results: list[SplitResult] = []
     pool = open_pool(cfg.workers)
     try:
-        for split in cfg.resolved_splits():
+        for split, listing in listings.items():
             if show_progress:
-                results.append(_with_progress(cfg, split, pool))
+                results.append(_with_progress(cfg, split, pool, listing))
             else:
-                results.append(prepare_split(cfg, split, pool=pool))
+                results.append(prepare_split(cfg, split, pool=pool, listing=listing))
     finally:
         if pool is not None:
             pool.close()
     return results
 
 
-def _with_progress(cfg: PrepareConfig, split: str, pool: WorkerPool | None) -> SplitResult:
+def _with_progress(cfg: PrepareConfig, split: str, pool: WorkerPool | None, listing: Listing) -> SplitResult:
     from hrseg.console import progress
 
     with progress() as bar:
@@ -472,7 +475,7 @@ def _with_progress(cfg: PrepareConfig, split: str, pool: WorkerPool | None) -> S
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, advance=n, rate=f"{rate:.1f} img/s")
 
-        return prepare_split(cfg, split, on_start=on_start, on_image=on_image, pool=pool)
+        return prepare_split(cfg, split, on_start=on_start, on_image=on_image, pool=pool, listing=listing)
 
 
 def stats_rows(result: SplitResult) -> list[tuple[str, str]]:
