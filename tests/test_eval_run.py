@@ -200,3 +200,11 @@ def test_save_predictions_with_source_split_is_refused(runs: dict[str, Path], tm
     result = _invoke("eval", "--run", str(runs["w19"]), "--split", "source", "--save-predictions", str(tmp_path / "p"))
     assert result.exit_code == 2 and "--save-predictions" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_threads_option_sets_torch_threads_and_negative_is_refused(runs: dict[str, Path]) -> None:
+    evaluate_run(runs["target-only"], EvalOptions(device="cpu", show_progress=False, max_images=1, threads=2))
+    assert torch.get_num_threads() == 2
+    result = _invoke("eval", "--run", str(runs["target-only"]), "--threads", "-1")
+    assert result.exit_code == 2
+    assert "--threads: must be >= 0, got -1" in result.output

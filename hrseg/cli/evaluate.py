@@ -63,6 +63,7 @@ def eval_command(
         None, "--batch-size", help="Images per forward pass (default 2; source: the run's training batch)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = torch's default)."),
     predictions: Optional[Path] = typer.Option(
         None, "--predictions", help="Score this folder of prediction PNGs instead of a run (needs --data)."),
     dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
@@ -86,7 +87,8 @@ def eval_command(
             opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
                                data=str(data) if data else None,
                                save_predictions=str(save_predictions) if save_predictions else None,
-                               colour=colour, device=device, batch_size=batch_size, max_images=max_images)
+                               colour=colour, device=device, batch_size=batch_size, max_images=max_images,
+                               threads=threads)
             report = evaluate_run(run, opts)
             json_path = json_path or default_json_path(run, split)
         if isinstance(report, WeightingReport):

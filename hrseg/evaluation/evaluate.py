@@ -45,6 +45,7 @@ class EvalOptions:
     device: str = "auto"
     batch_size: int | None = None  # None: 2 for segmentation; the run's training batch for weighting
     max_images: int | None = None
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default (1 is fastest for small models on a busy box)
     show_progress: bool = True
 
     def validate(self) -> "EvalOptions":
@@ -54,6 +55,8 @@ class EvalOptions:
             raise HrsegError(f"--batch-size: must be >= 1, got {self.batch_size}")
         if self.max_images is not None and self.max_images < 1:
             raise HrsegError(f"--max-images: must be >= 1, got {self.max_images}")
+        if self.threads < 0:
+            raise HrsegError(f"--threads: must be >= 0, got {self.threads}")
         return self
 
 
@@ -186,6 +189,8 @@ def default_json_path(run_dir: str | Path, split: str) -> Path:
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> EvalReport | WeightingReport:
     """Evaluate a run directory: segmentation on a target split, or weighting quality on ``source``."""
     opts = (options or EvalOptions()).validate()
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
     run = Path(run_dir)
     device = resolve_device(opts.device)
     loaded = load_for_inference(run, checkpoint=opts.checkpoint, device=str(device))
