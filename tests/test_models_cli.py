@@ -61,7 +61,7 @@ def test_models_table_without_json() -> None:
 
 
 def test_models_bad_options_exit_2_with_one_line() -> None:
-    for args, message in ((["--input-size", "1024by512"], "--input-size: expected WIDTHxHEIGHT"),
+    for args, message in ((["--input-size", "1024by512"], "--input-size '1024by512': expected WIDTHxHEIGHT"),
                           (["--input-size", "40x30"], "too small"),
                           (["--width", "0"], "--width: must be a positive number")):
         res = runner.invoke(app, ["models", *args])

@@ -86,7 +86,7 @@ def test_config_round_trips_through_json() -> None:
     ("extra", "message"),
     [
         (["--scheme", "nope"], "--scheme: unknown scheme 'nope'"),
-        (["--scheme", "joint", "--crop", "64"], "--crop: expected WIDTHxHEIGHT"),
+        (["--scheme", "joint", "--crop", "64"], "--crop '64': expected WIDTHxHEIGHT"),
         (["--scheme", "joint", "--target-images", "3", "--target-fraction", "0.5"], "exclusive"),
         (["--scheme", "target-only", "--gan"], "--gan: scheme 'target-only' never sees both domains"),
         (["--preset", "nope"], "--preset: unknown preset 'nope'"),

@@ -28,6 +28,17 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(code=130) from None
 
 
+def parse_size(text: str, option: str, example: str = "1024x512") -> tuple[int, int]:
+    """'1024x512' -> (1024, 512): width x height, the Cityscapes convention; errors name ``option``."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise HrsegError(f"{option} {text!r}: expected WIDTHxHEIGHT such as {example}") from None
+    if w < 1 or h < 1:
+        raise HrsegError(f"{option} {text!r}: width and height must be positive")
+    return w, h
+
+
 def emit_json(obj: Any, path: Path | None, *, stdout: bool = False) -> None:
     """Write machine-readable output to ``path`` (atomically) and/or stdout."""
     if path is not None:

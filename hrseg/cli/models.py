@@ -7,17 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
-from hrseg.errors import HrsegError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'1024x512' -> (1024, 512): width x height, the Cityscapes convention."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise HrsegError(f"--input-size: expected WIDTHxHEIGHT such as 1024x512, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def _shape(shape: list[int]) -> str:
@@ -41,7 +32,7 @@ def models_command(
     from hrseg.models.factory import describe_models
 
     with user_errors():
-        size = parse_size(input_size)
+        size = parse_size(input_size, "--input-size")
         rows = describe_models(size, width=width, num_classes=num_classes, image_input=image_input)
         result = {
             "input_size": list(size),

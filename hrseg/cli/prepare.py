@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
 
@@ -46,11 +46,12 @@ def _run_dataset(
     dataset: str, root: Path, out: Path, size: Optional[str], splits: list[str], workers: Optional[int],
     shard_size: int, compression: str, resize: str, overwrite: bool, json_path: Optional[Path],
 ) -> None:
-    from hrseg.data.prepare import PrepareConfig, default_workers, parse_size, prepare
+    from hrseg.data.prepare import PrepareConfig, default_workers, prepare
 
     with user_errors():
         cfg = PrepareConfig(
-            dataset=dataset, root=root, out=out, splits=tuple(splits), size=parse_size(size) if size else None,
+            dataset=dataset, root=root, out=out, splits=tuple(splits),
+            size=parse_size(size, "--size") if size else None,
             resize=resize, workers=workers or default_workers(), shard_size=shard_size, compression=compression,
             overwrite=overwrite,
         )
@@ -115,14 +116,14 @@ def synthetic(
     compression: str = COMPRESSION, overwrite: bool = OVERWRITE, json_path: Optional[Path] = JSON,
 ) -> None:
     """Generate procedural two-domain scenes (GTAV + Cityscapes formats) under DATA/raw and prepare them."""
-    from hrseg.data.prepare import parse_size
     from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 
     with user_errors():
         scenes = SceneConfig(seed=seed, source_images=source_images, target_images=target_images,
-                             val_images=val_images, size=parse_size(size))
+                             val_images=val_images, size=parse_size(size, "--size", "256x128"))
         cfg = SyntheticPrepareConfig(
-            out=out, scenes=scenes, prepared_size=parse_size(prepared_size) if prepared_size else None,
+            out=out, scenes=scenes,
+            prepared_size=parse_size(prepared_size, "--prepared-size") if prepared_size else None,
             workers=workers, shard_size=shard_size, compression=compression, overwrite=overwrite,
         )
         result = prepare_synthetic(cfg)

@@ -7,17 +7,8 @@ from typing import Optional
 
 import typer
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
-from hrseg.errors import HrsegError
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise HrsegError(f"--scene-size {text!r}: expected WIDTHxHEIGHT, e.g. 256x128") from None
-    return w, h
 
 
 def quickstart_command(
@@ -42,7 +33,8 @@ def quickstart_command(
         cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
                                workers=workers,
                                source_images=source_images, target_images=target_images, val_images=val_images,
-                               scene_size=_size(scene_size), show_progress=not no_progress)
+                               scene_size=parse_size(scene_size, "--scene-size", "256x128"),
+                               show_progress=not no_progress)
         result = run_quickstart(cfg)
         print_report(result.report)
         md, js = result.report_files

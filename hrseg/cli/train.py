@@ -9,18 +9,10 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.training.config import PRESETS, PUBLIC_SCHEMES, TrainConfig, default_gan, override
-
-
-def _crop(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise HrsegError(f"--crop: expected WIDTHxHEIGHT such as 512x256, got {text!r}") from None
-    return w, h
 
 
 def build_config(preset: str | None, scheme: str | None, flags: dict[str, Any], gan: bool | None) -> TrainConfig:
@@ -139,7 +131,8 @@ def register(app: typer.Typer) -> None:
                 "weighting.sharpen": weight_sharpen, "gan.width": gan_width,
                 "data.source": source, "data.target": target,
                 "data.target_images": target_images, "data.target_fraction": target_fraction,
-                "optim.iters": iters, "data.batch_size": batch_size, "data.crop": _crop(crop) if crop else None,
+                "optim.iters": iters, "data.batch_size": batch_size,
+                "data.crop": parse_size(crop, "--crop", "512x256") if crop else None,
                 "optim.lr": lr, "run.seed": seed, "run.amp": amp, "run.compile": compile_,
                 "data.workers": workers, "run.threads": threads, "run.checkpoint_every": checkpoint_every,
                 "finetune.source_iters": finetune_source_iters,

@@ -135,17 +135,6 @@ ProgressFn = Callable[[int], None]
 _worker_queue: Any = None
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1280x720"`` -> (1280, 720); a bad value is a user error naming the option."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise HrsegError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 1024x512") from None
-    if w < 1 or h < 1:
-        raise HrsegError(f"--size {text!r}: width and height must be positive")
-    return w, h
-
-
 def png_size(path: Path) -> tuple[int, int]:
     """(W, H) from a PNG header, without decoding; (0, 0) when the header is unreadable."""
     try:
