@@ -17,9 +17,9 @@ from hrseg.data.shards import (
     ShardSample,
     ShardWriter,
     count_class_pixels,
-    verify_split,
     write_shard,
 )
+from hrseg.data.verify import verify_split
 from hrseg.errors import HrsegError
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from data_fixtures import make_gtav_root, make_synthetic_data
-from hrseg.data import prepare as prepare_mod
+from hrseg.data import shardbuild as shardbuild_mod
 from hrseg.data import shards as shards_mod
 from hrseg.data.labels import LABEL_TO_TRAIN
 from hrseg.data.png import decode_palette_indices
 from hrseg.data.prepare import PrepareConfig, prepare
-from hrseg.data.shards import Manifest, ShardReader, verify_split
+from hrseg.data.shards import Manifest, ShardReader
+from hrseg.data.verify import verify_split
 from hrseg.errors import HrsegError
 
 
@@ -79,7 +80,7 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path: Path) -> None:
 def test_crash_after_k_shards_then_resume_equals_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_gtav_root(tmp_path / "GTAV", count=7)
     prepare(_gtav_cfg(root, tmp_path / "clean"), show_progress=False)
-    real_build = prepare_mod.build_shard
+    real_build = shardbuild_mod.build_shard
     built: list[str] = []
 
     def crashing_build(task, on_image=None):  # type: ignore[no-untyped-def]
@@ -88,12 +89,12 @@ def test_crash_after_k_shards_then_resume_equals_an_uninterrupted_run(tmp_path: 
         built.append(task.path.name)
         return real_build(task, on_image)
 
-    monkeypatch.setattr(prepare_mod, "build_shard", crashing_build)
+    monkeypatch.setattr(shardbuild_mod, "build_shard", crashing_build)
     with pytest.raises(KeyboardInterrupt):
         prepare(_gtav_cfg(root, tmp_path / "resumed"), show_progress=False)
     split = tmp_path / "resumed" / "gtav" / "train"
     assert sorted(p.name for p in split.iterdir()) == ["shard-00000.h5", "shard-00001.h5"]  # no manifest yet
-    monkeypatch.setattr(prepare_mod, "build_shard", real_build)
+    monkeypatch.setattr(shardbuild_mod, "build_shard", real_build)
     [result] = prepare(_gtav_cfg(root, tmp_path / "resumed"), show_progress=False)
     assert (result.reused_shards, result.built_shards) == (2, 2)
     assert _split_files(split) == _split_files(tmp_path / "clean" / "gtav" / "train")
@@ -154,7 +155,7 @@ def test_new_input_files_rebuild_only_the_affected_shards(tmp_path: Path, monkey
     def interrupted(task, on_image=None):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_mod, "build_shard", interrupted)
+    monkeypatch.setattr(shardbuild_mod, "build_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(_gtav_cfg(root, out), show_progress=False)
     assert not (out / "gtav" / "train" / "manifest.json").exists()  # never a manifest that mismatches its shards

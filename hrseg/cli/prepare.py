@@ -138,7 +138,7 @@ def verify(
     json_path: Optional[Path] = JSON,
 ) -> None:
     """Re-read every shard against its manifest (checksums, shapes, class pixel counts)."""
-    from hrseg.data.shards import find_split_dirs, verify_split
+    from hrseg.data.verify import find_split_dirs, verify_split
 
     with user_errors():
         if not data.exists():

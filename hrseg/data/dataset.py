@@ -5,12 +5,18 @@ HDF5 handles must not cross a fork or be pickled to a spawned worker, so a
 by the process id and dropped when the dataset is pickled. Items are uint8
 tensors; conversion to float, normalisation and augmentation happen on whole
 batches (see ``hrseg.data.augment``), where they can run on the accelerator.
+
+Every row read is checked against the checksum ``prepare`` stored for it
+(``hrseg.data.checksums``; it costs about one more pass over bytes already in
+memory), so training, evaluation and visualisation never use a damaged image
+or label: they stop with one line naming the shard and the image.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -19,11 +25,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hrseg.data.shards import Manifest
+from hrseg.data.checksums import row_checksum
+from hrseg.data.shards import Manifest, ShardInfo
 from hrseg.errors import HrsegError
 
 FIELDS = ("image", "label", "realism", "full_label", "name", "index")
 _H5_KEYS = {"image": "images", "label": "labels", "realism": "realism", "full_label": "full_labels"}
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, RuntimeError)
+_warned_unverified: set[str] = set()
+
+
+class UnverifiedShardsWarning(UserWarning):
+    """A split prepared before shards carried checksums: damaged images cannot be detected when read."""
+
+
+def _warn_unverified(split: Path) -> None:
+    key = str(split.resolve())
+    if key not in _warned_unverified:
+        _warned_unverified.add(key)
+        warnings.warn(
+            f"{split}: prepared by an older hrseg, without per-image checksums, so damaged images cannot be "
+            "detected while reading; run the same hrseg prepare command again to rebuild the shards with them",
+            UnverifiedShardsWarning, stacklevel=3,
+        )
 
 
 def split_dir(data_dir: str | Path, dataset: str, split: str) -> Path:
@@ -36,17 +60,34 @@ class _OpenShard:
     With compression "none" every image is one contiguous chunk in the file, so
     its bytes are read with a single ``pread`` at the offset HDF5 reports
     (the raw-bytes ceiling); compressed chunks go through h5py's filters.
+    ``verify`` checks each row against the shard's checksum table.
     """
 
-    def __init__(self, path: Path, fields: Sequence[str]) -> None:
+    def __init__(self, path: Path, fields: Sequence[str], info: ShardInfo, verify: bool) -> None:
         self.path = path
         try:
             # no chunk cache: random access reads each chunk once, and a worker may hold many shards open
             self.h5 = h5py.File(path, "r", rdcc_nbytes=0)
         except OSError as exc:
             raise HrsegError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
-        self.fd = os.open(path, os.O_RDONLY)
-        self.datasets = {f: self.h5[_H5_KEYS[f]] for f in fields if f in _H5_KEYS}
+        try:
+            self._check_layout(info, fields)
+            self.datasets = {f: self.h5[_H5_KEYS[f]] for f in fields if f in _H5_KEYS}
+            self.sums: dict[str, np.ndarray] = {}
+            if verify and "checksums" in self.h5:
+                table = self.h5["checksums"]
+                columns = str(table.attrs.get("fields", "")).split(",")
+                values = np.asarray(table[()], dtype=np.uint32)
+                if values.shape != (info.count, len(columns)):
+                    raise HrsegError(f"{path}: its checksum table is damaged; {_REBUILD}")
+                self.sums = {k: values[:, j] for j, k in enumerate(columns)}
+            self.fd = os.open(path, os.O_RDONLY)
+        except _READ_ERRORS as exc:
+            self.h5.close()
+            raise HrsegError(f"{path}: unreadable shard ({exc}); {_REBUILD}") from None
+        except BaseException:
+            self.h5.close()
+            raise
         self.offsets: dict[str, list[int]] = {}
         direct = {} if not hasattr(os, "preadv") else self.datasets  # e.g. Windows: h5py reads only
         for field, ds in direct.items():
@@ -57,22 +98,60 @@ class _OpenShard:
                 if len(offsets) == ds.shape[0] and all(info.size == row_bytes for info in infos):
                     self.offsets[field] = [offsets[r] for r in range(ds.shape[0])]
 
+    def _check_layout(self, info: ShardInfo, fields: Sequence[str]) -> None:
+        """The shard holds as many rows as the manifest says, in every dataset we read."""
+        for field in [f for f in fields if f in _H5_KEYS] + ["name"]:
+            key = _H5_KEYS.get(field, "names")
+            if key not in self.h5:
+                raise HrsegError(f"{self.path}: no {key} dataset although the manifest lists it; {_REBUILD}")
+            rows = int(self.h5[key].shape[0])
+            if rows != info.count:
+                raise HrsegError(
+                    f"{self.path}: holds {rows} images but the manifest says {info.count}; the manifest or the "
+                    f"shard was changed after prepare wrote them, {_REBUILD}"
+                )
+
     def read(self, field: str, row: int) -> np.ndarray:
         ds = self.datasets[field]
         offsets = self.offsets.get(field)
-        if offsets is None:
-            return ds[row]
-        out = np.empty(ds.shape[1:], dtype=ds.dtype)
-        if os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row]) != out.nbytes:
-            raise HrsegError(f"{self.path}: short read; the shard is truncated (run hrseg prepare verify)")
+        try:
+            if offsets is None:
+                out = ds[row]
+            else:
+                out = np.empty(ds.shape[1:], dtype=ds.dtype)
+                if os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row]) != out.nbytes:
+                    raise HrsegError(f"{self.path}: short read; the shard is truncated, {_REBUILD}")
+        except _READ_ERRORS as exc:
+            raise HrsegError(f"{self.path}: image {self._label(row)} is unreadable ({exc}); {_REBUILD}") from None
+        expected = self.sums.get(_H5_KEYS[field])
+        if expected is not None and row_checksum(out) != int(expected[row]):
+            raise HrsegError(f"{self.path}: image {self._label(row)} is damaged ({field} does not match its "
+                             f"checksum); {_REBUILD}")
         return out
 
     def name(self, row: int) -> str:
-        return bytes(self.h5["names"][row]).rstrip(b"\0").decode("utf-8")
+        try:
+            raw = bytes(self.h5["names"][row])
+        except _READ_ERRORS as exc:
+            raise HrsegError(f"{self.path}: the name of image row {row} is unreadable ({exc}); {_REBUILD}") from None
+        expected = self.sums.get("names")
+        if expected is not None and row_checksum(raw) != int(expected[row]):
+            raise HrsegError(f"{self.path}: the name of image row {row} is damaged; {_REBUILD}")
+        return raw.rstrip(b"\0").decode("utf-8")
+
+    def _label(self, row: int) -> str:
+        """``NAME (row N)`` for messages, or just the row when the name itself is damaged."""
+        try:
+            return f"{self.name(row)} (row {row})"
+        except (HrsegError, UnicodeDecodeError):
+            return f"row {row}"
 
     def close(self) -> None:
         self.h5.close()
         os.close(self.fd)
+
+
+_REBUILD = "run hrseg prepare verify, then the same hrseg prepare command again to rebuild it"
 
 
 class ShardDataset(Dataset):
@@ -80,7 +159,8 @@ class ShardDataset(Dataset):
 
     ``fields`` picks what ``__getitem__`` returns (only those are read from
     disk); ``indices`` restricts the dataset to a subset of the split, in the
-    given order (e.g. the first N target images).
+    given order (e.g. the first N target images). ``verify=False`` skips the
+    per-row checksums (for measuring their cost; nothing in hrseg turns them off).
     """
 
     def __init__(
@@ -88,9 +168,13 @@ class ShardDataset(Dataset):
         split_dir: str | Path,
         fields: Sequence[str] = ("image", "label"),
         indices: Sequence[int] | None = None,
+        verify: bool = True,
     ) -> None:
         self.split_dir = Path(split_dir)
         self.manifest = Manifest.load(self.split_dir)
+        self.verify = verify
+        if verify and not self.manifest.has_checksums:
+            _warn_unverified(self.split_dir)
         unknown = [f for f in fields if f not in FIELDS]
         if unknown:
             raise ValueError(f"unknown field(s) {unknown}; choose from {FIELDS}")
@@ -123,10 +207,11 @@ class ShardDataset(Dataset):
 
     def subset(self, indices: Sequence[int]) -> "ShardDataset":
         """A dataset over some items of this one (indices relative to this dataset)."""
-        return ShardDataset(self.split_dir, self.fields, self.indices[np.asarray(indices, dtype=np.int64)])
+        return ShardDataset(self.split_dir, self.fields, self.indices[np.asarray(indices, dtype=np.int64)],
+                            verify=self.verify)
 
     def with_fields(self, fields: Sequence[str]) -> "ShardDataset":
-        return ShardDataset(self.split_dir, fields, self.indices)
+        return ShardDataset(self.split_dir, fields, self.indices, verify=self.verify)
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, row in shard) of split-level image ``index``."""
@@ -140,7 +225,8 @@ class ShardDataset(Dataset):
             self._pid = pid
         f = self._files.get(shard)
         if f is None:
-            f = _OpenShard(self.split_dir / self.manifest.shards[shard].file, self.fields)
+            info = self.manifest.shards[shard]
+            f = _OpenShard(self.split_dir / info.file, self.fields, info, self.verify)
             self._files[shard] = f
         return f
 
@@ -189,6 +275,7 @@ def open_split(
     split: str,
     fields: Sequence[str] = ("image", "label"),
     indices: Sequence[int] | None = None,
+    verify: bool = True,
 ) -> ShardDataset:
     """Open ``DATA/<dataset>/<split>``; a split that was never prepared is a user error."""
     path = split_dir(data_dir, dataset, split)
@@ -198,7 +285,7 @@ def open_split(
         raise HrsegError(
             f"{path}: split {dataset}/{split} is not prepared (no manifest.json); prepared splits: {have}"
         )
-    return ShardDataset(path, fields=fields, indices=indices)
+    return ShardDataset(path, fields=fields, indices=indices, verify=verify)
 
 
 def available_splits(data_dir: str | Path) -> list[str]:

@@ -6,14 +6,21 @@ Why it is shaped like this:
   shard k always holds the usable samples of range k. A shard's content is
   therefore independent of scheduling, interruptions and worker count.
 - Each worker builds whole shards (decode, resize, write, checksum) so the
-  expensive parts all run in parallel; progress comes back per image.
-- A shard also stores its inputs, its options and its statistics (skips,
-  defects, class pixels). Re-running the same command keeps every finished
-  shard whose options and inputs match, and the manifest is rebuilt from the
-  shards alone, so an interrupted-then-resumed run writes exactly the same
-  manifest and shards as an uninterrupted one.
+  expensive parts all run in parallel; progress comes back per image. The
+  parent only lists, plans and writes the manifest from what the workers
+  report (it hashes nothing itself).
+- A shard also stores its inputs with their size and modification time, its
+  options and its statistics (skips, defects, class pixels). A re-run keeps
+  a shard only if its options and inputs are unchanged *and* its bytes check
+  out (the manifest's sha256, or every row's checksum when an interrupted run
+  left no manifest); anything else is rebuilt and said so. The manifest is
+  rebuilt from the shards alone, so an interrupted-then-resumed run writes
+  exactly the same manifest and shards as an uninterrupted one, and a re-run
+  with nothing to do writes nothing at all (read-only media work).
 - A run with different byte-changing options over an existing split is
   refused unless ``overwrite`` is given.
+- A full disk, a read-only or misplaced ``--out`` are one-line errors; the
+  shard being written is removed and finished shards are kept.
 """
 
 from __future__ import annotations
@@ -21,42 +28,45 @@ from __future__ import annotations
 import errno
 import json
 import os
-import queue
-import struct
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
-import h5py
 import numpy as np
 
-from hrseg.data.readers import SPLITS, Decoded, Listing, RawSample, decode, list_split
-from hrseg.data.shards import (
-    COMPRESSIONS,
-    MANIFEST_NAME,
-    Manifest,
-    ShardInfo,
-    ShardOptions,
-    ShardSample,
-    ShardWriter,
-    count_class_pixels,
-    sha256_file,
+from hrseg.data.readers import SPLITS, Listing, RawSample, list_split
+from hrseg.data.shardbuild import (
+    RESIZE_MODES,
+    Fingerprint,
+    ShardState,
+    ShardTask,
+    _build_job,
+    _check_job,
+    build_shard,
+    fingerprint,
+    png_size,
+    read_shard_state,
+    shard_name,
 )
-from hrseg.data.workers import pool_context, start_pool
+from hrseg.data.shards import COMPRESSIONS, MANIFEST_NAME, Manifest, ShardInfo, ShardOptions
+from hrseg.data.workers import ProgressFn, WorkerPool, open_pool, run_jobs
 from hrseg.errors import HrsegError
+
+__all__ = ["PrepareConfig", "SplitResult", "ShardTask", "build_shard", "prepare", "prepare_split", "stats_rows",
+           "default_workers", "RESIZE_MODES"]
 
 DEFAULT_SIZES: dict[str, tuple[int, int]] = {"gtav": (1280, 720), "cityscapes": (1024, 512), "synthia": (1280, 760)}
 EVALUATED_SPLITS = {("cityscapes", "val")}
-RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 DEFAULT_SHARD_SIZE = 256
 COUNT_KEYS = (
     "listed", "written", "missing_label", "missing_image", "corrupt", "blank",
     "label_resized", "unknown_label_ids", "unknown_label_pixels",
 )
+SPACE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+ACCESS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
+MAX_NAMED = 3
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,8 @@ class PrepareConfig:
             raise HrsegError(f"--workers {self.workers}: must be at least 1")
         if self.shard_size < 1:
             raise HrsegError(f"--shard-size {self.shard_size}: must be at least 1")
+        if self.out.exists() and not self.out.is_dir():
+            raise HrsegError(f"--out {self.out}: is a file, not a folder; choose a folder for the prepared data")
 
 
 @dataclass
@@ -121,110 +133,30 @@ class SplitResult:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything a worker needs to build one shard."""
-
-    dataset: str
-    path: Path
-    samples: tuple[RawSample, ...]
-    options: ShardOptions
-
-
-ProgressFn = Callable[[int], None]
-_worker_queue: Any = None
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(W, H) from a PNG header, without decoding; (0, 0) when the header is unreadable."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(24)
-    except OSError:
-        return 0, 0
-    if len(head) < 24 or head[12:16] != b"IHDR":
-        return 0, 0
-    w, h = struct.unpack(">II", head[16:24])
-    return int(w), int(h)
-
-
-def shard_name(k: int) -> str:
-    return f"shard-{k:05d}.h5"
-
-
-def _resize_decoded(d: Decoded, options: ShardOptions) -> ShardSample:
-    assert d.image is not None and d.label is not None
-    w, h = options.size
-    oh, ow = d.image.shape[:2]
-    same = (ow, oh) == (w, h)
-    image = d.image if same else cv2.resize(d.image, (w, h), interpolation=RESIZE_MODES[options.resize])
-    label = d.label if same else cv2.resize(d.label, (w, h), interpolation=cv2.INTER_NEAREST)
-    realism = None
-    if d.realism is not None:
-        realism = d.realism if same else cv2.resize(d.realism, (w, h), interpolation=cv2.INTER_NEAREST)
-    full = d.label if options.full_labels else None
-    return ShardSample(d.name, np.ascontiguousarray(image), np.ascontiguousarray(label), (oh, ow), realism, full)
-
-
-def build_shard(task: ShardTask, on_image: ProgressFn | None = None) -> dict[str, Any]:
-    """Decode a range of inputs and write its shard; returns the shard's statistics."""
-    stats: dict[str, Any] = {"skipped": {}, "events": {}, "messages": [], "class_pixels": [0] * 19}
-    pixels = np.zeros(19, dtype=np.int64)
-    opts = task.options
-    has_realism = any(s.realism is not None for s in task.samples)
-    with ShardWriter(task.path, opts.size, compression=opts.compression, realism=has_realism,
-                     full_size=opts.full_size if opts.full_labels else None) as writer:
-        for raw in task.samples:
-            d = decode(task.dataset, raw)
-            if d.skip is not None:
-                stats["skipped"].setdefault(d.skip, []).append(d.name)
-                stats["messages"].append(f"{d.skip}: {d.detail}")
-            else:
-                for key, n in d.events.items():
-                    stats["events"][key] = stats["events"].get(key, 0) + n
-                if d.events.get("label_resized"):
-                    stats["messages"].append(f"label_resized: {raw.label}: label size differs from its image")
-                if d.events.get("unknown_label_ids"):
-                    stats["messages"].append(
-                        f"unknown_label_ids: {raw.label}: {d.events['unknown_label_pixels']} pixels set to 255"
-                    )
-                sample = _resize_decoded(d, opts)
-                pixels += count_class_pixels(sample.label)
-                writer.add(sample)
-            if on_image is not None:
-                on_image(1)
-        stats["class_pixels"] = pixels.tolist()
-        writer.put_extra("prepare_inputs", [s.name for s in task.samples])
-        writer.put_extra("prepare_options", json.dumps(opts.to_dict(), sort_keys=True).encode())
-        writer.put_extra("prepare_stats", json.dumps(stats, sort_keys=True).encode())
-        writer.close()
-    return stats
-
-
-def _read_shard_state(path: Path) -> tuple[dict[str, Any], list[str], dict[str, Any]] | None:
-    """(options, inputs, stats) stored in a finished shard, or None if it is not a usable shard."""
-    try:
-        with h5py.File(path, "r") as f:
-            options = json.loads(bytes(f["prepare_options"][()]).decode())
-            inputs = [bytes(b).rstrip(b"\0").decode() for b in f["prepare_inputs"][()]]
-            stats = json.loads(bytes(f["prepare_stats"][()]).decode())
-        return options, inputs, stats
-    except (OSError, KeyError, ValueError):
-        return None
-
 
 def _stored_options(split_dir: Path) -> dict[str, Any] | None:
     manifest = split_dir / MANIFEST_NAME
     if manifest.is_file():
         try:
             return json.loads(manifest.read_text())["options"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
     for shard in sorted(split_dir.glob("shard-*.h5")):
-        state = _read_shard_state(shard)
+        state = read_shard_state(shard)
         if state is not None:
-            return state[0]
+            return state.options
     return None
+
+
+def _manifest_entries(split_dir: Path, want: dict[str, Any]) -> dict[str, ShardInfo]:
+    """The shard entries of an existing manifest written with the same options (else none)."""
+    try:
+        manifest = Manifest.from_dict(json.loads((split_dir / MANIFEST_NAME).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return {}
+    if manifest.options.to_dict() != want:
+        return {}
+    return {s.file: s for s in manifest.shards}
 
 
 def _describe_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -238,87 +170,82 @@ def _clear_split(split_dir: Path) -> None:
     (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
 
 
-def _watch_parent(pid: int) -> None:
-    """Exit when the process that started us is gone (killed runs must not leave idle workers behind)."""
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:
-            pass
-
-
-def _init_worker(q: Any, parent_pid: int) -> None:
-    global _worker_queue
-    _worker_queue = q
-    cv2.setNumThreads(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-
-
-def _timed_build(task: ShardTask, on_image: ProgressFn | None) -> float:
-    """Build one shard; returns the CPU seconds it took (reported, never stored in the shard)."""
-    c0 = time.process_time()
-    build_shard(task, on_image)
-    return time.process_time() - c0
-
-
-def _worker_build(task: ShardTask) -> float:
-    return _timed_build(task, lambda n: _worker_queue.put(n))
-
-
-@dataclass
-class WorkerPool:
-    """Worker processes plus the queue on which they report each decoded image."""
-
-    executor: ProcessPoolExecutor
-    queue: Any
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-
-
-def open_pool(workers: int) -> WorkerPool | None:
-    """Start ``workers`` processes now (before any progress thread); None for in-process work."""
-    if workers <= 1:
-        return None
-    q = pool_context().Queue()
-    return WorkerPool(start_pool(workers, _init_worker, (q, os.getpid())), q)
-
-
-def _run_tasks(tasks: list[ShardTask], pool: WorkerPool | None, on_image: ProgressFn) -> float:
-    """Build the shards of ``tasks``, in this process or on the pool's workers; returns CPU seconds."""
-    if pool is None or len(tasks) <= 1:
-        return sum(_timed_build(task, on_image) for task in tasks)
-    cpu = 0.0
-    pending: set[Future[float]] = {pool.executor.submit(_worker_build, t) for t in tasks}
-    try:
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            _drain(pool.queue, on_image)
-            for fut in done:
-                cpu += fut.result()  # re-raises a worker's error here
-    except BaseException:
-        for fut in pending:
-            fut.cancel()
-        wait(pending)  # let running shards finish or fail before the caller cleans up
-        raise
-    _drain(pool.queue, on_image)
-    return cpu
-
-
-def _drain(q: Any, on_image: ProgressFn) -> None:
-    while True:
-        try:
-            on_image(q.get_nowait())
-        except queue.Empty:
-            return
-
-
 def _full_size(listing: Listing) -> tuple[int, int]:
     sizes = [png_size(s.image) for s in listing.samples]
     return max(w for w, _ in sizes), max(h for _, h in sizes)
+
+
+def _changed_inputs(state: ShardState, fingerprints: list[Fingerprint]) -> list[str]:
+    if len(state.fingerprints) != len(fingerprints):
+        return state.inputs[:MAX_NAMED]
+    return [name for name, old, new in zip(state.inputs, state.fingerprints, fingerprints) if old != new]
+
+
+def _write_error(exc: BaseException, split_dir: Path) -> HrsegError:
+    """One line for a failure while writing ``split_dir``: what, where, and that finished shards are kept."""
+    if isinstance(exc, BrokenProcessPool):
+        return HrsegError(
+            f"{split_dir}: a worker process died while writing shards (is the disk full? "
+            f"{_free_mb(split_dir)} MB free); finished shards are kept, run the same command again"
+        )
+    assert isinstance(exc, OSError)
+    target = exc.filename or split_dir
+    reason = exc.strerror or str(exc)
+    if exc.errno in SPACE_ERRORS:
+        return HrsegError(f"out of disk space writing {target}; finished shards are kept, "
+                          "free some space and run the same command again")
+    if exc.errno in ACCESS_ERRORS:
+        return HrsegError(f"cannot write {target} ({reason}); choose another --out")
+    return HrsegError(f"cannot write {target} ({reason})")
+
+
+def _free_mb(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return -1
+    return st.f_bavail * st.f_frsize >> 20
+
+
+def _remove_partial(split_dir: Path) -> None:
+    for tmp in split_dir.glob(".shard-*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+@dataclass
+class _Plan:
+    """What a run does with each shard range: keep (after checking), or build."""
+
+    ranges: list[list[RawSample]]
+    fingerprints: list[list[Fingerprint]]
+    states: dict[int, ShardState] = field(default_factory=dict)
+    check: list[int] = field(default_factory=list)
+    build: list[int] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+
+def _plan(cfg: PrepareConfig, listing: Listing, split_dir: Path, want: dict[str, Any]) -> _Plan:
+    ranges = [listing.samples[i : i + cfg.shard_size] for i in range(0, len(listing.samples), cfg.shard_size)]
+    plan = _Plan(ranges, [[fingerprint(s) for s in r] for r in ranges])
+    for k, samples in enumerate(ranges):
+        path = split_dir / shard_name(k)
+        state = read_shard_state(path) if path.is_file() else None
+        if state is None or state.options != want or state.inputs != [s.name for s in samples]:
+            plan.build.append(k)
+            continue
+        changed = _changed_inputs(state, plan.fingerprints[k])
+        if changed:
+            plan.build.append(k)
+            more = f" and {len(changed) - MAX_NAMED} more" if len(changed) > MAX_NAMED else ""
+            plan.messages.append(f"rebuilt: {path}: input files changed since it was written "
+                                 f"({', '.join(changed[:MAX_NAMED])}{more})")
+        else:
+            plan.states[k] = state
+            plan.check.append(k)
+    return plan
 
 
 def prepare_split(
@@ -336,81 +263,108 @@ def prepare_split(
         full_labels=keep_full, full_size=_full_size(listing) if keep_full else None,
     )
     want = json.loads(json.dumps(options.to_dict()))
-    if split_dir.is_dir():
-        stored = _stored_options(split_dir)
-        if stored is not None and stored != want:
-            if not cfg.overwrite:
-                raise HrsegError(
-                    f"{split_dir}: already prepared with other options ({_describe_diff(stored, want)}); "
-                    "pass --overwrite to rebuild it, or choose another --out"
-                )
-            _clear_split(split_dir)
-        elif cfg.overwrite:
-            _clear_split(split_dir)
-    split_dir.mkdir(parents=True, exist_ok=True)
-    for stale in split_dir.glob(".shard-*.tmp"):  # left by a killed run
-        stale.unlink()
-
-    ranges = [listing.samples[i : i + cfg.shard_size] for i in range(0, len(listing.samples), cfg.shard_size)]
-    for extra in split_dir.glob("shard-*.h5"):
-        if extra.name not in {shard_name(k) for k in range(len(ranges))}:
-            extra.unlink()
-    tasks: list[ShardTask] = []
-    for k, samples in enumerate(ranges):
-        path = split_dir / shard_name(k)
-        state = _read_shard_state(path) if path.is_file() else None
-        if state is None or state[0] != want or state[1] != [s.name for s in samples]:
-            tasks.append(ShardTask(cfg.dataset, path, tuple(samples), options))
-    todo = sum(len(t.samples) for t in tasks)
-    if tasks:  # the old manifest would describe shards about to change: no manifest until consistent again
-        (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    if on_start is not None:
-        on_start(todo)
+    progress = on_image or (lambda n: None)
     try:
-        cpu = _run_tasks(tasks, pool, on_image or (lambda n: None))
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise HrsegError(
-                f"{split_dir}: out of disk space while writing a shard; finished shards are kept, "
-                "free some space and run the same command again"
-            ) from None
-        raise
-    manifest = _assemble_manifest(cfg.dataset, split, listing, split_dir, options, len(ranges))
-    manifest.save(split_dir)
-    messages: list[str] = []
-    for k in range(len(ranges)):
-        state = _read_shard_state(split_dir / shard_name(k))
-        assert state is not None
-        messages.extend(state[2]["messages"])
+        if split_dir.is_dir():
+            stored = _stored_options(split_dir)
+            if stored is not None and stored != want:
+                if not cfg.overwrite:
+                    raise HrsegError(
+                        f"{split_dir}: already prepared with other options ({_describe_diff(stored, want)}); "
+                        "pass --overwrite to rebuild it, or choose another --out"
+                    )
+                _clear_split(split_dir)
+            elif cfg.overwrite:
+                _clear_split(split_dir)
+        plan = _plan(cfg, listing, split_dir, want)
+        entries = _manifest_entries(split_dir, want)
+        jobs = []
+        for k in plan.check:
+            entry = entries.get(shard_name(k))
+            expected = entry.sha256 if entry is not None and entry.count == plan.states[k].count else None
+            jobs.append((split_dir / shard_name(k), expected, len(plan.ranges[k])))
+        checked_images = sum(len(plan.ranges[k]) for k in plan.check)
+        if on_start is not None and checked_images:
+            on_start(checked_images)
+        infos: dict[int, ShardInfo] = {}
+        for k, (digest, problem) in zip(list(plan.check), run_jobs(_check_job, jobs, pool, progress)):
+            if problem is None:
+                infos[k] = ShardInfo(shard_name(k), plan.states[k].count, digest)
+            else:
+                plan.check.remove(k)
+                plan.build.append(k)
+                plan.messages.append(f"rebuilt: {split_dir / shard_name(k)}: {problem}")
+        plan.build.sort()
+        tasks = [ShardTask(cfg.dataset, split_dir / shard_name(k), tuple(plan.ranges[k]), options,
+                           tuple(plan.fingerprints[k])) for k in plan.build]
+        todo = sum(len(t.samples) for t in tasks)
+        if on_start is not None:
+            on_start(checked_images + todo)
+        _tidy(split_dir, len(plan.ranges), rebuilding=bool(tasks))
+        built = run_jobs(_build_job, tasks, pool, progress)
+    except (OSError, BrokenProcessPool) as exc:
+        _remove_partial(split_dir)
+        raise _write_error(exc, split_dir) from None
+    for k, b in zip(plan.build, built):
+        infos[k] = b.info
+    stats = {k: plan.states[k].stats for k in plan.check} | {k: b.stats for k, b in zip(plan.build, built)}
+    realism = any(plan.states[k].has_realism for k in plan.check) or any(b.has_realism for b in built)
+    manifest = _assemble_manifest(cfg.dataset, split, listing, options, [infos[k] for k in range(len(plan.ranges))],
+                                  [stats[k] for k in range(len(plan.ranges))], realism)
+    _save_if_changed(manifest, split_dir)
+    messages = list(plan.messages)
+    for k in range(len(plan.ranges)):
+        messages.extend(stats[k]["messages"])
     for reason, names in listing.skipped.items():
         messages.extend(f"{reason}: {cfg.root / n}" for n in names)
-    return SplitResult(split_dir, manifest, built_shards=len(tasks), reused_shards=len(ranges) - len(tasks),
-                       seconds=time.perf_counter() - t0, messages=messages, processed=todo, build_cpu_seconds=cpu)
+    return SplitResult(split_dir, manifest, built_shards=len(tasks), reused_shards=len(plan.check),
+                       seconds=time.perf_counter() - t0, messages=messages, processed=todo,
+                       build_cpu_seconds=sum(b.cpu_seconds for b in built))
+
+
+def _tidy(split_dir: Path, num_shards: int, rebuilding: bool) -> None:
+    """Remove what a killed run or a shrunken input list left, and the manifest if shards will change.
+
+    Touches nothing when there is nothing to remove (a complete split on read-only media stays as it is).
+    """
+    if not split_dir.is_dir():
+        split_dir.mkdir(parents=True)
+    for stale in split_dir.glob(".shard-*.tmp"):  # left by a killed run
+        stale.unlink()
+    names = {shard_name(k) for k in range(num_shards)}
+    for extra in split_dir.glob("shard-*.h5"):
+        if extra.name not in names:
+            extra.unlink()
+    if rebuilding:  # the old manifest would describe shards about to change: no manifest until consistent again
+        (split_dir / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def _save_if_changed(manifest: Manifest, split_dir: Path) -> None:
+    path = split_dir / MANIFEST_NAME
+    try:
+        if json.loads(path.read_text()) == json.loads(json.dumps(manifest.to_dict())):
+            return
+    except (OSError, ValueError):
+        pass
+    try:
+        manifest.save(split_dir)
+    except OSError as exc:
+        raise _write_error(OSError(exc.errno, exc.strerror or str(exc), str(path)), split_dir) from None
 
 
 def _assemble_manifest(
-    dataset: str, split: str, listing: Listing, split_dir: Path, options: ShardOptions, num_shards: int
+    dataset: str, split: str, listing: Listing, options: ShardOptions, shards: list[ShardInfo],
+    stats: list[dict[str, Any]], has_realism: bool,
 ) -> Manifest:
-    """Build the manifest from the finished shards only (so it never depends on how they were made)."""
-    shards: list[ShardInfo] = []
+    """Build the manifest from what the shards hold (so it never depends on how they were made)."""
     pixels = np.zeros(19, dtype=np.int64)
     skipped: dict[str, list[str]] = {k: list(v) for k, v in listing.skipped.items()}
     events: dict[str, int] = {}
-    has_realism = False
-    for k in range(num_shards):
-        path = split_dir / shard_name(k)
-        state = _read_shard_state(path)
-        if state is None:
-            raise HrsegError(f"{path}: shard unreadable right after writing; run the command again")
-        stats = state[2]
-        with h5py.File(path, "r") as f:
-            count = int(f["labels"].shape[0])
-            has_realism = has_realism or "realism" in f
-        shards.append(ShardInfo(path.name, count, sha256_file(path)))
-        pixels += np.asarray(stats["class_pixels"], dtype=np.int64)
-        for reason, names in stats["skipped"].items():
+    for st in stats:
+        pixels += np.asarray(st["class_pixels"], dtype=np.int64)
+        for reason, names in st["skipped"].items():
             skipped.setdefault(reason, []).extend(names)
-        for key, n in stats["events"].items():
+        for key, n in st["events"].items():
             events[key] = events.get(key, 0) + int(n)
     written = sum(s.count for s in shards)
     counts = {key: 0 for key in COUNT_KEYS}
@@ -433,8 +387,9 @@ def prepare(cfg: PrepareConfig, show_progress: bool = True) -> list[SplitResult]
     cfg.validate()
     # a wrong layout or an empty split is refused before any worker or progress bar starts
     listings = {split: list_split(cfg.dataset, cfg.root, split) for split in cfg.resolved_splits()}
+    shards = sum(-(-len(listing.samples) // cfg.shard_size) for listing in listings.values())
     results: list[SplitResult] = []
-    pool = open_pool(cfg.workers)
+    pool = open_pool(min(cfg.workers, shards))
     try:
         for split, listing in listings.items():
             if show_progress:

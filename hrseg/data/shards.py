@@ -7,6 +7,12 @@ written under a temporary name and renamed when complete, and their bytes
 are a pure function of their content (no HDF5 timestamps), so an
 interrupted-and-resumed ``prepare`` yields the very same files and sha256
 values as an uninterrupted one.
+
+Every row (image, label, realism mask, full label, name, original size)
+also carries a checksum (``hrseg.data.checksums``) in the ``checksums``
+dataset, so damage is found by whoever reads the row, not only by
+``hrseg prepare verify``. Shards of format 1 have no checksums; they still
+load (``ShardDataset`` warns once) until the next ``prepare`` rebuilds them.
 """
 
 from __future__ import annotations
@@ -14,18 +20,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 
 from hrseg.atomic import atomic_path, write_json
+from hrseg.data.checksums import ALGORITHM, row_checksum
+from hrseg.data.filespace import reserve, trim_hdf5
 from hrseg.data.labels import IGNORE_INDEX, NUM_CLASSES
 from hrseg.errors import HrsegError
 
-FORMAT = "hrseg-shards/1"
+FORMAT = "hrseg-shards/2"
+OLD_FORMATS = ("hrseg-shards/1",)  # readable, without per-row checksums
 MANIFEST_NAME = "manifest.json"
 COMPRESSIONS = ("none", "lzf", "gzip")
 NAME_BYTES = 256  # fixed-length names keep shard bytes deterministic and reads cheap
@@ -159,9 +169,29 @@ class Manifest:
             manifest = cls.from_dict(data)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise HrsegError(f"{path}: not a valid hrseg manifest ({type(exc).__name__}: {exc})") from None
-        if manifest.format != FORMAT:
-            raise HrsegError(f"{path}: format {manifest.format!r} is not {FORMAT!r}")
+        if manifest.format != FORMAT and manifest.format not in OLD_FORMATS:
+            raise HrsegError(f"{path}: format {manifest.format!r} is not {FORMAT!r}; run the prepare command again")
+        problem = manifest.inconsistency()
+        if problem:
+            raise HrsegError(f"{path}: {problem}; the manifest is damaged or was edited, run the prepare command again")
         return manifest
+
+    def inconsistency(self) -> str | None:
+        """What makes this manifest self-contradictory (image counts, shard names), or None."""
+        total = sum(s.count for s in self.shards)
+        if total != self.num_images:
+            return f"its shards hold {total} images in total but num_images says {self.num_images}"
+        for s in self.shards:
+            if s.count < 0 or not s.file or Path(s.file).name != s.file or s.file.startswith("."):
+                return f"shard entry {s.file!r} with count {s.count} is not valid"
+        if len(self.class_pixels) != NUM_CLASSES:
+            return f"class_pixels has {len(self.class_pixels)} entries, not {NUM_CLASSES}"
+        return None
+
+    @property
+    def has_checksums(self) -> bool:
+        """False for shards written before per-row checksums (format 1)."""
+        return self.format not in OLD_FORMATS
 
 
 @dataclass
@@ -203,6 +233,10 @@ def pad_full_label(label: np.ndarray, full_size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+ROW_FIELDS = ("names", "orig_sizes", "images", "labels", "realism", "full_labels")
+EXTRA_CRC_ATTR = "extras_crc32"
+
+
 class ShardWriter:
     """Append samples to a new shard, one HDF5 chunk per image; ``close`` renames it into place.
 
@@ -210,7 +244,9 @@ class ShardWriter:
     memory). No timestamps are stored, so the same samples and ``extra``
     payload always give the same bytes. If anything fails before ``close``,
     ``abort`` (or leaving the ``with`` block by an exception) removes the
-    temporary file: a reader never sees a partial shard.
+    temporary file: a reader never sees a partial shard. ``expected_rows``
+    reserves the shard's disk space first (see ``hrseg.data.filespace``), so
+    a full disk is an ``OSError(ENOSPC)`` naming the shard, not an HDF5 crash.
     """
 
     def __init__(
@@ -221,10 +257,12 @@ class ShardWriter:
         compression: str = "none",
         realism: bool = False,
         full_size: tuple[int, int] | None = None,
+        expected_rows: int = 0,
     ) -> None:
         self.path = Path(path)
         self.count = 0
         self._info: ShardInfo | None = None
+        self._extras_crc = 0
         kw = _compression_kwargs(compression)
         w, h = size
         self._size = (h, w)
@@ -234,12 +272,15 @@ class ShardWriter:
         try:
             self._f = h5py.File(self._tmp, "w", libver="earliest")
             self._f.attrs["format"] = FORMAT
+            row_bytes = 0
 
             def make(key: str, shape: tuple[int, ...], dtype: Any, compress: bool = True) -> None:
+                nonlocal row_bytes
                 self._f.create_dataset(
                     key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
                     chunks=(1, *shape) if compress else (64, *shape), track_times=False, **(kw if compress else {}),
                 )
+                row_bytes += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
             make("images", (h, w, 3), np.uint8)
             make("labels", (h, w), np.uint8)
@@ -249,6 +290,12 @@ class ShardWriter:
                 make("full_labels", (full_size[1], full_size[0]), np.uint8)
             make("names", (), f"S{NAME_BYTES}", compress=False)
             make("orig_sizes", (2,), np.int32, compress=False)
+            self._fields = [k for k in ROW_FIELDS if k in self._f]
+            make("checksums", (len(self._fields),), np.uint32, compress=False)
+            self._f["checksums"].attrs["fields"] = ",".join(self._fields)
+            self._f["checksums"].attrs["algorithm"] = ALGORITHM
+            if expected_rows > 0:  # rows, per-row index and extras, HDF5's own structures
+                reserve(self._tmp, expected_rows * (row_bytes + 1024) + (1 << 20), name=self.path)
         except BaseException:
             self.abort()
             raise
@@ -270,16 +317,18 @@ class ShardWriter:
         if len(name) > NAME_BYTES:
             raise ValueError(f"sample name longer than {NAME_BYTES} bytes: {sample.name!r}")
         i = self.count
-        rows: dict[str, Any] = {"images": sample.image, "labels": sample.label, "names": name,
+        rows: dict[str, Any] = {"images": np.ascontiguousarray(sample.image, dtype=np.uint8),
+                                "labels": np.ascontiguousarray(sample.label, dtype=np.uint8), "names": name,
                                 "orig_sizes": np.asarray(sample.orig_size, dtype=np.int32)}
         if "realism" in self._f:
             if sample.realism is None:
                 raise ValueError(f"{sample.name}: this shard stores realism masks but the sample has none")
-            rows["realism"] = sample.realism
+            rows["realism"] = np.ascontiguousarray(sample.realism, dtype=np.uint8)
         if self._full_size is not None:
             if sample.full_label is None:
                 raise ValueError(f"{sample.name}: this shard stores full labels but the sample has none")
             rows["full_labels"] = pad_full_label(sample.full_label, self._full_size)
+        rows["checksums"] = np.array([row_checksum(rows[k]) for k in self._fields], dtype=np.uint32)
         for key, value in rows.items():
             ds = self._f[key]
             ds.resize(i + 1, axis=0)
@@ -293,11 +342,18 @@ class ShardWriter:
         else:
             arr = np.array([s.encode("utf-8") for s in data], dtype=f"S{NAME_BYTES}").reshape(-1)
         self._f.create_dataset(key, data=arr, track_times=False)
+        self._extras_crc = extra_checksum(key, arr, self._extras_crc)
 
     def close(self) -> ShardInfo:
         if self._info is None:
-            self._f.close()
-            info = ShardInfo(file=self.path.name, count=self.count, sha256=sha256_file(self._tmp))
+            try:
+                self._f.attrs[EXTRA_CRC_ATTR] = np.uint32(self._extras_crc)
+                self._f.close()
+                trim_hdf5(self._tmp)
+                info = ShardInfo(file=self.path.name, count=self.count, sha256=sha256_file(self._tmp))
+            except BaseException:
+                self.abort()
+                raise
             self._ctx.__exit__(None, None, None)
             self._info = info
         return self._info
@@ -308,8 +364,15 @@ class ShardWriter:
         try:
             if getattr(self, "_f", None) is not None and self._f.id.valid:
                 self._f.close()
+        except Exception:  # a failed flush must not keep the temporary file
+            pass
         finally:
             self._tmp.unlink(missing_ok=True)
+
+
+def extra_checksum(key: str, arr: np.ndarray, crc: int = 0) -> int:
+    """Running checksum over the bookkeeping datasets (their names and bytes, in write order)."""
+    return zlib.crc32(np.ascontiguousarray(arr).tobytes(), zlib.crc32(key.encode() + b"\0", crc)) & 0xFFFFFFFF
 
 
 def write_shard(
@@ -324,7 +387,8 @@ def write_shard(
         raise ValueError("a shard needs at least one sample; use ShardWriter for an empty one")
     h, w = samples[0].label.shape
     with ShardWriter(
-        path, (w, h), compression=compression, realism=samples[0].realism is not None, full_size=full_size
+        path, (w, h), compression=compression, realism=samples[0].realism is not None, full_size=full_size,
+        expected_rows=len(samples),
     ) as writer:
         for s in samples:
             writer.add(s)
@@ -367,84 +431,6 @@ class ShardReader:
 
     def names(self) -> list[str]:
         return [bytes(b).rstrip(b"\0").decode("utf-8") for b in self._f["names"][()]]
-
-
-@dataclass
-class VerifyReport:
-    """What `hrseg prepare verify` found; ``problems`` lists one line per bad file."""
-
-    split_dir: str
-    num_images: int
-    num_shards: int
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"ok": self.ok}
-
-
-def find_split_dirs(root: str | Path) -> list[Path]:
-    """Every directory under ``root`` (or root itself) that holds a manifest, sorted."""
-    root = Path(root)
-    if (root / MANIFEST_NAME).is_file():
-        return [root]
-    return sorted(p.parent for p in root.rglob(MANIFEST_NAME) if not p.parent.name.startswith("."))
-
-
-def iter_verify(split_dir: str | Path) -> Iterator[tuple[ShardInfo, str | None]]:
-    """Yield (shard, problem or None) for every shard of a split, checking bytes and content."""
-    split_dir = Path(split_dir)
-    manifest = Manifest.load(split_dir)
-    w, h = manifest.size
-    for info in manifest.shards:
-        path = split_dir / info.file
-        if not path.is_file():
-            yield info, f"{path}: missing"
-            continue
-        digest = sha256_file(path)
-        if digest != info.sha256:
-            yield info, f"{path}: checksum mismatch (corrupted or modified after writing)"
-            continue
-        try:
-            with h5py.File(path, "r") as f:
-                labels = f["labels"]
-                if labels.shape != (info.count, h, w) or f["images"].shape != (info.count, h, w, 3):
-                    yield info, f"{path}: shapes {f['images'].shape}/{labels.shape} do not match the manifest"
-                    continue
-                if manifest.has_realism and "realism" not in f:
-                    yield info, f"{path}: no realism dataset although the manifest has realism"
-                    continue
-                if manifest.has_full_labels and "full_labels" not in f:
-                    yield info, f"{path}: no full_labels dataset although the manifest has them"
-                    continue
-                for i in range(info.count):
-                    f["images"][i]
-                    labels[i]
-        except (OSError, KeyError) as exc:
-            yield info, f"{path}: unreadable ({exc})"
-            continue
-        yield info, None
-
-
-def verify_split(split_dir: str | Path) -> VerifyReport:
-    """Re-read every shard of a split against its manifest (checksums, shapes, class pixel counts)."""
-    split_dir = Path(split_dir)
-    manifest = Manifest.load(split_dir)
-    problems = [p for _, p in iter_verify(split_dir) if p is not None]
-    total = sum(s.count for s in manifest.shards)
-    if total != manifest.num_images:
-        problems.append(f"{split_dir / MANIFEST_NAME}: shards hold {total} images, manifest says {manifest.num_images}")
-    if not problems:
-        pixels = np.zeros(NUM_CLASSES, dtype=np.int64)
-        for path in manifest.shard_paths(split_dir):
-            with h5py.File(path, "r") as f:
-                pixels += count_class_pixels(f["labels"][()])
-        if pixels.tolist() != list(manifest.class_pixels):
-            problems.append(f"{split_dir / MANIFEST_NAME}: class pixel counts do not match the shards")
-    return VerifyReport(str(split_dir), manifest.num_images, len(manifest.shards), problems)
 
 
 def count_class_pixels(labels: np.ndarray) -> np.ndarray:
