@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Optional
 
@@ -13,11 +14,21 @@ from hrseg.console import console
 from hrseg.errors import HrsegError
 
 MAX_MESSAGES = 20
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EEXIST,
+                getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 prepare_app = typer.Typer(
     help="Decode datasets once into HDF5 shards (resumable, parallel); generate procedural scenes; verify.",
     no_args_is_help=True,
 )
+
+
+def _check_json_path(json_path: Optional[Path]) -> None:
+    """Refuse an unusable --json before any work is done (not after an hour of preparing)."""
+    if json_path is not None and json_path.is_dir():
+        raise HrsegError(f"--json {json_path}: is a folder; give the name of a file to write")
+    if json_path is not None and json_path.parent.exists() and not json_path.parent.is_dir():
+        raise HrsegError(f"--json {json_path}: {json_path.parent} is a file, not a folder")
 
 
 def _summary(results: list, json_path: Optional[Path]) -> None:
@@ -49,6 +60,7 @@ def _run_dataset(
     from hrseg.data.prepare import PrepareConfig, default_workers, prepare
 
     with user_errors():
+        _check_json_path(json_path)
         cfg = PrepareConfig(
             dataset=dataset, root=root, out=out, splits=tuple(splits),
             size=parse_size(size, "--size") if size else None,
@@ -119,6 +131,7 @@ def synthetic(
     from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 
     with user_errors():
+        _check_json_path(json_path)
         scenes = SceneConfig(seed=seed, source_images=source_images, target_images=target_images,
                              val_images=val_images, size=parse_size(size, "--size", "256x128"))
         cfg = SyntheticPrepareConfig(
@@ -126,7 +139,17 @@ def synthetic(
             prepared_size=parse_size(prepared_size, "--prepared-size") if prepared_size else None,
             workers=workers, shard_size=shard_size, compression=compression, overwrite=overwrite,
         )
-        result = prepare_synthetic(cfg)
+        if out.exists() and not out.is_dir():
+            raise HrsegError(f"--out {out}: is a file, not a folder; choose a folder for the prepared data")
+        try:
+            result = prepare_synthetic(cfg)
+        except OSError as exc:  # writing the generated scenes: a full disk, a read-only or misplaced --out
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise HrsegError(f"out of disk space writing {exc.filename or out}; free some space and run "
+                                 "the same command again (what is finished is kept)") from None
+            raise HrsegError(f"cannot write {exc.filename or out} ({exc.strerror}); choose another --out") from None
         state = "generated" if result["generated"] else "already generated (kept)"
         console.print(f"scenes {state} in {out / 'raw'} ({result['generate_seconds']:.1f} s)")
         _summary(result["results"], json_path)  # type: ignore[arg-type]
@@ -137,15 +160,20 @@ def verify(
     data: Path = typer.Argument(..., help="A prepared DATA folder or one split folder."),
     json_path: Optional[Path] = JSON,
 ) -> None:
-    """Re-read every shard against its manifest (checksums, shapes, class pixel counts)."""
+    """Re-read every shard against its manifest (checksums, shapes, class pixel counts).
+
+    A folder holding shards without a manifest (an interrupted prepare, a
+    deleted manifest) is reported as a problem, never skipped.
+    """
     from hrseg.data.verify import find_split_dirs, verify_split
 
     with user_errors():
+        _check_json_path(json_path)
         if not data.exists():
             raise HrsegError(f"{data}: does not exist")
         splits = find_split_dirs(data)
         if not splits:
-            raise HrsegError(f"{data}: no manifest.json found; nothing prepared here")
+            raise HrsegError(f"{data}: no manifest.json or shard found; nothing prepared here")
         table = Table(title=f"verify {data}")
         for col in ("split", "images", "shards", "status"):
             table.add_column(col)

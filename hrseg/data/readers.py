@@ -8,7 +8,8 @@ files are listed, and ``prepare`` prints all counts at the end:
 
 - ``missing_label`` / ``missing_image``: the pair is incomplete (GTAV: only
   the intersection of ``images/`` and ``labels/`` is used);
-- ``corrupt``: the image or label cannot be decoded (truncated PNG ...); skipped;
+- ``corrupt``: the image or label cannot be decoded (truncated or empty file,
+  a label that is not an 8-bit PNG, e.g. a JPEG renamed ``.png``); skipped;
 - ``blank``: the image has a single colour (GTAV 15188, 17705); skipped;
 - ``label_resized``: label and image sizes differ; the label is resized
   (nearest) to the image;
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 
 from hrseg.data.labels import IGNORE_INDEX, KNOWN_LABEL_IDS, LABEL_TO_TRAIN, SYNTHIA_TO_TRAIN
-from hrseg.data.png import PngError, decode_palette_indices
+from hrseg.data.png import PNG_SIGNATURE, PngError, decode_palette_indices
 from hrseg.errors import HrsegError
 
 DATASETS = ("gtav", "cityscapes", "synthia")
@@ -164,26 +165,51 @@ def list_split(dataset: str, root: str | Path, split: str) -> Listing:
 
 
 def _read_bytes(path: Path) -> bytes:
-    return path.read_bytes()
+    data = path.read_bytes()
+    if not data:
+        raise PngError("empty file (0 bytes)")
+    return data
 
 
 def _decode_rgb(data: bytes) -> np.ndarray | None:
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
     return None if img is None else np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _png_header(data: bytes) -> tuple[int, int]:
+    """(bit depth, colour type) of PNG bytes; anything else (a JPEG named .png ...) is a PngError."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise PngError("not a PNG file (bad signature; e.g. a JPEG saved under a .png name)")
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise PngError("PNG without a valid IHDR header")
+    return data[24], data[25]
+
+
+def _imdecode_unchanged(data: bytes) -> np.ndarray:
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        raw = None
+    if raw is None:
+        raise PngError("corrupt PNG data")
+    return raw
 
 
 def _label_ids(dataset: str, data: bytes) -> np.ndarray:
     """Raw label ids as stored: uint8 labelIds (GTAV, Cityscapes) or uint16 SYNTHIA ids."""
+    depth, colour = _png_header(data)
     if dataset == "synthia":
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise PngError("corrupt PNG data")
+        raw = _imdecode_unchanged(data)
         return raw[:, :, -1] if raw.ndim == 3 else raw
+    if depth > 8:
+        kind = {0: "grey", 2: "colour", 3: "palettised", 4: "grey+alpha", 6: "colour+alpha"}.get(colour, "")
+        raise PngError(f"label PNG is {depth}-bit {kind}; labelIds must be 8-bit palettised or 8-bit grey")
     if dataset == "gtav":
         return decode_palette_indices(data)
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise PngError("corrupt PNG data")
+    raw = _imdecode_unchanged(data)
     if raw.ndim != 2:
         raise PngError("Cityscapes labelIds PNG must be single-channel")
     return raw
@@ -200,7 +226,7 @@ def decode(dataset: str, sample: RawSample) -> Decoded:
     out = Decoded(sample.name)
     try:
         image = _decode_rgb(_read_bytes(sample.image))
-    except OSError as exc:
+    except (OSError, PngError) as exc:
         return Decoded(sample.name, skip="corrupt", detail=f"{sample.image}: {exc}")
     if image is None:
         return Decoded(sample.name, skip="corrupt", detail=f"{sample.image}: cannot decode image")
@@ -225,7 +251,10 @@ def decode(dataset: str, sample: RawSample) -> Decoded:
             label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
     realism = None
     if sample.realism is not None:
-        realism = cv2.imdecode(np.frombuffer(_read_bytes(sample.realism), np.uint8), cv2.IMREAD_GRAYSCALE)
+        try:
+            realism = cv2.imdecode(np.frombuffer(_read_bytes(sample.realism), np.uint8), cv2.IMREAD_GRAYSCALE)
+        except (OSError, PngError, cv2.error):
+            realism = None
         if realism is None:
             return Decoded(sample.name, skip="corrupt", detail=f"{sample.realism}: cannot decode realism mask")
         if realism.shape != (h, w):

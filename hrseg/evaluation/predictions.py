@@ -141,6 +141,12 @@ def read_prediction(path: Path, expected_hw: tuple[int, int], ids: str = "label"
             raise HrsegError(f"{path}: unknown Cityscapes labelId(s) {unknown[:5].tolist()}")
         return LABEL_TO_TRAIN[raw]
     if ids == "train":
+        from hrseg.data.labels import IGNORE_INDEX, NUM_CLASSES
+
+        unknown = np.unique(raw[(raw >= NUM_CLASSES) & (raw != IGNORE_INDEX)])
+        if unknown.size:
+            raise HrsegError(f"{path}: trainId(s) {unknown[:5].tolist()} out of range; --ids train expects "
+                             f"0-{NUM_CLASSES - 1} and {IGNORE_INDEX} (ignore)")
         return raw
     raise ValueError(f"ids must be 'label' or 'train', got {ids!r}")
 
