@@ -35,6 +35,21 @@ _READ_ERRORS = (OSError, ValueError, KeyError, IndexError, RuntimeError)
 _warned_unverified: set[str] = set()
 
 
+class ShardReadError(HrsegError):
+    """A shard or one of its rows cannot be used (damaged, truncated, inconsistent with the manifest).
+
+    Raised inside a DataLoader worker, torch re-raises the same type in the
+    main process with the worker's traceback prepended to the message; this
+    keeps just the original one line, so the CLI still prints one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "\n" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
 class UnverifiedShardsWarning(UserWarning):
     """A split prepared before shards carried checksums: damaged images cannot be detected when read."""
 
@@ -69,7 +84,7 @@ class _OpenShard:
             # no chunk cache: random access reads each chunk once, and a worker may hold many shards open
             self.h5 = h5py.File(path, "r", rdcc_nbytes=0)
         except OSError as exc:
-            raise HrsegError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
+            raise ShardReadError(f"{path}: cannot open shard ({exc}); run hrseg prepare verify") from None
         try:
             self._check_layout(info, fields)
             self.datasets = {f: self.h5[_H5_KEYS[f]] for f in fields if f in _H5_KEYS}
@@ -79,12 +94,12 @@ class _OpenShard:
                 columns = str(table.attrs.get("fields", "")).split(",")
                 values = np.asarray(table[()], dtype=np.uint32)
                 if values.shape != (info.count, len(columns)):
-                    raise HrsegError(f"{path}: its checksum table is damaged; {_REBUILD}")
+                    raise ShardReadError(f"{path}: its checksum table is damaged; {_REBUILD}")
                 self.sums = {k: values[:, j] for j, k in enumerate(columns)}
             self.fd = os.open(path, os.O_RDONLY)
         except _READ_ERRORS as exc:
             self.h5.close()
-            raise HrsegError(f"{path}: unreadable shard ({exc}); {_REBUILD}") from None
+            raise ShardReadError(f"{path}: unreadable shard ({exc}); {_REBUILD}") from None
         except BaseException:
             self.h5.close()
             raise
@@ -103,10 +118,10 @@ class _OpenShard:
         for field in [f for f in fields if f in _H5_KEYS] + ["name"]:
             key = _H5_KEYS.get(field, "names")
             if key not in self.h5:
-                raise HrsegError(f"{self.path}: no {key} dataset although the manifest lists it; {_REBUILD}")
+                raise ShardReadError(f"{self.path}: no {key} dataset although the manifest lists it; {_REBUILD}")
             rows = int(self.h5[key].shape[0])
             if rows != info.count:
-                raise HrsegError(
+                raise ShardReadError(
                     f"{self.path}: holds {rows} images but the manifest says {info.count}; the manifest or the "
                     f"shard was changed after prepare wrote them, {_REBUILD}"
                 )
@@ -120,23 +135,27 @@ class _OpenShard:
             else:
                 out = np.empty(ds.shape[1:], dtype=ds.dtype)
                 if os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row]) != out.nbytes:
-                    raise HrsegError(f"{self.path}: short read; the shard is truncated, {_REBUILD}")
+                    raise ShardReadError(f"{self.path}: short read; the shard is truncated, {_REBUILD}")
         except _READ_ERRORS as exc:
-            raise HrsegError(f"{self.path}: image {self._label(row)} is unreadable ({exc}); {_REBUILD}") from None
+            raise ShardReadError(
+                f"{self.path}: {field.replace('_', ' ')} of image {self._label(row)} is unreadable ({exc}); {_REBUILD}"
+            ) from None
         expected = self.sums.get(_H5_KEYS[field])
         if expected is not None and row_checksum(out) != int(expected[row]):
-            raise HrsegError(f"{self.path}: image {self._label(row)} is damaged ({field} does not match its "
-                             f"checksum); {_REBUILD}")
+            raise ShardReadError(f"{self.path}: {field.replace('_', ' ')} of image {self._label(row)} is damaged "
+                                 f"(it does not match the checksum prepare wrote); {_REBUILD}")
         return out
 
     def name(self, row: int) -> str:
         try:
             raw = bytes(self.h5["names"][row])
         except _READ_ERRORS as exc:
-            raise HrsegError(f"{self.path}: the name of image row {row} is unreadable ({exc}); {_REBUILD}") from None
+            raise ShardReadError(
+                f"{self.path}: the name of image row {row} is unreadable ({exc}); {_REBUILD}"
+            ) from None
         expected = self.sums.get("names")
         if expected is not None and row_checksum(raw) != int(expected[row]):
-            raise HrsegError(f"{self.path}: the name of image row {row} is damaged; {_REBUILD}")
+            raise ShardReadError(f"{self.path}: the name of image row {row} is damaged; {_REBUILD}")
         return raw.rstrip(b"\0").decode("utf-8")
 
     def _label(self, row: int) -> str:

@@ -113,6 +113,9 @@ class PrepareConfig:
             raise HrsegError(f"--shard-size {self.shard_size}: must be at least 1")
         if self.out.exists() and not self.out.is_dir():
             raise HrsegError(f"--out {self.out}: is a file, not a folder; choose a folder for the prepared data")
+        above = next((p for p in self.out.absolute().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise HrsegError(f"--out {self.out}: {above} is a file, not a folder")
 
 
 @dataclass
@@ -235,6 +238,9 @@ def _plan(cfg: PrepareConfig, listing: Listing, split_dir: Path, want: dict[str,
         state = read_shard_state(path) if path.is_file() else None
         if state is None or state.options != want or state.inputs != [s.name for s in samples]:
             plan.build.append(k)
+            if path.is_file() and state is None:
+                plan.messages.append(f"rebuilt: {path}: not a complete shard of this hrseg version "
+                                     "(written by an older one, or its bookkeeping is damaged)")
             continue
         changed = _changed_inputs(state, plan.fingerprints[k])
         if changed:
