@@ -106,9 +106,10 @@ def test_reserved_space_is_given_back_and_bytes_do_not_change(tmp_path: Path) ->
 # --- ShardDataset refuses damaged rows -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "field"), [("images", "image"), ("labels", "label"), ("full_labels", "full_label")])
+@pytest.mark.parametrize(("key", "what"), [("images", "pixels"), ("labels", "label"),
+                                           ("full_labels", "full-resolution label")])
 def test_a_flipped_byte_in_a_chunk_is_a_one_line_error_naming_shard_and_image(
-    data: Path, tmp_path: Path, key: str, field: str
+    data: Path, tmp_path: Path, key: str, what: str
 ) -> None:
     copy = copy_data(data, tmp_path / "data")
     split = copy / "cityscapes" / "val"
@@ -120,7 +121,7 @@ def test_a_flipped_byte_in_a_chunk_is_a_one_line_error_naming_shard_and_image(
         ds[1]
     msg = str(exc.value)
     assert "\n" not in msg
-    assert f"shard-00000.h5: {field.replace('_', ' ')} of image {name} (row 1) is damaged" in msg
+    assert f"shard-00000.h5: {what} of image {name} (row 1) is damaged" in msg
     assert "hrseg prepare verify" in msg
 
 
@@ -149,7 +150,7 @@ def test_compressed_shards_are_checked_as_well(tmp_path: Path) -> None:
     flip_row(split / "shard-00000.h5", "images", 2, byte=30)
     ds = ShardDataset(split)
     ds[0], ds[1]
-    with pytest.raises(ShardReadError, match=r"shard-00000.h5: image of image images/00003.png \(row 2\) is (damaged|unr)"):
+    with pytest.raises(ShardReadError, match=r"shard-00000.h5: pixels of image images/00003.png \(row 2\) is (damaged|unr)"):
         ds[2]
 
 
@@ -162,7 +163,7 @@ def test_the_error_stays_one_line_through_dataloader_workers(data: Path, tmp_pat
         for _ in loader:
             pass
     assert "\n" not in str(exc.value) and "Traceback" not in str(exc.value)
-    assert str(exc.value).startswith(f"{split / 'shard-00000.h5'}: image of image ")
+    assert str(exc.value).startswith(f"{split / 'shard-00000.h5'}: pixels of image ")
 
 
 def test_verify_false_skips_the_checks(data: Path, tmp_path: Path) -> None:
@@ -227,3 +228,38 @@ def test_old_format_shards_still_load_with_one_warning(data: Path, tmp_path: Pat
     expect = ShardDataset(data / "cityscapes" / "train")
     assert torch.equal(again[1]["image"], expect[1]["image"])
     assert torch.equal(ds[7]["label"], expect[7]["label"])
+
+
+# --- train and eval stop instead of using damaged pixels ----------------------------------------
+
+
+TINY = {
+    "model.width": 0.0625, "data.batch_size": 2, "data.crop": (32, 16), "optim.iters": 2, "run.device": "cpu",
+    "run.progress": False, "data.target_images": 4,
+}
+
+
+def test_train_and_eval_stop_with_one_line_on_a_damaged_chunk(data: Path, tmp_path: Path) -> None:
+    from hrseg.training.config import override, quick_config
+    from hrseg.training.trainer import train
+
+    run = tmp_path / "run"
+    train(override(quick_config("target-only", str(data), str(run)), TINY))
+    copy = copy_data(data, tmp_path / "data")
+    val = copy / "cityscapes" / "val"
+    name = _names(val, "shard-00000.h5")[3]
+    flip_row(val / "shard-00000.h5", "images", 3)
+    res = CliRunner().invoke(app, ["eval", "--run", str(run), "--data", str(copy), "--split", "val", "--device", "cpu"],
+                             env={"COLUMNS": "300"})
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {val / 'shard-00000.h5'}: pixels of image {name} (row 3) is damaged (it does not "
+                      "match the checksum prepare wrote); run hrseg prepare verify, then the same hrseg prepare "
+                      "command again to rebuild it"]
+    assert "Traceback" not in res.output
+    target = copy / "cityscapes" / "train"
+    for shard in target.glob("shard-*.h5"):
+        for row in range(4):
+            flip_row(shard, "labels", row)
+    with pytest.raises(ShardReadError, match=r"cityscapes/train/shard-0000[01].h5: label of image .* is damaged"):
+        train(override(quick_config("target-only", str(copy), str(tmp_path / "run2")), TINY))

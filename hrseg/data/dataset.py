@@ -32,6 +32,7 @@ from hrseg.errors import HrsegError
 FIELDS = ("image", "label", "realism", "full_label", "name", "index")
 _H5_KEYS = {"image": "images", "label": "labels", "realism": "realism", "full_label": "full_labels"}
 _READ_ERRORS = (OSError, ValueError, KeyError, IndexError, RuntimeError)
+_WHAT = {"image": "pixels", "label": "label", "realism": "realism mask", "full_label": "full-resolution label"}
 _warned_unverified: set[str] = set()
 
 
@@ -138,11 +139,11 @@ class _OpenShard:
                     raise ShardReadError(f"{self.path}: short read; the shard is truncated, {_REBUILD}")
         except _READ_ERRORS as exc:
             raise ShardReadError(
-                f"{self.path}: {field.replace('_', ' ')} of image {self._label(row)} is unreadable ({exc}); {_REBUILD}"
+                f"{self.path}: {_WHAT[field]} of image {self._label(row)} is unreadable ({exc}); {_REBUILD}"
             ) from None
         expected = self.sums.get(_H5_KEYS[field])
         if expected is not None and row_checksum(out) != int(expected[row]):
-            raise ShardReadError(f"{self.path}: {field.replace('_', ' ')} of image {self._label(row)} is damaged "
+            raise ShardReadError(f"{self.path}: {_WHAT[field]} of image {self._label(row)} is damaged "
                                  f"(it does not match the checksum prepare wrote); {_REBUILD}")
         return out
 
