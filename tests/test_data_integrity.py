@@ -263,3 +263,20 @@ def test_train_and_eval_stop_with_one_line_on_a_damaged_chunk(data: Path, tmp_pa
             flip_row(shard, "labels", row)
     with pytest.raises(ShardReadError, match=r"cityscapes/train/shard-0000[01].h5: label of image .* is damaged"):
         train(override(quick_config("target-only", str(copy), str(tmp_path / "run2")), TINY))
+
+
+def test_shard_reader_read_all_checks_every_row(data: Path, tmp_path: Path) -> None:
+    from hrseg.data.shards import ShardReader
+
+    copy = copy_data(data, tmp_path / "data")
+    shard = copy / "cityscapes" / "val" / "shard-00000.h5"
+    with ShardReader(shard) as r:
+        sizes = r.read_all("orig_sizes")
+        assert sizes.shape == (4, 2) and (sizes == (32, 64)).all()
+    with h5py.File(shard, "r") as f:
+        offset = f["orig_sizes"].id.get_chunk_info(0).byte_offset
+    with open(shard, "r+b") as fh:  # orig_sizes rows are 8 bytes in one chunk: row 2 starts at 16
+        fh.seek(offset + 16)
+        fh.write(b"\x07")
+    with ShardReader(shard) as r, pytest.raises(HrsegError, match=r"shard-00000.h5: orig_sizes of row 2 is damaged"):
+        r.read_all("orig_sizes")

@@ -426,6 +426,24 @@ class ShardReader:
     def read(self, key: str, index: int) -> np.ndarray:
         return self._f[key][index]
 
+    def read_all(self, key: str) -> np.ndarray:
+        """Every row of ``key``, each checked against its stored checksum (format 2; unchecked before)."""
+        try:
+            rows = self._f[key][()]
+            table = self._f["checksums"] if "checksums" in self._f else None
+            columns = str(table.attrs.get("fields", "")).split(",") if table is not None else []
+            sums = np.asarray(table[()], dtype=np.uint32) if table is not None and key in columns else None
+        except (OSError, KeyError, ValueError) as exc:
+            raise HrsegError(f"{self.path}: {key} unreadable ({exc}); run hrseg prepare verify") from None
+        if sums is not None:
+            col = columns.index(key)
+            for i in range(len(rows)):
+                value = bytes(rows[i]) if key == "names" else rows[i]
+                if i >= len(sums) or row_checksum(value) != int(sums[i, col]):
+                    raise HrsegError(f"{self.path}: {key} of row {i} is damaged (it does not match the checksum "
+                                     "prepare wrote); run hrseg prepare verify, then the prepare command again")
+        return rows
+
     def name(self, index: int) -> str:
         return bytes(self._f["names"][index]).rstrip(b"\0").decode("utf-8")
 
