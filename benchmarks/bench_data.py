@@ -159,7 +159,9 @@ def bench_loading(work: Path, dataset: str, full: tuple[int, int], size: tuple[i
 def bench_prepare(work: Path, n: int, repeats: int) -> dict[str, float]:
     """Best images/s with 1 and 2 workers; the 2-worker pool's start-up timed apart from the work."""
     root = work / "gtav-prep"
-    write_gtav(root, n, (1914, 1052), distinct=24)
+    if len(list((root / "labels").glob("*.png"))) != n:  # kept from an earlier run with the same --work
+        shutil.rmtree(root, ignore_errors=True)
+        write_gtav(root, n, (1914, 1052), distinct=24)
     out: dict[str, float] = {}
     for rep in range(repeats):
         for workers in (1, 2):
