@@ -209,12 +209,27 @@ def machine_parallelism(n: int = 10_000_000) -> float:
     return 2 * one / two
 
 
+def bench_prepare_table(work: Path, n: int, repeats: int) -> None:
+    before = machine_parallelism()
+    p = bench_prepare(work, n, repeats)
+    after = machine_parallelism()
+    print(f"\n| prepare {n} GTAV 1914x1052 -> 1280x720, 8 shards | img/s incl. start-up | img/s of the work "
+          "| CPU cores busy building (CPU s / wall s) |\n|---|---|---|---|")
+    print(f"| 1 worker (in-process) | {p['1-total']:.2f} | {p['1-work']:.2f} | {p['1-cores']:.2f} |")
+    print(f"| 2 workers | {p['2-total']:.2f} | {p['2-work']:.2f} | {p['2-cores']:.2f} |")
+    print(f"| ratio 2/1 | **{p['2-total'] / p['1-total']:.2f}x** | {p['2-work'] / p['1-work']:.2f}x | |")
+    print(f"| pool start-up, 2 workers | first in a process (starts the fork server): {p['start-cold']:.2f} s; "
+          f"later: {p.get('start-warm', float('nan')):.2f} s | | |")
+    print(f"| control: 2 processes / 1 on pure CPU work | {before:.2f}x before, {after:.2f}x after | | |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=12, help="distinct full-resolution images per dataset")
     ap.add_argument("--workers-images", type=int, default=96, help="images for the prepare scaling test")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-loading", action="store_true", help="only the prepare scaling part")
+    ap.add_argument("--skip-prepare", action="store_true", help="only the loading part")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
@@ -231,18 +246,8 @@ def main() -> None:
             print(f"| {size[0]}x{size[1]} ({dataset}) | {r['png']:.1f} | {r['raw']:.0f} | {v:.0f} | {u:.0f} | "
                   f"{v / u:.2f} | **{v / r['png']:.0f}x** | {v / r['raw']:.2f} | {r['lzf-verified']:.0f} | "
                   f"{r['lzf-unverified']:.0f} | {r['lzf-verified'] / r['png']:.1f}x |")
-    before = machine_parallelism()
-    p = bench_prepare(work, args.workers_images, max(1, args.repeats - 1))
-    after = machine_parallelism()
-    n = args.workers_images
-    print(f"\n| prepare {n} GTAV 1914x1052 -> 1280x720, 8 shards | img/s incl. start-up | img/s of the work "
-          "| CPU cores busy building (CPU s / wall s) |\n|---|---|---|---|")
-    print(f"| 1 worker (in-process) | {p['1-total']:.2f} | {p['1-work']:.2f} | {p['1-cores']:.2f} |")
-    print(f"| 2 workers | {p['2-total']:.2f} | {p['2-work']:.2f} | {p['2-cores']:.2f} |")
-    print(f"| ratio 2/1 | **{p['2-total'] / p['1-total']:.2f}x** | {p['2-work'] / p['1-work']:.2f}x | |")
-    print(f"| pool start-up, 2 workers | first in a process (starts the fork server): {p['start-cold']:.2f} s; "
-          f"later: {p.get('start-warm', float('nan')):.2f} s | | |")
-    print(f"| control: 2 processes / 1 on pure CPU work | {before:.2f}x before, {after:.2f}x after | | |")
+    if not args.skip_prepare:
+        bench_prepare_table(work, args.workers_images, max(1, args.repeats - 1))
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -280,3 +280,20 @@ def test_shard_reader_read_all_checks_every_row(data: Path, tmp_path: Path) -> N
         fh.write(b"\x07")
     with ShardReader(shard) as r, pytest.raises(HrsegError, match=r"shard-00000.h5: orig_sizes of row 2 is damaged"):
         r.read_all("orig_sizes")
+
+
+@pytest.mark.parametrize("shape", [(3,), (4096,), (720, 1280, 3), (300, 1001)])
+def test_reading_in_pieces_gives_the_same_checksum_and_bytes(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    import os
+
+    from hrseg.data.checksums import pread_checksum
+
+    row = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    (tmp_path / "f").write_bytes(b"xyz" + row.tobytes())
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        out = np.empty(shape, np.uint8)
+        assert pread_checksum(fd, out, 3) == (row.nbytes, row_checksum(row))
+        assert np.array_equal(out, row)
+    finally:
+        os.close(fd)

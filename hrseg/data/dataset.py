@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from hrseg.data.checksums import row_checksum
+from hrseg.data.checksums import pread_checksum, row_checksum
 from hrseg.data.shards import Manifest, ShardInfo
 from hrseg.errors import HrsegError
 
@@ -130,19 +130,24 @@ class _OpenShard:
     def read(self, field: str, row: int) -> np.ndarray:
         ds = self.datasets[field]
         offsets = self.offsets.get(field)
+        expected = self.sums.get(_H5_KEYS[field])
+        crc: int | None = None
         try:
             if offsets is None:
                 out = ds[row]
             else:
                 out = np.empty(ds.shape[1:], dtype=ds.dtype)
-                if os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row]) != out.nbytes:
+                if expected is None:
+                    got = os.preadv(self.fd, [memoryview(out).cast("B")], offsets[row])
+                else:
+                    got, crc = pread_checksum(self.fd, out, offsets[row])
+                if got != out.nbytes:
                     raise ShardReadError(f"{self.path}: short read; the shard is truncated, {_REBUILD}")
         except _READ_ERRORS as exc:
             raise ShardReadError(
                 f"{self.path}: {_WHAT[field]} of image {self._label(row)} is unreadable ({exc}); {_REBUILD}"
             ) from None
-        expected = self.sums.get(_H5_KEYS[field])
-        if expected is not None and row_checksum(out) != int(expected[row]):
+        if expected is not None and (row_checksum(out) if crc is None else crc) != int(expected[row]):
             raise ShardReadError(f"{self.path}: {_WHAT[field]} of image {self._label(row)} is damaged "
                                  f"(it does not match the checksum prepare wrote); {_REBUILD}")
         return out
