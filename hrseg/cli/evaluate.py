@@ -69,7 +69,7 @@ def eval_command(
     dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
     ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
 ) -> None:
-    """Evaluate a run (mIoU per METHOD §6, or weighting AUC on 'source'), or score a folder of PNGs."""
+    """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), or score a folder of PNGs."""
     from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run, score_folder
 
     with user_errors():
@@ -90,7 +90,7 @@ def eval_command(
                                colour=colour, device=device, batch_size=batch_size, max_images=max_images,
                                threads=threads)
             report = evaluate_run(run, opts)
-            json_path = json_path or default_json_path(run, split)
+            json_path = json_path or default_json_path(run, opts)
         if isinstance(report, WeightingReport):
             print_weighting_report(report)
         else:

@@ -1,10 +1,15 @@
-"""`hrseg train`: parse options into a TrainConfig, call train(), print the result."""
+"""`hrseg train`: parse options, call ``build_config`` + ``train()``, print the result.
+
+Every decision (presets, files, ``--set``, the GAN default, whether the run
+folder may be used) belongs to the library; this module only maps flags to
+config keys.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.table import Table
@@ -12,38 +17,45 @@ from rich.table import Table
 from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
-from hrseg.training.config import PRESETS, PUBLIC_SCHEMES, TrainConfig, default_gan, override
+from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models.weighting import INPUTS
+from hrseg.registry import Registry
+from hrseg.training.config import PRESETS, build_config, override
+from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
+SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
+ArchChoice = SEGMENTERS.choices()
+NetworkChoice = WEIGHTING_NETWORKS.choices()
+CombineChoice = COMBINATIONS.choices()
+NormalizeChoice = NORMALIZATIONS.choices()
+InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 
-def build_config(preset: str | None, scheme: str | None, flags: dict[str, Any], gan: bool | None) -> TrainConfig:
-    """Preset (or defaults), then every explicitly given flag on top."""
-    if preset is not None:
-        if preset not in PRESETS:
-            raise HrsegError(f"--preset: unknown preset {preset!r} (see hrseg train --list-presets)")
-        cfg = PRESETS[preset].config()
-    elif scheme is None:
-        raise HrsegError("--scheme or --preset is required (see hrseg train --help)")
-    else:
-        cfg = TrainConfig()
-    changes = {k: v for k, v in flags.items() if v is not None}
-    if scheme is not None:
-        changes["scheme"] = scheme
-    if gan is not None:
-        changes["gan.enabled"] = gan
-    elif preset is None:
-        changes["gan.enabled"] = default_gan(scheme or cfg.scheme)
-    return override(cfg, changes).validate()
+#: flag name -> config key; the flag's value wins over --config / --preset / --set
+FLAG_KEYS: dict[str, str] = {
+    "data": "data.data", "out": "run.out", "arch": "model.arch", "width": "model.width",
+    "pretrained": "model.pretrained", "gan": "gan.enabled", "weight_network": "weighting.network",
+    "weight_input": "weighting.input", "weight_combine": "weighting.combine",
+    "weight_normalize": "weighting.normalize", "weight_sharpen": "weighting.sharpen",
+    "weight_width": "weighting.width", "gan_width": "gan.width", "source": "data.source", "target": "data.target",
+    "target_images": "data.target_images", "target_fraction": "data.target_fraction", "iters": "optim.iters",
+    "batch_size": "data.batch_size", "crop": "data.crop", "lr": "optim.lr", "seed": "run.seed",
+    "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
+    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every",
+    "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
+    "select_nonroad_keep": "image_select.nonroad_keep",
+}
 
 
 def presets_table() -> Table:
     table = Table(title="training presets (paper Table 1 + baselines)")
-    for col in ("preset", "scheme", "network", "GAN", "W input", "paper mIoU"):
+    for col in ("preset", "scheme", "network", "GAN", "W", "paper mIoU"):
         table.add_column(col, no_wrap=True)
     for p in PRESETS.values():
-        cfg = p.config()
+        cfg = p.config().resolved()
         table.add_row(
             p.name, cfg.scheme, cfg.model.arch, "yes" if cfg.gan.enabled else "no",
-            cfg.weighting.input if cfg.scheme in ("w1", "w19") else "-",
+            f"{cfg.weighting.network} ({cfg.weighting.input})" if cfg.weighting.network else "-",
             f"{p.paper_miou:.1f}" if p.paper_miou is not None else "-",
         )
     return table
@@ -66,24 +78,45 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _flag(name: str) -> str:
+    """The option a parameter came from, as the user typed it."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return value.value if hasattr(value, "value") else value
+
+
 def register(app: typer.Typer) -> None:
     """Add `hrseg train` to the root application."""
 
     @app.command("train")
     def train_cmd(
-        scheme: Optional[str] = typer.Option(None, "--scheme", help=f"One of {', '.join(PUBLIC_SCHEMES)}."),
+        scheme: Optional[SchemeChoice] = typer.Option(None, "--scheme", help="Training scheme."),  # type: ignore[valid-type]
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared data directory (hrseg prepare --out)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="A row of Table 1; flags override it."),
+        preset: Optional[PresetChoice] = typer.Option(None, "--preset", help="A row of Table 1; flags override it."),  # type: ignore[valid-type]
+        config: Optional[Path] = typer.Option(
+            None, "--config", help="Start from a config file: a run's config.json or a TOML file."),
+        set_: Optional[List[str]] = typer.Option(
+            None, "--set", help="Override any config field, e.g. --set optim.lr=0.005 (repeatable)."),
         list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and exit."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="fcn8s-vgg16 or pspnet-r50."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
+        arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="none, imagenet or a weight file."),
-        gan: Optional[bool] = typer.Option(None, "--gan/--no-gan", help="G and D (default: on for w1/w19)."),
-        weight_input: Optional[str] = typer.Option(None, "--weight-input", help="pred (softmax of S) or image."),
-        weight_combine: Optional[str] = typer.Option(None, "--weight-combine", help="product, mean or ratio."),
-        weight_normalize: Optional[str] = typer.Option(None, "--weight-normalize", help="none, batch or running."),
+        gan: Optional[bool] = typer.Option(None, "--gan/--no-gan", help="G and D (default: the scheme's)."),
+        weight_network: Optional[NetworkChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-network", help="Weighting network design (default: the scheme's)."),
+        weight_input: Optional[InputChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-input", help="What W sees: S's softmax (pred) or the image."),
+        weight_combine: Optional[CombineChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-combine", help="How the level scores combine into one weight."),
+        weight_normalize: Optional[NormalizeChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-normalize", help="How the combined weight is normalised."),
         weight_clamp: Optional[float] = typer.Option(None, "--weight-clamp", help="Largest weight; 0 = no clamp."),
         weight_sharpen: Optional[float] = typer.Option(
             None, "--weight-sharpen", help="Exponent on the combined weight (1 = as is)."),
@@ -114,53 +147,39 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
     ) -> None:
         """Train a segmentation network with any scheme of the paper (target-only ... w19)."""
-        from hrseg.training.trainer import resume_config, train
+        from hrseg.training.rundir import RunDir
+        from hrseg.training.trainer import train
 
+        given = locals()
         with user_errors():
             if list_presets:
                 console.print(presets_table())
-                emit_json({n: {"description": p.description, "paper_miou": p.paper_miou, "config": p.config().to_dict()}
-                           for n, p in PRESETS.items()}, None, stdout=json_out)
+                emit_json({n: {"description": p.description, "paper_miou": p.paper_miou,
+                               "config": p.config().resolved().to_dict()} for n, p in PRESETS.items()},
+                          None, stdout=json_out)
                 return
-            flags: dict[str, Any] = {
-                "data.data": str(data) if data is not None else None,
-                "run.out": str(out) if out is not None else None,
-                "model.arch": arch, "model.width": width, "model.pretrained": pretrained,
-                "weighting.input": weight_input, "weighting.combine": weight_combine,
-                "weighting.normalize": weight_normalize, "weighting.width": weight_width,
-                "weighting.sharpen": weight_sharpen, "gan.width": gan_width,
-                "data.source": source, "data.target": target,
-                "data.target_images": target_images, "data.target_fraction": target_fraction,
-                "optim.iters": iters, "data.batch_size": batch_size,
-                "data.crop": parse_size(crop, "--crop", "512x256") if crop else None,
-                "optim.lr": lr, "run.seed": seed, "run.amp": amp, "run.compile": compile_,
-                "data.workers": workers, "run.threads": threads, "run.checkpoint_every": checkpoint_every,
-                "finetune.source_iters": finetune_source_iters,
-                "image_select.road_share": select_road_share, "image_select.nonroad_keep": select_nonroad_keep,
-            }
+            flags = {key: _value(given[name]) for name, key in FLAG_KEYS.items()}
+            if crop is not None:
+                flags["data.crop"] = parse_size(crop, "--crop", "512x256")
+            if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
+                flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
             if resume is not None:
-                given = sorted(k for k, v in flags.items() if v is not None)
-                if given or scheme or preset or gan is not None or weight_clamp is not None:
-                    raise HrsegError(
-                        "--resume continues a run with its own config; only --device, --no-progress and --json "
-                        f"may be given with it (got {', '.join(given) or 'scheme/preset/gan/clamp options'})"
-                    )
-                cfg = resume_config(resume)
-                changes: dict[str, Any] = {"run.progress": not no_progress}
-                if device is not None:
-                    changes["run.device"] = device
-                cfg = override(cfg, changes)
+                extra = [_flag(name) for name in (*FLAG_KEYS, "scheme", "preset", "config", "set_", "overwrite",
+                                                  "weight_clamp") if given[name] not in (None, False, [])
+                         and name != "device"]
+                if extra:
+                    raise HrsegError("--resume continues a run with its own config; only --device, --no-progress "
+                                     f"and --json may be given with it (got {', '.join(sorted(extra))})")
+                cfg = RunDir(resume).config()
+                cfg = override(cfg, {"run.progress": not no_progress,
+                                     **({"run.device": device} if device is not None else {})})
             else:
-                flags["run.device"] = device
-                cfg = build_config(preset, scheme, flags, gan)
-                if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
-                    cfg = override(cfg, {"weighting.clamp": weight_clamp if weight_clamp > 0 else None}).validate()
-                cfg.run.progress = not no_progress
-                if out is None:
+                flags["run.progress"] = not no_progress
+                cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
+                                   sets=set_ or (), flags=flags)
+                if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
-                if (out / "checkpoints").exists():
-                    raise HrsegError(f"{out}: already holds a run; use --resume {out} or another --out")
-            result = train(cfg, resume=resume is not None).to_dict()
+            result = train(cfg, resume=resume is not None, overwrite=overwrite).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, None, stdout=json_out)

@@ -21,13 +21,15 @@ from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import EVAL_CLASSES
 from hrseg.data.shards import ShardReader
+from hrseg.console import progress, rate
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
 from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, read_prediction
-from hrseg.evaluation.progressbar import maybe_progress, rate
 from hrseg.evaluation.results import ALIGN_CORNERS, EvalReport, WeightingReport
 from hrseg.evaluation.weighting import weighting_quality
-from hrseg.training.trainer import load_for_inference, resolve_device
+from hrseg.models import logits_of
+from hrseg.training.build import resolve_device
+from hrseg.training.rundir import RunDir
 
 SOURCE = "source"
 
@@ -94,16 +96,11 @@ def full_label_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
     return sizes
 
 
-def _logits(segmenter: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
-    out = segmenter(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
 @torch.no_grad()
 def predict_full_resolution(segmenter: Callable[[torch.Tensor], Any], images: torch.Tensor,
                             sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
     """uint8 images (B,3,H,W) -> per-image trainId maps (h_i, w_i) at full label resolution."""
-    logits = _logits(segmenter, normalize(images))
+    logits = logits_of(segmenter(normalize(images)))
     preds = []
     for b, size in enumerate(sizes):
         up = F.interpolate(logits[b : b + 1].float(), size=size, mode="bilinear", align_corners=ALIGN_CORNERS)
@@ -138,7 +135,7 @@ def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: 
     cm = ConfusionMatrix()
     loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)
     done = 0
-    with maybe_progress(show_progress) as bar:
+    with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"eval {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
         for batch in loader:
             n = batch["image"].shape[0]
@@ -170,7 +167,7 @@ def score_folder(predictions: str | Path, data: str | Path, dataset: str = "city
     cm = ConfusionMatrix()
     name_ds = ds.with_fields(("name",))
     names = [name_ds[i]["name"] for i in range(len(ds))]
-    with maybe_progress(show_progress) as bar:
+    with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"score {folder.name}", total=len(ds), rate="")
         for i, (name, path) in enumerate(iter_predictions(folder, names)):
             h, w = sizes[i]
@@ -181,19 +178,14 @@ def score_folder(predictions: str | Path, data: str | Path, dataset: str = "city
                                      predictions=str(folder), source="folder")
 
 
-def default_json_path(run_dir: str | Path, split: str) -> Path:
-    """``RUN/eval/<split>.json`` (``val.json``, ``source.json``, ``cityscapes-val.json``)."""
-    return Path(run_dir) / "eval" / f"{split.replace('/', '-')}.json"
-
-
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> EvalReport | WeightingReport:
     """Evaluate a run directory: segmentation on a target split, or weighting quality on ``source``."""
     opts = (options or EvalOptions()).validate()
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
-    run = Path(run_dir)
+    run = RunDir(run_dir)
     device = resolve_device(opts.device)
-    loaded = load_for_inference(run, checkpoint=opts.checkpoint, device=str(device))
+    loaded = run.load_for_inference(opts.checkpoint, device=str(device))
     cfg = loaded.config
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
@@ -218,3 +210,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
     report.run = str(run)
     report.checkpoint = str(loaded.checkpoint)
     return report
+
+
+def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
+    """Where an evaluation of a run is kept: ``RUN/eval/<split>.json``."""
+    return RunDir(run_dir).eval_path(options.split)

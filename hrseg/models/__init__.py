@@ -1,20 +1,36 @@
-"""Networks: segmenters (FCN-8s, PSPNet), weighting networks, generator and discriminator."""
+"""Networks: segmenters (registered by name), weighting networks, generator and discriminator.
 
+Importing this package imports every model file, and each registers itself in
+``hrseg.models.registry.SEGMENTERS``; a new backbone's module is added here.
+"""
+
+from hrseg.models import fcn, pspnet  # noqa: F401 - imported for their registrations
 from hrseg.models.backbones import VGG16, ResNet50
 from hrseg.models.common import SegOutput
-from hrseg.models.factory import SEGMENTERS, ModelInfo, build_segmenter, count_parameters, describe_models
+from hrseg.models.factory import ModelInfo, count_parameters, describe_models
 from hrseg.models.fcn import FCN8s
 from hrseg.models.gan import Discriminator, Generator
 from hrseg.models.pretrained import IMAGENET_URLS, load_strict
 from hrseg.models.pspnet import PSPNet
-from hrseg.models.weighting import COMBINERS, LEVELS, HierarchicalWeighting, WeightOutput
+from hrseg.models.registry import SEGMENTERS, SegmenterSpec, build_segmenter, logits_of
+from hrseg.models.weighting import (
+    COMBINATIONS,
+    LEVELS,
+    NORMALIZATIONS,
+    WEIGHTING_NETWORKS,
+    HierarchicalWeighting,
+    WeightOutput,
+    weighting_input,
+)
 
 __all__ = [
-    "COMBINERS",
+    "COMBINATIONS",
     "IMAGENET_URLS",
     "LEVELS",
+    "NORMALIZATIONS",
     "SEGMENTERS",
     "VGG16",
+    "WEIGHTING_NETWORKS",
     "Discriminator",
     "FCN8s",
     "Generator",
@@ -23,9 +39,12 @@ __all__ = [
     "PSPNet",
     "ResNet50",
     "SegOutput",
+    "SegmenterSpec",
     "WeightOutput",
     "build_segmenter",
     "count_parameters",
     "describe_models",
     "load_strict",
+    "logits_of",
+    "weighting_input",
 ]

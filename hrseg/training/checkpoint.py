@@ -85,22 +85,3 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise HrsegError(f"{path}: not an hrseg checkpoint (expected format {FORMAT!r})")
     return payload
 
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
-    """``None`` picks final.pt, else last.pt; a bare name is looked up in RUN/checkpoints/."""
-    ckdir = checkpoint_dir(run_dir)
-    if checkpoint is None:
-        for name in ("final.pt", "last.pt"):
-            if (ckdir / name).is_file():
-                return ckdir / name
-        raise HrsegError(f"{run_dir}: run directory has no checkpoint (looked for checkpoints/final.pt, last.pt)")
-    candidate = Path(checkpoint)
-    if not candidate.is_file() and (ckdir / candidate).is_file():
-        candidate = ckdir / candidate
-    if not candidate.is_file():
-        raise HrsegError(f"{checkpoint}: checkpoint not found (also looked in {ckdir})")
-    return candidate
