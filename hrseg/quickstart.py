@@ -22,7 +22,7 @@ from hrseg.atomic import write_json
 from hrseg.console import console, progress
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 from hrseg.errors import HrsegError
-from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run
+from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
 from hrseg.reporting import Report, build_report, write_report
 from hrseg.training.config import TrainConfig, override, quick_config
 from hrseg.training.rundir import RunDir
@@ -109,7 +109,7 @@ def _train_once(run: RunDir, cfg: TrainConfig) -> str:
 
 def _evaluate_once(run: RunDir, opts: EvalOptions) -> None:
     if not run.eval_is_current(opts.split):
-        write_json(default_json_path(run.path, opts), evaluate_run(run.path, opts).to_dict())
+        evaluate_and_save(run.path, opts)
 
 
 def _evaluate_run_dir(cfg: QuickstartConfig, scheme: str, seed: int, show_progress: bool) -> float:

@@ -4,7 +4,6 @@ every combination / normalisation option, and the domain-classifier loss."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch

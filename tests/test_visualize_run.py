@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app

@@ -70,7 +70,7 @@ def eval_command(
     ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
 ) -> None:
     """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), or score a folder of PNGs."""
-    from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run, score_folder
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, score_folder
 
     with user_errors():
         if (run is None) == (predictions is None):
@@ -89,13 +89,13 @@ def eval_command(
                                save_predictions=str(save_predictions) if save_predictions else None,
                                colour=colour, device=device, batch_size=batch_size, max_images=max_images,
                                threads=threads)
-            report = evaluate_run(run, opts)
-            json_path = json_path or default_json_path(run, opts)
+            report, json_path = evaluate_and_save(run, opts, json_path)
         if isinstance(report, WeightingReport):
             print_weighting_report(report)
         else:
             print_eval_report(report)
-        emit_json(report.to_dict(), json_path)
+        if predictions is not None:
+            emit_json(report.to_dict(), json_path)
         if json_path is not None:
             console.print(f"wrote {json_path}")
         if isinstance(report, EvalReport) and report.predictions and report.source == "model":

@@ -21,6 +21,7 @@ from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import EVAL_CLASSES
 from hrseg.data.shards import ShardReader
+from hrseg.atomic import write_json
 from hrseg.console import progress, rate
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
@@ -215,3 +216,13 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
 def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
     """Where an evaluation of a run is kept: ``RUN/eval/<split>.json``."""
     return RunDir(run_dir).eval_path(options.split)
+
+
+def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,
+                      json_path: str | Path | None = None) -> tuple[EvalReport | WeightingReport, Path]:
+    """``evaluate_run``, then the report written (atomically) where reports look for it, or to ``json_path``."""
+    opts = options or EvalOptions()
+    report = evaluate_run(run_dir, opts)
+    path = Path(json_path) if json_path is not None else default_json_path(run_dir, opts)
+    write_json(path, report.to_dict())
+    return report, path
