@@ -10,21 +10,22 @@ ImageNet values (ADVENT, AdaptSegNet) or synchronises it across GPUs.
   no optimiser, gradient toggle or DDP reducer can move them; the state-dict
   keys stay those of BatchNorm2d (``num_batches_tracked`` included), so
   checkpoints and ImageNet files load the same in every mode.
-- ``sync``: every BatchNorm2d becomes a :class:`SyncBatchNorm2d`, a
-  ``torch.nn.SyncBatchNorm`` that also works on the CPU: in training mode under
-  torch.distributed the mean and variance are those of the whole global batch.
-  On CUDA it is PyTorch's own implementation; PyTorch refuses CPU tensors, so
-  there (gloo, tests, CPU runs) the statistics are all-reduced here.
+- ``sync``: in training mode under torch.distributed, the mean and variance
+  are those of the whole global batch, not of each rank's share. A network on a
+  GPU gets PyTorch's ``torch.nn.SyncBatchNorm``; PyTorch refuses CPU tensors
+  there (and DDP refuses CPU modules holding one), so a network on the CPU
+  (gloo: the tests, CPU runs) gets :class:`CpuSyncBatchNorm2d`, which
+  all-reduces the statistics itself.
 
-Apply a mode after loading pretrained weights and before building the optimiser
-and the DDP wrapper: the modules are replaced, though sync keeps the same
-parameter tensors.
+Apply a mode after loading pretrained weights and moving the network to its
+device, and before building the optimiser and the DDP wrapper: the layers are
+replaced, though sync keeps the same parameter tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -103,34 +104,43 @@ class _SumAcrossRanks(torch.autograd.Function):
         return grad, None
 
 
-class SyncBatchNorm2d(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` for 4-D inputs that also synchronises CPU tensors (gloo).
+class CpuSyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch across CPU ranks (gloo).
 
-    The CPU path computes the global mean first and then the global variance
-    around it (two all-reduces, no cancellation), normalises with the biased
-    variance and updates the running variance with the unbiased one, as
-    BatchNorm does. Ranks may hold batches of different sizes.
+    PyTorch's SyncBatchNorm refuses CPU tensors, and DDP refuses a CPU module that
+    contains one, so this is a BatchNorm2d subclass. It computes the global mean
+    first and then the global variance around it (two all-reduces, no
+    cancellation), normalises with the biased variance and updates the running
+    variance with the unbiased one, as BatchNorm does. Ranks may hold batches of
+    different sizes. Outside training or torch.distributed it is plain BatchNorm2d.
     """
 
-    def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() != 4:
-            raise ValueError(f"SyncBatchNorm2d expects a 4-D input (N, C, H, W), got {input.dim()}-D")
+    def __init__(self, *args: Any, process_group: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
 
-    def forward(self, input: Tensor) -> Tensor:
-        if input.device.type != "cpu" or not self._cpu_sync_needed():
-            return super().forward(input)
-        self._check_input_dim(input)
-        return self._cpu_sync_forward(input)
-
-    def _cpu_sync_needed(self) -> bool:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
-            return False
-        return dist.get_world_size(self._group()) > 1
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d, process_group: Any = None) -> CpuSyncBatchNorm2d:
+        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group=process_group)
+        return _adopt(sync, bn)
 
     def _group(self) -> Any:
         return self.process_group if self.process_group is not None else dist.group.WORLD
 
-    def _cpu_sync_forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(input)
+        if dist.get_world_size(self._group()) == 1:
+            return super().forward(input)
+        if input.device.type != "cpu":
+            raise RuntimeError(
+                f"CpuSyncBatchNorm2d got a tensor on {input.device}: apply_bn_mode(..., 'sync') must run after "
+                "the network is moved to its device, so that CUDA gets PyTorch's SyncBatchNorm"
+            )
+        self._check_input_dim(input)
+        return self._sync_forward(input)
+
+    def _sync_forward(self, input: Tensor) -> Tensor:
         group = self._group()
         x = input.float()  # statistics in float32 even under CPU autocast
         dims = (0, 2, 3)
@@ -158,23 +168,30 @@ class SyncBatchNorm2d(nn.SyncBatchNorm):
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return y.to(input.dtype)
 
-    @classmethod
-    def from_batchnorm(cls, bn: nn.BatchNorm2d, process_group: Any = None) -> SyncBatchNorm2d:
-        """The same parameter tensors (an optimiser built before still sees them) and copies of the buffers."""
-        sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group)
-        if bn.affine:
-            sync.weight = bn.weight
-            sync.bias = bn.bias
-        sync.running_mean = bn.running_mean
-        sync.running_var = bn.running_var
-        sync.num_batches_tracked = bn.num_batches_tracked
-        sync.train(bn.training)
-        return sync
+
+def _torch_sync(bn: nn.BatchNorm2d, process_group: Any) -> nn.SyncBatchNorm:
+    sync = nn.SyncBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, process_group)
+    return _adopt(sync, bn)
+
+
+_Norm = TypeVar("_Norm", bound=nn.Module)
+
+
+def _adopt(new: _Norm, bn: nn.BatchNorm2d) -> _Norm:
+    """``new`` with ``bn``'s own parameter and buffer tensors (an optimiser built before still sees them)."""
+    if bn.affine:
+        new.weight = bn.weight
+        new.bias = bn.bias
+    new.running_mean = bn.running_mean
+    new.running_var = bn.running_var
+    new.num_batches_tracked = bn.num_batches_tracked
+    new.train(bn.training)
+    return new
 
 
 def _replace(module: nn.Module, make: Callable[[nn.BatchNorm2d], nn.Module]) -> nn.Module:
-    """Depth-first replacement of every BatchNorm2d (frozen and synchronised layers are not BatchNorm2d)."""
-    if isinstance(module, nn.BatchNorm2d):
+    """Depth-first replacement of every plain BatchNorm2d; frozen and synchronised layers stay."""
+    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CpuSyncBatchNorm2d):
         return make(module)
     for name, child in module.named_children():
         new = _replace(child, make)
@@ -194,8 +211,9 @@ def apply_bn_mode(module: nn.Module, mode: str, process_group: Any = None) -> nn
     ``train`` changes nothing. ``frozen`` and ``sync`` replace the layers in place
     (the root itself, if it is a BatchNorm2d, is returned new). A network without
     batch norm is refused for those modes, since asking for them is a mistake.
-    ``sync`` needs an initialised torch.distributed process group (torchrun);
-    ``process_group`` limits synchronisation to a sub-group.
+    ``sync`` needs an initialised torch.distributed process group (torchrun) and
+    picks the implementation by the device the layers are on now, so call it
+    after ``.to(device)``; ``process_group`` limits synchronisation to a sub-group.
     """
     if mode not in BN_MODES:
         raise HrsegError(f"--bn: unknown mode {mode!r} (choose from {', '.join(BN_MODES)})")
@@ -210,4 +228,14 @@ def apply_bn_mode(module: nn.Module, mode: str, process_group: Any = None) -> nn
         )
     if mode == "frozen":
         return _replace(module, FrozenBatchNorm2d.from_batchnorm)
-    return _replace(module, lambda bn: SyncBatchNorm2d.from_batchnorm(bn, process_group))
+    if _device_of_batchnorm(module).type == "cpu":
+        return _replace(module, lambda bn: CpuSyncBatchNorm2d.from_batchnorm(bn, process_group))
+    return _replace(module, lambda bn: _torch_sync(bn, process_group))
+
+
+def _device_of_batchnorm(module: nn.Module) -> torch.device:
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for tensor in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
+                return tensor.device
+    return torch.device("cpu")
