@@ -8,7 +8,6 @@ a full-width file costs a few MB on disk instead of 553 MB while every key and s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
