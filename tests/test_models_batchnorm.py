@@ -218,6 +218,12 @@ SYNC_WORKER = textwrap.dedent(
         (ddp(full[half]) * out_weights[half]).mean().backward()
         opt.step()
     result["ddp_state"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # a network that is not on the CPU (meta stands in for a GPU here) gets PyTorch's SyncBatchNorm
+    off_cpu = nn.BatchNorm2d(3, device="meta")
+    converted = apply_bn_mode(nn.Sequential(off_cpu), "sync")[0]
+    result["off_cpu_layer"] = type(converted).__module__ + "." + type(converted).__name__
+    result["off_cpu_same_weight"] = converted.weight is off_cpu.weight
     torch.save(result, f"{sys.argv[1]}/rank{rank}.pt")
     dist.destroy_process_group()
     """
@@ -259,6 +265,7 @@ def _reference_inputs() -> tuple[torch.Tensor, torch.Tensor, nn.BatchNorm2d]:
 def test_sync_gives_whole_batch_statistics_on_two_gloo_ranks(sync_ranks: tuple[dict, dict]) -> None:
     r0, r1 = sync_ranks
     assert r0["layer"] == r1["layer"] == "CpuSyncBatchNorm2d"
+    assert r0["off_cpu_layer"] == "torch.nn.modules.batchnorm.SyncBatchNorm" and r0["off_cpu_same_weight"]
     full, _, bn = _reference_inputs()
     bn.train()(full)  # plain BatchNorm on the concatenated halves
     for r in (r0, r1):

@@ -24,7 +24,10 @@ Differences from the DA repositories' network, all deliberate:
 
 The feature map the generator G reconstructs from is layer4's output (2048*width
 channels, stride 8): the map the ASPP classifier reads, as PSPNet's G input is
-the map its classifier reads **[reconstructed]**.
+the map its classifier reads **[reconstructed]**. The segmenter adds nothing for
+G (a projection used only by G would sit idle, and break DDP, when the GAN is
+off). At full width these are four times PSPNet's 512 channels, which makes G's
+residual blocks 16 times as costly; reducing the channels is G's business.
 """
 
 from __future__ import annotations
