@@ -1,11 +1,9 @@
-"""Segment user images, folders and videos with an already-loaded segmenter.
+"""Segment user images, folders and videos with an already-loaded segmenter, writing files and an index.
 
-The model sees every input at the working resolution (``options.size``, the
-resolution it was trained at) and its logits are upsampled bilinearly
-(``align_corners=False``) to the input's own resolution before argmax, as
-evaluation does, so a picture of a validation image shows exactly what was
-scored. Images of the same working size are batched; files are decoded and
-written by a few threads (OpenCV releases the GIL) while the model runs.
+Images of the same working size are batched (after resizing to
+``options.size`` every image qualifies); files are decoded and written by a
+few threads (OpenCV releases the GIL) while the model runs. Per-image work is
+in :mod:`hrseg.inference.engine`.
 """
 
 from __future__ import annotations
@@ -18,22 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-import cv2
 import numpy as np
 import torch
 
 from hrseg.atomic import write_json
-from hrseg.data.augment import normalize
 from hrseg.errors import HrsegError
 from hrseg.evaluation.progressbar import maybe_progress, rate
+from hrseg.inference.engine import Engine, resolve_amp, working_image
 from hrseg.inference.outputs import OutputSpec, OutputWriter
 from hrseg.inference.sources import Skipped, Source, UnreadableInput, VideoReader, collect_inputs, read_image
-from hrseg.inference.tta import InferenceOptions, predict_train_ids
+from hrseg.inference.tta import InferenceOptions
 from hrseg.training.trainer import resolve_device
 
 INDEX_NAME = "predictions.json"
 INDEX_FORMAT = "hrseg-predictions/1"
-_INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 T = TypeVar("T")
 
 
@@ -74,37 +70,6 @@ class PredictResult:
         }
 
 
-def resolve_amp(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """Autocast dtype: bf16 where the GPU has it, else fp16; None (full precision) on CPU or when off."""
-    if amp is None:
-        amp = device.type == "cuda"
-    if not amp:
-        return None
-    if device.type != "cuda":
-        raise HrsegError(f"--amp: mixed precision needs a CUDA device, not {device}")
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def working_image(rgb: np.ndarray, options: InferenceOptions) -> np.ndarray:
-    """The input as the model sees it: resized to ``options.size`` (W, H) the way prepare resizes."""
-    if options.size is None or (rgb.shape[1], rgb.shape[0]) == tuple(options.size):
-        return rgb
-    return cv2.resize(rgb, tuple(options.size), interpolation=_INTERP[options.resize])
-
-
-class _Engine:
-    """uint8 RGB arrays of one working size -> trainId maps at each input's own size."""
-
-    def __init__(self, segmenter: Callable[[torch.Tensor], Any], options: InferenceOptions,
-                 device: torch.device, amp_dtype: torch.dtype | None) -> None:
-        self.segmenter, self.options, self.device, self.amp_dtype = segmenter, options, device, amp_dtype
-
-    def __call__(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(self.device)
-        preds = predict_train_ids(self.segmenter, normalize(batch), self.options, sizes, amp_dtype=self.amp_dtype)
-        return [p.cpu().numpy() for p in preds]
-
-
 def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Source], T], items: Iterable[Source],
               depth: int) -> Iterator[tuple[Source, "Future[T]"]]:
     """Yields (item, future) in order while up to ``depth`` items are being read ahead."""
@@ -133,7 +98,7 @@ class _Pending:
 class _Run:
     """One predict() call: the loops over images and videos and the bookkeeping for the index."""
 
-    def __init__(self, engine: _Engine, writer: OutputWriter, batch_size: int, pool: ThreadPoolExecutor,
+    def __init__(self, engine: Engine, writer: OutputWriter, batch_size: int, pool: ThreadPoolExecutor,
                  bar: Any, task: int, skipped: list[Skipped]) -> None:
         self.engine, self.writer, self.batch_size, self.pool = engine, writer, batch_size, pool
         self.bar, self.task = bar, task
@@ -284,7 +249,7 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: Sequence[str | os.
     try:
         with ThreadPoolExecutor(workers) as pool, maybe_progress(show_progress) as bar:
             task = bar.add_task(f"predict {root.name or root}", total=len(images) + frames, rate="")
-            run = _Run(_Engine(segmenter, opts, dev, amp_dtype), OutputWriter(root, spec), batch_size, pool,
+            run = _Run(Engine(segmenter, opts, dev, amp_dtype), OutputWriter(root, spec), batch_size, pool,
                        bar, task, skipped)
             run.images(images)
             for v in videos:
@@ -301,35 +266,3 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: Sequence[str | os.
     )
     write_json(result.index, result.to_dict())
     return result
-
-
-@torch.no_grad()
-def segment_image(segmenter: Callable[[torch.Tensor], Any], rgb: np.ndarray,
-                  options: InferenceOptions | None = None, *, device: str | torch.device | None = None,
-                  amp: bool | None = None) -> np.ndarray:
-    """trainId map (H, W) uint8 for one RGB uint8 array (H, W, 3), e.g. in a notebook.
-
-    Runs where the module's weights are unless ``device`` is given (then the
-    module is moved there).
-    """
-    image = np.asarray(rgb)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
-    opts = (options or InferenceOptions()).validate()
-    if device is not None:
-        dev = resolve_device(str(device))
-        if isinstance(segmenter, torch.nn.Module):
-            segmenter.to(dev)
-    elif isinstance(segmenter, torch.nn.Module):
-        dev = next((p.device for p in segmenter.parameters()), torch.device("cpu"))
-    else:
-        dev = torch.device("cpu")
-    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
-    if was_training:
-        segmenter.eval()  # type: ignore[attr-defined]
-    try:
-        engine = _Engine(segmenter, opts, dev, resolve_amp(dev, amp))
-        return engine([working_image(np.ascontiguousarray(image), opts)], [image.shape[:2]])[0]
-    finally:
-        if was_training:
-            segmenter.train()  # type: ignore[attr-defined]
