@@ -176,3 +176,22 @@ def test_segment_image_returns_train_ids_at_the_input_size() -> None:
     assert got.dtype == np.uint8 and np.array_equal(got, ids)
     with pytest.raises(ValueError, match="RGB uint8"):
         segment_image(PaletteModel(), np.zeros((4, 4), np.uint8))
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(tmp_path: Path) -> None:
+    write_image(tmp_path / "photos" / "a.png", painted_image(block_ids(8, 8)))
+    for _ in range(2):
+        result = predict(PaletteModel(), [tmp_path / "photos"], tmp_path / "photos" / "pred", device="cpu",
+                         show_progress=False)
+        assert [i["name"] for i in result.inputs] == ["a"] and result.skipped == []
+
+
+def test_video_with_no_video_output_enabled_is_skipped_with_a_reason(tmp_path: Path) -> None:
+    write_video(tmp_path / "v.mp4", [painted_image(block_ids(16, 16))])
+    write_image(tmp_path / "a.png", painted_image(block_ids(8, 8)))
+    result = predict(PaletteModel(), [tmp_path / "v.mp4", tmp_path / "a.png"], tmp_path / "out", device="cpu",
+                     outputs=OutputSpec(overlay=False), show_progress=False)
+    assert [(Path(s.input).name, s.reason.split(":")[0]) for s in result.skipped] == [
+        ("v.mp4", "nothing to write for a video")
+    ]
+    assert [i["name"] for i in result.inputs] == ["a"]

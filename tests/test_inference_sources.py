@@ -166,3 +166,11 @@ def test_names_are_posix_relative_paths(tmp_path: Path) -> None:
     write_image(tmp_path / "a" / "b" / "c.png", _img())
     (src,) = collect_inputs([tmp_path]).sources
     assert src.name == PurePosixPath("a/b/c")
+
+
+def test_excluded_folders_are_not_descended(tmp_path: Path) -> None:
+    write_image(tmp_path / "in" / "a.png", _img())
+    write_image(tmp_path / "in" / "out" / "labelIds" / "a_pred.png", _img())
+    assert _names(collect_inputs([tmp_path / "in"], exclude=[tmp_path / "in" / "out"])) == ["a"]
+    assert _names(collect_inputs([str(tmp_path / "in" / "**")], exclude=[tmp_path / "in" / "out"])) == ["a"]
+    assert _names(collect_inputs([tmp_path / "in"])) == ["a", "out/labelIds/a_pred"]

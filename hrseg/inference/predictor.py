@@ -196,10 +196,13 @@ class _Run:
         self._advance(len(frames))
 
 
-def _estimate_frames(sources: list[Source], skipped: list[Skipped]) -> tuple[list[Source], int]:
-    """Videos that open, and their frame count as recorded in the container (for the progress bar)."""
+def _estimate_frames(sources: list[Source], skipped: list[Skipped], spec: OutputSpec) -> tuple[list[Source], int]:
+    """Videos that open and get an output, and their frame count as the container records it (for the bar)."""
     ok, total = [], 0
     for s in sources:
+        if not (spec.overlay or spec.frames):
+            skipped.append(Skipped(str(s.path), "nothing to write for a video: needs the overlay or per-frame outputs"))
+            continue
         try:
             with VideoReader(s.path) as reader:
                 total += reader.frame_estimate
@@ -237,13 +240,13 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: Sequence[str | os.
         raise HrsegError(f"--batch-size: must be >= 1, got {batch_size}")
     if workers < 1:
         raise HrsegError(f"--workers: must be >= 1, got {workers}")
-    found = collect_inputs(inputs)
+    root = Path(out_dir)
+    found = collect_inputs(inputs, exclude=[root])
     skipped = list(found.skipped)
     dev = resolve_device(device)
     amp_dtype = resolve_amp(dev, amp)
     images = [s for s in found.sources if s.kind == "image"]
-    videos, frames = _estimate_frames([s for s in found.sources if s.kind == "video"], skipped)
-    root = Path(out_dir)
+    videos, frames = _estimate_frames([s for s in found.sources if s.kind == "video"], skipped, spec)
     was_training = _prepare_model(segmenter, dev)
     t0 = time.perf_counter()
     try:

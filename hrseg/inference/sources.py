@@ -69,11 +69,11 @@ def media_kind(path: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path) -> list[Path]:
-    """Media files under ``folder``, recursively, in a fixed order; hidden entries are left out."""
+def _walk(folder: Path, exclude: frozenset[str]) -> list[Path]:
+    """Media files under ``folder``, recursively, in a fixed order; hidden entries and ``exclude`` are left out."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.abspath(os.path.join(root, d)) not in exclude]
         found += [Path(root) / f for f in files if not f.startswith(".") and media_kind(Path(f)) is not None]
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
@@ -89,11 +89,16 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _expand(arg: str, skipped: list[Skipped]) -> list[tuple[Path, Path]]:
+def _excluded(path: Path, exclude: frozenset[str]) -> bool:
+    full = os.path.abspath(path)
+    return any(full == e or full.startswith(e + os.sep) for e in exclude)
+
+
+def _expand(arg: str, skipped: list[Skipped], exclude: frozenset[str]) -> list[tuple[Path, Path]]:
     """One user argument -> (file, root its output name is relative to) pairs."""
     path = Path(arg)
     if path.is_dir():
-        files = _walk(path)
+        files = _walk(path, exclude)
         if not files:
             skipped.append(Skipped(arg, "folder holds no images or videos"))
         return [(f, path) for f in files]
@@ -106,8 +111,10 @@ def _expand(arg: str, skipped: list[Skipped]) -> list[tuple[Path, Path]]:
     pairs: list[tuple[Path, Path]] = []
     for hit in sorted(glob.glob(arg, recursive=True)):
         p = Path(hit)
+        if _excluded(p, exclude):
+            continue
         if p.is_dir():
-            pairs += [(f, root) for f in _walk(p)]
+            pairs += [(f, root) for f in _walk(p, exclude)]
         elif media_kind(p) is not None:
             pairs.append((p, root))
     if not pairs:
@@ -138,18 +145,23 @@ def _problem(f: Path) -> str | None:
     return "empty file (0 bytes)" if size == 0 else None
 
 
-def collect_inputs(args: Sequence[str | os.PathLike[str]]) -> Inputs:
+def collect_inputs(args: Sequence[str | os.PathLike[str]],
+                   exclude: Sequence[str | os.PathLike[str]] = ()) -> Inputs:
     """Expand files, folders (recursive) and globs into sources; problems become ``skipped`` entries.
 
-    Raises HrsegError only when nothing at all could be used, naming every argument and its problem.
+    Folders and patterns never descend into ``exclude`` (the output folder, so
+    predicting ``photos/`` into ``photos/pred`` twice does not segment its own
+    overlays). Raises HrsegError only when nothing at all could be used,
+    naming every argument and its problem.
     """
+    skip_dirs = frozenset(os.path.abspath(e) for e in exclude)
     if not args:
         raise HrsegError("no inputs given: name image files, folders, glob patterns or videos")
     skipped: list[Skipped] = []
     pairs: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     for arg in args:
-        for f, root in _expand(os.fspath(arg), skipped):
+        for f, root in _expand(os.fspath(arg), skipped, skip_dirs):
             key = f.resolve()
             if key in seen:
                 continue

@@ -52,7 +52,11 @@ class SubmissionResult:
 
 
 def submission_name(name: str) -> PurePosixPath:
-    """``leftImg8bit/test/berlin/berlin_000123_000019_leftImg8bit.png`` -> ``berlin/berlin_000123_000019_pred_labelIds.png``."""
+    """Path inside the submission for a Cityscapes image name.
+
+    ``leftImg8bit/test/berlin/berlin_000123_000019_leftImg8bit.png`` ->
+    ``berlin/berlin_000123_000019_pred_labelIds.png``.
+    """
     base = PurePosixPath(name.replace("\\", "/")).name
     m = _NAME.match(base)
     if not m:
