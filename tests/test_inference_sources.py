@@ -174,3 +174,9 @@ def test_excluded_folders_are_not_descended(tmp_path: Path) -> None:
     assert _names(collect_inputs([tmp_path / "in"], exclude=[tmp_path / "in" / "out"])) == ["a"]
     assert _names(collect_inputs([str(tmp_path / "in" / "**")], exclude=[tmp_path / "in" / "out"])) == ["a"]
     assert _names(collect_inputs([tmp_path / "in"])) == ["a", "out/labelIds/a_pred"]
+
+
+def test_a_single_path_argument_is_one_input_not_its_characters(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png", _img())
+    assert _names(collect_inputs(str(tmp_path))) == ["a"]
+    assert _names(collect_inputs(tmp_path / "a.png")) == ["a"]

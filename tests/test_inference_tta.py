@@ -187,3 +187,15 @@ def test_options_describe_what_the_scores_are() -> None:
     assert InferenceOptions().to_dict()["scores"] == "logits"
     assert InferenceOptions(flip=True).views == 2
     assert InferenceOptions(scales=(0.5, 1.0), flip=True).to_dict()["scores"] == "mean softmax probabilities"
+
+
+def test_autocast_views_return_float32_scores_close_to_full_precision() -> None:
+    """The AMP path (bf16 autocast; CPU here, CUDA in use) casts the logits back before averaging."""
+    model = ContextModel().eval()
+    x = _batch()
+    opts = InferenceOptions(slide=True, window=(16, 16), flip=True)
+    full = torch.stack(infer(model, x, opts))
+    half = torch.stack(infer(model, x, opts, amp_dtype=torch.bfloat16))
+    assert half.dtype == torch.float32
+    assert (half - full).abs().max() < 0.05
+    assert (half.argmax(1) == full.argmax(1)).float().mean() > 0.95

@@ -221,7 +221,7 @@ def _prepare_model(segmenter: Callable[[torch.Tensor], Any], device: torch.devic
     return was_training
 
 
-def predict(segmenter: Callable[[torch.Tensor], Any], inputs: Sequence[str | os.PathLike[str]],
+def predict(segmenter: Callable[[torch.Tensor], Any], inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             out_dir: str | os.PathLike[str], options: InferenceOptions | None = None,
             outputs: OutputSpec | None = None, *, batch_size: int = 4, device: str = "auto",
             amp: bool | None = None, workers: int = 4, show_progress: bool = True,

@@ -145,7 +145,7 @@ def _problem(f: Path) -> str | None:
     return "empty file (0 bytes)" if size == 0 else None
 
 
-def collect_inputs(args: Sequence[str | os.PathLike[str]],
+def collect_inputs(args: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                    exclude: Sequence[str | os.PathLike[str]] = ()) -> Inputs:
     """Expand files, folders (recursive) and globs into sources; problems become ``skipped`` entries.
 
@@ -155,6 +155,8 @@ def collect_inputs(args: Sequence[str | os.PathLike[str]],
     naming every argument and its problem.
     """
     skip_dirs = frozenset(os.path.abspath(e) for e in exclude)
+    if isinstance(args, (str, os.PathLike)):
+        args = [args]  # one path, not a sequence of characters
     if not args:
         raise HrsegError("no inputs given: name image files, folders, glob patterns or videos")
     skipped: list[Skipped] = []
