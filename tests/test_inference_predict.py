@@ -195,3 +195,30 @@ def test_video_with_no_video_output_enabled_is_skipped_with_a_reason(tmp_path: P
         ("v.mp4", "nothing to write for a video")
     ]
     assert [i["name"] for i in result.inputs] == ["a"]
+
+
+def test_predicting_raw_val_images_at_the_prepared_size_equals_what_evaluation_scores(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Same resize as prepare (area), same upsampling: the labelId PNGs are identical, byte for byte in value."""
+    from hrseg.data.dataset import open_split
+    from hrseg.evaluation.evaluate import evaluate_segmenter
+    from hrseg.evaluation.predictions import PredictionWriter
+    from tests.data_fixtures import cached_synthetic_data
+    from tests.inference_fixtures import ContextModel
+
+    data = cached_synthetic_data(tmp_path_factory, prepared_size=(48, 24))  # 0.75: area != bilinear
+    model = ContextModel(num_classes=19, seed=3).eval()
+    ds = open_split(data, "cityscapes", "val", fields=("image", "full_label", "name"))
+    evaluate_segmenter(model, ds, writer=PredictionWriter(tmp_path / "eval"), show_progress=False)
+    raw = data / "raw" / "cityscapes" / "leftImg8bit" / "val"
+    predict(model, [raw], tmp_path / "pred", InferenceOptions(size=(48, 24)),
+            outputs=OutputSpec(colour=False, overlay=False), device="cpu", show_progress=False)
+    scored = sorted((tmp_path / "eval" / "labelIds").rglob("*.png"))
+    assert len(scored) == len(ds) > 0
+    for png in scored:
+        rel = png.relative_to(tmp_path / "eval" / "labelIds")
+        ours = tmp_path / "pred" / "labelIds" / rel.parent / png.name.replace("_pred_", "_leftImg8bit_pred_")
+        a, b = (cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in (png, ours))
+        assert a.shape == (32, 64) and np.array_equal(a, b), rel
+        assert len(np.unique(a)) > 1  # a model that predicts one class everywhere would prove nothing
