@@ -17,7 +17,7 @@ import torch
 from hrseg.data.augment import normalize
 from hrseg.errors import HrsegError
 from hrseg.inference.tta import InferenceOptions, predict_train_ids
-from hrseg.training.trainer import resolve_device
+from hrseg.training.build import resolve_device
 
 _INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 

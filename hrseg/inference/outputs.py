@@ -23,7 +23,8 @@ import numpy as np
 from hrseg.atomic import write_bytes
 from hrseg.data.labels import NUM_CLASSES, TRAIN_TO_LABEL, colorize
 from hrseg.errors import HrsegError
-from hrseg.visualization.panels import blend, write_png
+from hrseg.data.png import write_png
+from hrseg.visualization.panels import blend
 
 LABEL_IDS, COLOUR, OVERLAY = "labelIds", "colour", "overlay"
 SUFFIXES = {LABEL_IDS: "_pred_labelIds.png", COLOUR: "_pred_color.png", OVERLAY: "_overlay.png"}

@@ -21,12 +21,12 @@ import torch
 
 from hrseg.atomic import write_json
 from hrseg.errors import HrsegError
-from hrseg.evaluation.progressbar import maybe_progress, rate
+from hrseg.console import progress, rate
 from hrseg.inference.engine import Engine, resolve_amp, working_image
 from hrseg.inference.outputs import OutputSpec, OutputWriter
 from hrseg.inference.sources import Skipped, Source, UnreadableInput, VideoReader, collect_inputs, read_image
 from hrseg.inference.tta import InferenceOptions
-from hrseg.training.trainer import resolve_device
+from hrseg.training.build import resolve_device
 
 INDEX_NAME = "predictions.json"
 INDEX_FORMAT = "hrseg-predictions/1"
@@ -250,7 +250,7 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: str | os.PathLike[
     was_training = _prepare_model(segmenter, dev)
     t0 = time.perf_counter()
     try:
-        with ThreadPoolExecutor(workers) as pool, maybe_progress(show_progress) as bar:
+        with ThreadPoolExecutor(workers) as pool, progress(disable=not show_progress) as bar:
             task = bar.add_task(f"predict {root.name or root}", total=len(images) + frames, rate="")
             run = _Run(Engine(segmenter, opts, dev, amp_dtype), OutputWriter(root, spec), batch_size, pool,
                        bar, task, skipped)

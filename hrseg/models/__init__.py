@@ -4,9 +4,12 @@ Importing this package imports every model file, and each registers itself in
 ``hrseg.models.registry.SEGMENTERS``; a new backbone's module is added here.
 """
 
-from hrseg.models import fcn, pspnet  # noqa: F401 - imported for their registrations
-from hrseg.models.backbones import VGG16, ResNet50
+# registration order is the order of --arch choices and report rows: the paper's two, then DeepLab-v2
+from hrseg.models import fcn, pspnet  # noqa: F401, I001 - imported for their registrations
+from hrseg.models import deeplabv2  # noqa: F401, E402
+from hrseg.models.backbones import VGG16, ResNet50, ResNet101
 from hrseg.models.common import SegOutput
+from hrseg.models.deeplabv2 import DeepLabV2
 from hrseg.models.factory import ModelInfo, count_parameters, describe_models
 from hrseg.models.fcn import FCN8s
 from hrseg.models.gan import Discriminator, Generator
@@ -31,6 +34,7 @@ __all__ = [
     "SEGMENTERS",
     "VGG16",
     "WEIGHTING_NETWORKS",
+    "DeepLabV2",
     "Discriminator",
     "FCN8s",
     "Generator",
@@ -38,6 +42,7 @@ __all__ = [
     "ModelInfo",
     "PSPNet",
     "ResNet50",
+    "ResNet101",
     "SegOutput",
     "SegmenterSpec",
     "WeightOutput",

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from hrseg.models.backbones import ResNet101
 from hrseg.models.common import SegOutput, check_width
 from hrseg.models.pretrained import fetch_state_dict, load_strict
+from hrseg.models.registry import SegmenterSpec, register_segmenter
 
 ASPP_RATES: tuple[int, ...] = (6, 12, 18, 24)
 DEEPLAB_STRIDE = 8
@@ -99,3 +100,20 @@ class DeepLabV2(nn.Module):
         _, features = self.backbone.forward_layers(x)
         logits = F.interpolate(self.classifier(features), size=size, mode="bilinear", align_corners=False)
         return SegOutput(logits, features, None)
+
+
+def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "none", aux: bool = False) -> DeepLabV2:
+    return DeepLabV2(num_classes=num_classes, width=width, pretrained=pretrained)
+
+
+def _resnet_outputs(resnet: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    assert isinstance(resnet, ResNet101)
+    return dict(zip(("layer3", "layer4"), resnet.forward_layers(x))) | {"logits": resnet(x)}
+
+
+register_segmenter(SegmenterSpec(
+    name="deeplabv2-r101", title="DeepLab-v2 / ResNet101", label="DeepLabv2-R101", build=_build,
+    feature_stride=DEEPLAB_STRIDE, feature_channels=2048, backbone="resnet101", backbone_label="ResNet101",
+    build_backbone=lambda width: ResNet101(width, dilate=(False, True, True), full_dilation=True),
+    backbone_outputs=_resnet_outputs,
+))
