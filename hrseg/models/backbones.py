@@ -19,6 +19,13 @@ VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
 IMAGENET_CLASSES = 1000
+#: torchvision's published ImageNet files, beside the modules they load into; the part of the file name
+#: after the last '-' is the SHA-256 prefix torch.hub checks.
+IMAGENET_URLS: dict[str, str] = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
 
 
 class VGG16(nn.Module):
