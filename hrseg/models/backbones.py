@@ -76,6 +76,10 @@ class VGG16(nn.Module):
     def forward_pools(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return vgg_pools(self.features, x)
 
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("pool3", "pool4", "pool5"), self.forward_pools(x))) | {"logits": self(x)}
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
@@ -191,6 +195,10 @@ class ResNet(nn.Module):
         x = self.layer2(self.layer1(x))
         c3 = self.layer3(x)
         return c3, self.layer4(c3)
+
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("layer3", "layer4"), self.forward_layers(x))) | {"logits": self(x)}
 
     def forward(self, x: Tensor) -> Tensor:
         _, x = self.forward_layers(x)
