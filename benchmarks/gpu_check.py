@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import gc
-import json
 import math
 import os
 import platform
@@ -138,7 +137,7 @@ def prepare_data(scale: Scale, out: Path, workers: int) -> Path:
     raw = out / "raw"
     generate_raw(SceneConfig(seed=0, source_images=n_src, target_images=n_tgt, val_images=n_val, size=scale.scene),
                  raw, workers=workers)
-    common: dict[str, Any] = dict(out=out, workers=workers, shard_size=8)
+    common: dict[str, Any] = {"out": out, "workers": workers, "shard_size": 8}
     prepare(PrepareConfig(dataset="gtav", root=raw / "GTAV", size=scale.source, **common), False)
     prepare(PrepareConfig(dataset="cityscapes", root=raw / "cityscapes", splits=("train", "val"), size=scale.target,
                           **common), False)
@@ -304,7 +303,8 @@ def torchrun_case(ctx: Context, name: str) -> dict[str, Any]:
                            "iters": cfg.optim.iters}
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(1.0, ctx.left()))
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=max(1.0, ctx.left()),
+                              check=False)
     except subprocess.TimeoutExpired:
         row.update(status="timeout (budget)", wall_s=time.perf_counter() - t0)
         return row
