@@ -108,10 +108,10 @@ def _sync(device: torch.device) -> None:
 
 
 def all_cases() -> list[str]:
+    """In running order: compilation, the slowest and least essential, comes last."""
     names = [f"{a}/{c}" for a in ARCHS for c, _, _ in TRAIN_CASES]
-    names.append(f"{COMPILE_CASE[0]}/{COMPILE_CASE[1]}+compile")
     names += [f"eval/{a}" for a in ARCHS]
-    return [*names, "torchrun"]
+    return [*names, "torchrun", f"{COMPILE_CASE[0]}/{COMPILE_CASE[1]}+compile"]
 
 
 def select_cases(patterns: str) -> list[str]:
