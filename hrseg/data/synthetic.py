@@ -2,9 +2,10 @@
 
 No real dataset can be downloaded where hrseg is built and tested, so this
 module draws small street scenes whose *labels* follow one layout model and
-whose *appearance* follows the principle the method relies on. The design is
-fixed (it is decided here once and must not be tuned to make a training
-scheme win):
+whose *appearance* follows the principle the method relies on. The design
+follows that principle and is judged only by what target-only, direct joint
+and oracle training (weight = realism mask) score on it; it must never be
+tuned to make a weighting scheme win:
 
 Layout (both domains, same distribution): a horizon and vanishing point; a
 perspective road (with dashed lane markings) between sidewalks; terrain
@@ -22,14 +23,21 @@ lighting (gain, colour temperature, vertical falloff, cast shadows) and
 sensor noise.
 
 The source ("synthetic", GTAV format) uses the same layout and, area by
-area, one of two appearances:
+area, one of two appearances. The principle: a deviating area is one whose
+appearance/label relation contradicts the target, and nothing else sets it
+apart.
 
-- *realistic*: exactly the target model;
-- *deviating*: the class is drawn with the target look of a DIFFERENT class
-  (road looks like sidewalk, building like vegetation, car like building,
-  person like car ...; ``DEVIATING_LOOK``), cleaner (less sensor noise) as a
-  renderer would be. This conflicts with the target: learning "sidewalk look
-  means road" from such areas hurts the target.
+- *realistic*: exactly the target model, so it teaches what the target needs;
+- *deviating*: the class is drawn with the target look of the class that
+  shares its place in target scenes (``DEVIATING_LOOK``: the largest overlap
+  of the two classes' position histograms; road looks like car, sidewalk and
+  terrain like person, building like vegetation, car like bus ...). Its
+  lighting, blur and sensor noise are the target's. Neither its place nor
+  any renderer signature gives it away, so a model that learns "car look
+  on the road means road" from it unlearns cars where the target has them.
+- deviating areas outnumber realistic ones (about 58 % of source pixels,
+  ``IMAGE_KIND_P``): used unselected, the source is worth little, which is
+  the setting where selecting its realistic areas pays.
 
 Where realism varies, at three levels so every weighting level has
 something to find:
@@ -41,6 +49,8 @@ something to find:
 - instance/pixel: every object (car, person, pole, facade ...) flips its
   realism with probability ``INSTANCE_FLIP``, so thin structures and single
   objects inside a region differ from their surroundings.
+
+docs/benchmark-scenes.md records why and what it measures.
 
 The generator saves the ground-truth realism of every source pixel
 (``realism/NNNNN.png``: 1 realistic, 0 deviating, 255 on ignored labels).
