@@ -7,14 +7,16 @@ marks exactly those areas; deviating areas outnumber realistic ones.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-import numpy as np
-
 import cv2
+import numpy as np
+import pytest
 
 from hrseg.data.labels import LABEL_TO_TRAIN
-from hrseg.data.synthetic import DEVIATING_LOOK, SceneConfig, draw_scene, generate_raw
+from hrseg.data.synthetic import DEVIATING_LOOK, GENERATOR, SceneConfig, draw_scene, generate_raw
+from hrseg.errors import HrsegError
 
 
 def test_scenes_are_deterministic_for_a_seed() -> None:
@@ -187,3 +189,14 @@ def test_interrupted_generation_is_redone_and_its_shards_rebuilt(tmp_path: Path)
     assert redo["generated"] is True and not stray.exists()
     assert Manifest.load(tmp_path / "data" / "gtav" / "train").num_images == 2
     assert all(r.reused_shards == 0 for r in redo["results"])
+
+
+def test_scenes_of_an_older_generator_are_refused_not_mixed(tmp_path: Path) -> None:
+    cfg = SceneConfig(seed=0, source_images=1, target_images=1, val_images=1, size=(64, 32))
+    generate_raw(cfg, tmp_path)
+    stamp = tmp_path / "synthetic.json"
+    assert json.loads(stamp.read_text())["generator"] == GENERATOR
+    stamp.write_text(json.dumps(json.loads(stamp.read_text()) | {"generator": "hrseg-scenes/1"}))
+    with pytest.raises(HrsegError, match="generator hrseg-scenes/1 -> " + GENERATOR + ".*--overwrite"):
+        generate_raw(cfg, tmp_path)
+    assert generate_raw(cfg, tmp_path, overwrite=True) is True

@@ -571,6 +571,6 @@ def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -
 
 
 __all__ = [
-    "DEVIATING_LOOK", "SceneConfig", "Scene", "SyntheticPrepareConfig", "draw_scene", "generate_raw",
+    "DEVIATING_LOOK", "GENERATOR", "SceneConfig", "Scene", "SyntheticPrepareConfig", "draw_scene", "generate_raw",
     "prepare_synthetic", "cityscapes_name",
 ]
