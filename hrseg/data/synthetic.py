@@ -73,7 +73,7 @@ import numpy as np
 
 from hrseg.atomic import write_bytes, write_json
 from hrseg.data.labels import IGNORE_INDEX, LABEL_PALETTE, LABEL_TO_TRAIN
-from hrseg.data.png import encode_palette_png
+from hrseg.data.png import encode_palette_png, write_png
 from hrseg.data.workers import start_pool
 from hrseg.errors import HrsegError
 
@@ -418,13 +418,6 @@ def draw_scene(seed: int, domain: str, index: int, size: tuple[int, int]) -> Sce
     return Scene(cv.label, image, realism)
 
 
-def _png(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def cityscapes_name(split: str, index: int) -> tuple[str, str]:
     """(city, stem) like ``aachen``, ``aachen_000012_000019`` for the index-th image of a split."""
     cities = TRAIN_CITIES if split == "train" else VAL_CITIES
@@ -437,10 +430,10 @@ def _write_source(args: tuple[Path, int, int, tuple[int, int]]) -> None:
     root, seed, i, size = args
     scene = draw_scene(seed, "source", i, size)
     name = f"{i + 1:05d}.png"
-    write_bytes(root / "images" / name, _png(scene.image[:, :, ::-1]))
+    write_png(root / "images" / name, scene.image)
     write_bytes(root / "labels" / name, encode_palette_png(scene.label_ids, LABEL_PALETTE))
     assert scene.realism is not None
-    write_bytes(root / "realism" / name, _png(scene.realism))
+    write_png(root / "realism" / name, scene.realism)
 
 
 def _write_target(args: tuple[Path, int, int, tuple[int, int], str]) -> None:
@@ -448,10 +441,9 @@ def _write_target(args: tuple[Path, int, int, tuple[int, int], str]) -> None:
     # val scenes come from their own index range so train and val never share a scene
     scene = draw_scene(seed, "target", i if split == "train" else 1_000_000 + i, size)
     city, stem = cityscapes_name(split, i)
-    write_bytes(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _png(scene.image[:, :, ::-1]))
-    write_bytes(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", _png(scene.label_ids))
-    color = LABEL_PALETTE[scene.label_ids][:, :, ::-1]
-    write_bytes(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", _png(color))
+    write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", scene.image)
+    write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", scene.label_ids)
+    write_png(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", LABEL_PALETTE[scene.label_ids])
 
 
 def _run(fn: Callable, jobs: list, pool: ProcessPoolExecutor | None, on_image: Callable[[int], None] | None) -> None:
