@@ -139,11 +139,34 @@ class RunConfig:
     amp: bool = False
     compile: bool = False
     channels_last: bool = True  # CUDA only
-    checkpoint_every: int = 1000
-    keep_checkpoints: bool = False  # keep iter_XXXXXX.pt files besides last.pt
+    checkpoint_every: int = 1000  # last.pt, the resumable state, is rewritten every N iterations
+    save_every: int = 0  # also keep a snapshot iter_XXXXXX.pt (network weights) every N iterations; 0: none
     log_every: int = 1
     progress: bool = True
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
+    tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
+    tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+
+    @staticmethod
+    def upgrade(section: dict[str, Any]) -> dict[str, Any]:
+        """A ``run`` section saved by an older hrseg, in today's fields.
+
+        ``keep_checkpoints: true`` kept a snapshot at every checkpoint; that is
+        ``save_every = checkpoint_every``.
+        """
+        if not isinstance(section, dict) or "keep_checkpoints" not in section:
+            return section
+        out = dict(section)
+        keep = out.pop("keep_checkpoints")
+        if not isinstance(keep, bool):
+            raise HrsegError(f"run.keep_checkpoints: expected true/false, got {json.dumps(keep)}")
+        if keep and not out.get("save_every"):
+            out["save_every"] = out.get("checkpoint_every", RunConfig.checkpoint_every)
+        return out
+
+
+#: Keys an older hrseg wrote or accepted; still understood by from_dict and override (see RunConfig.upgrade).
+LEGACY_KEYS = frozenset({"run.keep_checkpoints"})
 
 
 @dataclass
@@ -164,6 +187,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if isinstance(data, dict) and "run" in data:
+            data = {**data, "run": RunConfig.upgrade(data["run"])}
         return _from_dict(cls, data, "config")
 
     def resolved(self) -> "TrainConfig":
@@ -239,6 +264,10 @@ class TrainConfig:
             raise HrsegError(f"--threads: must be >= 0, got {self.run.threads}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise HrsegError("--checkpoint-every and --log-every must be >= 1")
+        if self.run.save_every < 0:
+            raise HrsegError(f"--save-every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
+        if self.run.tensorboard_every < 1:
+            raise HrsegError(f"--tensorboard-every: must be >= 1, got {self.run.tensorboard_every}")
         if self.run.seed < 0:
             raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
@@ -371,7 +400,7 @@ def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
             if part not in node or not isinstance(node[part], dict):
                 raise HrsegError(f"config override: unknown section {path!r}")
             node = node[part]
-        if leaf not in node or isinstance(node[leaf], dict):
+        if (leaf not in node and path not in LEGACY_KEYS) or isinstance(node.get(leaf), dict):
             raise HrsegError(f"config override: unknown field {path!r}")
         node[leaf] = list(value) if isinstance(value, tuple) else value
     return TrainConfig.from_dict(data)

@@ -4,7 +4,8 @@
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
 RUN/data_subset.json    which target (and filtered source) images the run used
 RUN/metrics.jsonl       one JSON object per logged iteration
-RUN/checkpoints/        last.pt, final.pt, iter_XXXXXX.pt
+RUN/checkpoints/        last.pt (resumable state), final.pt (a hard link to the last last.pt),
+                        iter_XXXXXX.pt (snapshots: network weights, with --save-every)
 RUN/summary.json        what train() returned
 RUN/eval/<split>.json   full evaluations; eval/<split>-first<N>.json partial ones
 RUN/tb/                 TensorBoard events (when enabled)
@@ -118,6 +119,10 @@ class RunDir:
 
     def snapshot_name(self, iteration: int) -> str:
         return f"iter_{iteration:06d}.pt"
+
+    def snapshots(self) -> list[Path]:
+        """The kept snapshots, oldest first."""
+        return sorted(self.checkpoint_dir.glob("iter_*.pt"))
 
     def eval_path(self, split: str, max_images: int | None = None) -> Path:
         """``eval/<split>.json``; an evaluation of only the first N images gets its own name, never the full one's."""
@@ -288,6 +293,22 @@ class RunDir:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+
+    def link_checkpoint(self, source: str, name: str) -> Path:
+        """Give checkpoint ``source`` a second name without a second copy on disk (a hard link).
+
+        Checkpoints are only ever replaced by a rename, never rewritten in place,
+        so a later ``last.pt`` gets a new file and the linked name keeps the old
+        one. Where the filesystem has no hard links the file is copied.
+        """
+        src, dst = self.checkpoint_path(source), self.checkpoint_path(name)
+        with atomic_path(dst, suffix=".pt") as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+        return dst
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_json(self.config_path, cfg.to_dict())
