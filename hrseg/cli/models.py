@@ -37,8 +37,8 @@ def models_command(
 
     with user_errors():
         text, size_flag = given({"--size": size, "--input-size": input_size}, "1024x512")
-        json_to, json_flag = given({"--json": json_path, "--out": out}, None)
-        json_target(json_to, json_flag)
+        json_target(json_path)
+        json_target(out, "--out")  # the old spelling of --json PATH; both may be given (file and stdout)
         w, h = parse_size(text, size_flag)
         if min(w, h) < MIN_SIZE:
             raise HrsegError(f"{size_flag} {text!r}: {w}x{h} is too small; the networks need at least "
@@ -64,7 +64,8 @@ def models_command(
                 "\n".join(f"{k} {_shape(v[1:])}" for k, v in row.output.items()),
             )
         console.print(table)
-        emit_json(result, json_to)
+        emit_json(result, json_path)
+        emit_json(result, out)
 
 
 def register(app: typer.Typer) -> None:

@@ -110,8 +110,9 @@ def synthetic(
     target_scenes: Optional[int] = typer.Option(
         None, "--target-scenes", show_default="100", help="Cityscapes-format train scenes."),
     val_scenes: Optional[int] = typer.Option(None, "--val-scenes", show_default="50", help="Cityscapes-format val scenes."),
-    scene_size: str = typer.Option(
-        "256x128", "--scene-size", metavar="WxH", help="Size of the generated target scenes (source: same width, 16:9)."),
+    scene_size: Optional[str] = typer.Option(
+        None, "--scene-size", metavar="WxH", show_default="256x128",
+        help="Size of the generated target scenes (source: same width, 16:9)."),
     size: Optional[str] = typer.Option(
         None, "--size", metavar="WxH", help="Size the target scenes are stored at (default: half of --scene-size)."),
     workers: int = typer.Option(
@@ -131,8 +132,12 @@ def synthetic(
         n_source = given({"--source-scenes": source_scenes, "--source-images": source_images}, 300)[0]
         n_target = given({"--target-scenes": target_scenes, "--target-images": target_images}, 100)[0]
         n_val = given({"--val-scenes": val_scenes, "--val-images": val_images}, 50)[0]
-        scene = parse_size(scene_size, "--scene-size", "256x128")
+        scene = parse_size(scene_size or "256x128", "--scene-size", "256x128")
         text, size_flag = given({"--size": size, "--prepared-size": prepared_size}, None)
+        if size is not None and scene_size is None:
+            raise HrsegError(f"--size {size}: here --size is the size the scenes are stored at (it used to be "
+                             "the generated size); give the generated size too, e.g. --scene-size 256x128 "
+                             f"--size {size}")
         stored = parse_size(text, size_flag, "128x64") if text else None
         if stored is not None and (stored[0] > scene[0] or stored[1] > scene[1]):
             raise HrsegError(f"{size_flag} {text}: larger than the scenes (--scene-size {scene[0]}x{scene[1]}); "
