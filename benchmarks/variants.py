@@ -1,4 +1,4 @@
-"""The weighting-variant study of METHOD §7 on the bundled procedural scenes.
+"""The weighting-variant study (docs/method.md, "Measuring the weighting") on the bundled procedural scenes.
 
 Trains every variant with the same small model and budget (``quick_config``),
 scores val mIoU and, where a weighting network exists, its weighting quality on

@@ -6,7 +6,7 @@ Every value is type-checked against its field's annotation when a config is
 built from a dict, a file or ``--set`` overrides. ``None`` in ``gan.enabled`` and
 ``weighting.network`` means "the scheme's default" (the scheme table in
 ``schemes.py``); :meth:`TrainConfig.resolved` fills those in, and is what a run
-saves. Presets are the rows of the paper's Table 1 (METHOD §4); ``build_config``
+saves. Presets are the rows of the paper's Table 1 (docs/method.md); ``build_config``
 layers preset or file, ``--set`` overrides and explicit flags, for the CLI and
 the Python API alike.
 """
