@@ -61,6 +61,9 @@ def print_submission(report: object) -> None:
     if report.colour:
         table.add_row("colour PNGs", report.colour)
     console.print(table)
+    if report.zip:
+        console.print(f"upload {report.zip} at the Cityscapes benchmark server (pixel-level semantic labeling)",
+                      highlight=False, soft_wrap=True)
 
 
 def eval_command(

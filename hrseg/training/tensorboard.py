@@ -33,6 +33,11 @@ def summary_writer_class() -> Any:
     return SummaryWriter
 
 
+def check_available() -> None:
+    """Raise the one-line error now, before a run folder is touched, when the package is missing."""
+    summary_writer_class()
+
+
 class TensorBoardLog:
     """One run's event files under ``log_dir``."""
 

@@ -33,7 +33,7 @@ from hrseg.training.objective import Objective, StepLosses
 from hrseg.training.rundir import FINAL, LAST, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
-from hrseg.training.tensorboard import TensorBoardLog, summary_writer_class
+from hrseg.training.tensorboard import TensorBoardLog, check_available
 
 
 class NonFiniteLoss(HrsegError):
@@ -67,7 +67,7 @@ class Trainer:
         if not cfg.run.out:
             raise HrsegError("--out: a run directory is required")
         if cfg.run.tensorboard:
-            summary_writer_class()  # a missing package stops the run before its folder is touched
+            check_available()  # a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
         if cfg.run.threads > 0:
