@@ -81,7 +81,7 @@ def predict_command(
 ) -> None:
     """Segment your own images, folders, globs and videos with a trained run or an exported model.
 
-    Unreadable inputs are listed and skipped; the rest are segmented. See docs/README-own-data.md.
+    Unreadable inputs are listed and skipped; the rest are segmented. The README, "Your own images", shows it.
     """
     import torch
 
