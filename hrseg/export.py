@@ -35,7 +35,7 @@ from hrseg.errors import HrsegError
 from hrseg.inference.tta import InferenceOptions
 from hrseg.models import SEGMENTERS, build_segmenter
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from hrseg.training.checkpoint import load_checkpoint
+from hrseg.training.checkpoint import load_checkpoint, verify_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.rundir import RunDir, check_checkpoint_fits, load_state
 
@@ -158,6 +158,10 @@ def load_model(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
         raise HrsegError(f"--checkpoint: only with a run folder; {path} is a file")
     if not path.is_file():
         raise HrsegError(f"{path}: no such run folder or model file")
+    try:
+        verify_checkpoint(path)  # every record's CRC: a damaged copy is named, never loaded
+    except HrsegError as exc:
+        raise HrsegError(f"{path}: not a readable hrseg model ({str(exc).split(': ', 1)[-1]})") from None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file

@@ -100,7 +100,8 @@ def test_export_and_load_refuse_what_they_cannot_use(run: Path, tmp_path: Path) 
 
     good = torch.load(tmp_path / "x.pt", weights_only=True)
     cases = {
-        "garbage.pt": (b"not a torch file", "not a readable hrseg model"),
+        "garbage.pt": (b"not a torch file", "not a readable hrseg model .*damaged or truncated"),
+        "damaged.pt": (None, r"not a readable hrseg model \(checkpoint is damaged \(checksum mismatch"),
         "foreign.pt": ({"format": "something-else/1"}, "not an hrseg model"),
         "arch.pt": ({**good, "arch": "unet-9000"}, "model is a 'unet-9000', which this hrseg does not know"),
         "mean.pt": ({**good, "mean": [0.5, 0.5, 0.5]}, "hrseg feeds ImageNet-normalised images"),
@@ -109,7 +110,11 @@ def test_export_and_load_refuse_what_they_cannot_use(run: Path, tmp_path: Path) 
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name
-        if isinstance(content, bytes):
+        if content is None:  # a copy with one flipped byte inside the weights
+            raw = bytearray((tmp_path / "x.pt").read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+        elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
             torch.save(content, path)

@@ -89,8 +89,11 @@ def predict_command(
     from hrseg.inference import OutputSpec, predict
     from hrseg.training.build import resolve_device
 
+    from hrseg.atomic import ensure_dir
+
     with user_errors():
         json_target(json_path)
+        ensure_dir(out)  # a file or a read-only folder fails here, before the model is loaded
         if threads < 0:
             raise HrsegError(f"--threads: must be >= 0, got {threads}")
         if threads > 0:

@@ -25,7 +25,7 @@ from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import EVAL_CLASSES, colorize
 from hrseg.data.png import write_png
 from hrseg.data.shards import ShardReader
-from hrseg.atomic import write_json
+from hrseg.atomic import ensure_dir, write_json
 from hrseg.console import progress, rate
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
@@ -275,6 +275,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
     batch_size = opts.batch_size or 2
+    if opts.save_predictions and opts.split != SOURCE:
+        ensure_dir(opts.save_predictions, "--save-predictions")  # before any image is read
     report: Report
     if opts.split == SOURCE:
         if opts.save_predictions:
