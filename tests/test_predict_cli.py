@@ -137,6 +137,8 @@ def test_nothing_predictable_is_one_line_exit_2_after_the_index(run: Path, tmp_p
     assert json.loads((tmp_path / "out" / "predictions.json").read_text())["counts"]["skipped"] == 1
     missing = invoke("predict", run, tmp_path / "nowhere", "--out", tmp_path / "out2", "--device", "cpu")
     assert missing.exit_code == 2 and "no images or videos found" in text(missing)
+    a_file = invoke("predict", run, bad, "--out", bad, "--device", "cpu")
+    assert a_file.exit_code == 2 and f"--out {bad}: cannot write here" in text(a_file)
 
 
 def test_a_run_without_its_data_needs_a_size(run: Path, data: Path, tmp_path: Path) -> None:
