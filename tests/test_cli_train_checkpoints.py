@@ -141,3 +141,20 @@ def test_tensorboard_logs_losses_and_weight_panels_without_changing_training(
     for net in ("segmenter", "weighting"):
         for key, value in a[net].items():
             assert torch.equal(value, b[net][key]), f"{net}.{key} changed by logging"
+
+
+def test_tensorboard_can_be_turned_on_when_resuming(data: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tb, "summary_writer_class", lambda: _Writer)
+    _Writer.made.clear()
+    run = tmp_path / "run"
+    cfg = override(TrainConfig(scheme="joint"), {**TINY, "optim.iters": 3, "data.data": str(data),
+                                                 "run.out": str(run)})
+    assert train(cfg, stop_after=1).status == "interrupted"
+    refused = invoke("train", "--resume", run, "--save-every", "1")
+    assert refused.exit_code == 2 and "only --device, --progress, --tensorboard and --json" in text(refused)
+    result = invoke("train", "--resume", run, "--tensorboard", "--device", "cpu", "--no-progress")
+    assert result.exit_code == 0, text(result)
+    assert json.loads((run / "config.json").read_text())["run"]["tensorboard"] is True
+    (writer,) = _Writer.made
+    assert sorted({step for tag, _, step in writer.scalars if tag == "target"}) == [2, 3]
