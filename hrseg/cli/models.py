@@ -19,7 +19,8 @@ def _shape(shape: list[int]) -> str:
 
 
 def models_command(
-    size: Optional[str] = typer.Option(None, "--size", metavar="WxH", show_default="1024x512", help="Input image size."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="WxH", show_default="1024x512",
+                                       help="Input image size."),
     width: float = typer.Option(1.0, "--width", help="Channel width multiplier (1.0 = the paper's networks)."),
     num_classes: int = typer.Option(19, "--num-classes", min=1, help="Number of segmentation classes."),
     image_input: bool = typer.Option(

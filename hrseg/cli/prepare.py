@@ -62,7 +62,8 @@ def _run_dataset(
 ROOT = typer.Option(..., "--root", help="Dataset root folder (the layout is checked).")
 OUT = typer.Option(..., "--out", help="Prepared data folder (DATA); writes DATA/<dataset>/<split>/.")
 SIZE = typer.Option(None, "--size", metavar="WxH",
-                    help="Size the images are stored at (default: GTAV 1280x720, Cityscapes 1024x512, SYNTHIA 1280x760).")
+                    help="Size the images are stored at "
+                         "(default: GTAV 1280x720, Cityscapes 1024x512, SYNTHIA 1280x760).")
 WORKERS = typer.Option(None, "--workers", help="Worker processes (default: CPU count, at most 8).")
 SHARD_SIZE = typer.Option(256, "--shard-size", help="Input images per shard.")
 COMPRESSION = typer.Option("none", "--compression", help="none | lzf | gzip.")
@@ -106,15 +107,18 @@ def synthia(
 def synthetic(
     out: Path = OUT,
     seed: int = typer.Option(0, "--seed", help="Seed of the scene generator."),
-    source_scenes: Optional[int] = typer.Option(None, "--source-scenes", show_default="300", help="GTAV-format source scenes."),
+    source_scenes: Optional[int] = typer.Option(
+        None, "--source-scenes", show_default="300", help="GTAV-format source scenes."),
     target_scenes: Optional[int] = typer.Option(
         None, "--target-scenes", show_default="100", help="Cityscapes-format train scenes."),
-    val_scenes: Optional[int] = typer.Option(None, "--val-scenes", show_default="50", help="Cityscapes-format val scenes."),
+    val_scenes: Optional[int] = typer.Option(
+        None, "--val-scenes", show_default="50", help="Cityscapes-format val scenes."),
     scene_size: Optional[str] = typer.Option(
         None, "--scene-size", metavar="WxH", show_default="256x128",
         help="Size of the generated target scenes (source: same width, 16:9)."),
     size: Optional[str] = typer.Option(
-        None, "--size", metavar="WxH", help="Size the target scenes are stored at (default: half of --scene-size)."),
+        None, "--size", metavar="WxH",
+        help="Size the target scenes are stored at (default: half of --scene-size)."),
     workers: int = typer.Option(
         1, "--workers", help="Worker processes (default 1: at the default size, starting them costs more than it saves)."),
     shard_size: int = typer.Option(64, "--shard-size", help="Input images per shard."),

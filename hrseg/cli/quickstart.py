@@ -22,11 +22,15 @@ def quickstart_command(
     source_scenes: Optional[int] = typer.Option(
         None, "--source-scenes", show_default="300", help="Procedural source (GTAV-format) scenes."),
     target_scenes: Optional[int] = typer.Option(
-        None, "--target-scenes", show_default="100", help="Procedural target train scenes (16 are used, labelled)."),
-    val_scenes: Optional[int] = typer.Option(None, "--val-scenes", show_default="50", help="Procedural target val scenes."),
-    scene_size: str = typer.Option("256x128", "--scene-size", metavar="WxH", help="Size of the generated target scenes."),
+        None, "--target-scenes", show_default="100",
+        help="Procedural target train scenes (16 are used, labelled)."),
+    val_scenes: Optional[int] = typer.Option(
+        None, "--val-scenes", show_default="50", help="Procedural target val scenes."),
+    scene_size: str = typer.Option(
+        "256x128", "--scene-size", metavar="WxH", help="Size of the generated target scenes."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars."),
-    json_path: Optional[str] = json_option("Also write the summary (OUT/quickstart.json) to PATH ('-': standard output)."),
+    json_path: Optional[str] = json_option(
+        "Also write the summary (OUT/quickstart.json) to PATH ('-': standard output)."),
     source_images: Optional[int] = old_spelling("--source-images"),
     target_images: Optional[int] = old_spelling("--target-images"),
     val_images: Optional[int] = old_spelling("--val-images"),

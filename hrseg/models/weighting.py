@@ -1,4 +1,4 @@
-"""Weighting networks W^1 / W^19 and their hierarchical combination (docs/method.md, "Networks" and "Combining and normalising the weights").
+"""Weighting networks W^1 / W^19 and their hierarchical combination (docs/method.md: "Networks", "Combining ...").
 
 Each level (pixel, region, image) has its own trunk, as in the paper's figure
 (three networks W_p, W_r, W_i). A trunk is a domain classifier on predictions:
