@@ -74,7 +74,7 @@ def time_generation(n: int = 20) -> dict[str, float]:
 def run_one(tag: str, scheme: str, seed: int, data: str, work: str, iters: int | None) -> dict[str, Any]:
     """Train one reference row and score it on val; the run's weights are dropped afterwards."""
     from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
-    from hrseg.training.config import quick_config
+    from hrseg.training.presets import quick_config
     from hrseg.training.trainer import train
 
     torch.set_num_threads(1)  # several runs share few cores: one thread each is fastest

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
-from hrseg.training.config import QUICK_BUDGET, quick_config
+from hrseg.training.presets import QUICK_BUDGET, quick_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.trainer import train

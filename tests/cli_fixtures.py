@@ -9,7 +9,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
-from hrseg.training.config import override, quick_config
+from hrseg.training.config import override
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 
 #: a run that trains in about a second on one CPU thread

@@ -21,7 +21,8 @@ from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NET
 from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
-from hrseg.training.config import PRESETS, build_config, override
+from hrseg.training.config import override
+from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
