@@ -52,7 +52,7 @@ FLAG_KEYS: dict[str, str] = {
 
 
 #: what may be given with --resume: how the run executes, never what it learns
-RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every")
+RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every", "resume_from")
 
 
 def presets_table() -> Table:
@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
             None, "--set", help="Override any config field, e.g. --set optim.lr=0.005 (repeatable)."),
         list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and exit."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly."),
+        resume_from: str = typer.Option(
+            "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
         arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
@@ -198,12 +200,14 @@ def register(app: typer.Typer) -> None:
                 if progress is not None:
                     cfg = override(cfg, {"run.progress": progress})
             else:
+                if resume_from != "last.pt":
+                    raise HrsegError("--from: only with --resume RUN")
                 flags["run.progress"] = progress
                 cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
                                    sets=set_ or (), flags=flags)
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
-            result = train(cfg, resume=resume is not None, overwrite=overwrite).to_dict()
+            result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, json_path)

@@ -26,11 +26,11 @@ from hrseg.errors import HrsegError
 from hrseg.training import distributed as ddp
 from hrseg.training.batches import TrainData
 from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers, resolve_device
-from hrseg.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import FINAL, LAST, RunDir, check_checkpoint_fits, load_state
+from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
 from hrseg.training.tensorboard import TensorBoardLog, check_available
@@ -61,7 +61,8 @@ class TrainResult:
 class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                 resume_from: str = LAST) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -81,14 +82,14 @@ class Trainer:
         try:
             if self.is_main:
                 self._owner.enter_context(self.run_dir.claim(resume=resume, overwrite=overwrite))
-            self._setup(resume)
+            self._setup(resume_from if resume else None)
         except BaseException:
             self.close()  # a refused run must not keep the folder locked or the process group alive
             if self.is_main:
                 self.run_dir.abandon()
             raise
 
-    def _setup(self, resume: bool) -> None:
+    def _setup(self, resume_from: str | None) -> None:
         cfg = self.cfg
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
@@ -97,7 +98,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        payload = self._resume_payload() if resume else None
+        payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % (2**32))
@@ -126,11 +127,9 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _resume_payload(self) -> dict[str, Any]:
-        path = self.run_dir.checkpoint_path(LAST)
-        if not path.is_file():
-            raise HrsegError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt)")
-        payload = load_checkpoint(path)
+    def _resume_payload(self, name: str) -> dict[str, Any]:
+        path, payload = self.run_dir.load_resumable(name)
+        self._resumed_from = path
         check_checkpoint_fits(payload, self.cfg, path)
         if int(payload["world_size"]) != self.dist.world_size:
             raise HrsegError(f"{path}: written by {payload['world_size']} process(es), resumed with "
@@ -140,7 +139,7 @@ class Trainer:
         return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        path = self.run_dir.checkpoint_path(LAST)
+        path = self._resumed_from
         for name, net in self.nets.items():
             load_state(net, payload["models"].get(name), path, name)
         for name, opt in self.opts.items():
@@ -172,6 +171,8 @@ class Trainer:
         payload = self.state()
         if not self.is_main:
             return None
+        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
+            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
         save_checkpoint(self.run_dir.checkpoint_path(name), payload)
         return self.run_dir.checkpoint_path(name)
 
@@ -353,12 +354,12 @@ def _describe(values: dict[str, float]) -> str:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``); see ``Trainer.run``.
+          overwrite: bool = False, resume_from: str = LAST) -> TrainResult:
+    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
     try:
         return trainer.run(stop_after=stop_after)
     finally:
