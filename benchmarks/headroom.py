@@ -59,7 +59,8 @@ def prepare(data: Path, workers: int) -> dict[str, Any]:
 
 def time_generation(n: int = 20) -> dict[str, float]:
     """Seconds per drawn scene in this process (no PNG writing): the generator's own cost."""
-    from hrseg.data.synthetic import SceneConfig, draw_scene
+    from hrseg.data.scenes import draw_scene
+    from hrseg.data.synthetic import SceneConfig
 
     cfg = SceneConfig()
     out = {}
