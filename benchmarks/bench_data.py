@@ -42,7 +42,7 @@ from hrseg.data.dataset import ShardDataset
 from hrseg.data.labels import LABEL_PALETTE, LABEL_TO_TRAIN
 from hrseg.data.png import decode_palette_indices, encode_palette_png
 from hrseg.data.prepare import PrepareConfig, prepare, prepare_split
-from hrseg.data.synthetic import draw_scene
+from hrseg.data.scenes import draw_scene
 from hrseg.data.workers import open_pool
 
 

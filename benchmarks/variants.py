@@ -1,4 +1,4 @@
-"""The weighting-variant study of METHOD §7 on the bundled procedural scenes.
+"""The weighting-variant study (docs/method.md, "Measuring the weighting") on the bundled procedural scenes.
 
 Trains every variant with the same small model and budget (``quick_config``),
 scores val mIoU and, where a weighting network exists, its weighting quality on
@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
-from hrseg.training.config import QUICK_BUDGET, quick_config
-from hrseg.training.trainer import iterate_metrics, train
+from hrseg.training.presets import QUICK_BUDGET, quick_config
+from hrseg.training.rundir import RunDir
+from hrseg.training.schemes import SCHEMES
+from hrseg.training.trainer import train
 
 # name -> (scheme, config changes)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -73,7 +75,7 @@ def run_one(name: str, seed: int, data: Path, work: Path, budget: dict[str, Any]
     t0 = time.perf_counter()
     result = train(cfg)
     train_s = time.perf_counter() - t0
-    records = list(iterate_metrics(run))
+    records = list(RunDir(run).metrics())
     tail = records[-max(1, len(records) // 4):]  # last quarter: the weights the model finished with
 
     def tail_mean(key: str) -> float | None:
@@ -91,7 +93,7 @@ def run_one(name: str, seed: int, data: Path, work: Path, budget: dict[str, Any]
         "train_weight_mean": tail_mean("weight_mean"),
         "train_target_loss": tail_mean("target"), "train_source_loss": tail_mean("source"),
     }
-    if scheme in ("w1", "w19"):
+    if SCHEMES[scheme].weighting is not None:
         quality = evaluate_run(run, EvalOptions(split="source", device="cpu", show_progress=False,
                                                 batch_size=cfg.data.batch_size, max_images=100))
         q = quality.to_dict()
@@ -181,9 +183,8 @@ def inspect(run_dir: Path, max_images: int = 100) -> str:
     from hrseg.data.labels import IGNORE_INDEX
     from hrseg.evaluation.metrics import CLASS_NAMES, roc_auc
     from hrseg.evaluation.weighting import weight_maps
-    from hrseg.training.trainer import load_for_inference
 
-    loaded = load_for_inference(run_dir)
+    loaded = RunDir(run_dir).load_for_inference()
     cfg = loaded.config
     assert loaded.weighting is not None, "inspect needs a w1/w19 run"
     ds = open_split(cfg.data.data, cfg.data.source, cfg.data.source_split, fields=("image", "label", "realism"))

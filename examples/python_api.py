@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from hrseg.atomic import write_json
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
-from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run
+from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
 from hrseg.reporting import build_report, write_report
-from hrseg.training.config import quick_config
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import VisualizeOptions, visualize_weights
 
@@ -50,13 +49,11 @@ def main() -> None:
         print(f"{scheme}: {result.iteration} iterations in {result.seconds:.0f} s -> {result.checkpoint}")
 
         # 3. evaluate: val mIoU (saved where `hrseg report` looks for it) ...
-        val = evaluate_run(run, EvalOptions(split="val", device="cpu"))
-        write_json(default_json_path(run, "val"), val.to_dict())
+        val, _ = evaluate_and_save(run, EvalOptions(split="val", device="cpu"))
         print(f"{scheme}: val mIoU {100 * val.miou:.1f}, pixel accuracy {100 * val.pixel_accuracy:.1f}")
         # ... and, for a weighting scheme, how well W separates realistic from deviating source pixels
         if scheme == "w19":
-            quality = evaluate_run(run, EvalOptions(split="source", device="cpu", max_images=100))
-            write_json(default_json_path(run, "source"), quality.to_dict())
+            quality, _ = evaluate_and_save(run, EvalOptions(split="source", device="cpu", max_images=100))
             print(f"{scheme}: weight AUC {quality.combined.auc:.3f}, mean weight realistic "
                   f"{quality.combined.mean_realistic:.2f} / deviating {quality.combined.mean_deviating:.2f}")
             # 4. pictures: one labelled panel per source image and an index.html

@@ -7,6 +7,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -15,11 +16,12 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
-def progress(rate_unit: str = "img") -> Progress:
+def progress(rate_unit: str = "img", disable: bool = False) -> Progress:
     """A progress bar that shows done/total, elapsed, remaining and a rate field.
 
     Callers update the task with ``rate=...`` (a preformatted string) so the bar
-    can show images/s or iterations/s.
+    can show images/s or iterations/s. ``disable=True`` draws nothing (rich's
+    own switch), so callers keep one code path with or without a display.
     """
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -30,4 +32,11 @@ def progress(rate_unit: str = "img") -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=disable,
     )
+
+
+def rate(bar: Progress, task: TaskID, unit: str = "img/s") -> str:
+    """The bar's measured speed as text ('' while it is still unknown)."""
+    speed = bar.tasks[task].speed
+    return f"{speed:.1f} {unit}" if speed else ""

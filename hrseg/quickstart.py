@@ -10,7 +10,6 @@ missing.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -20,17 +19,17 @@ from typing import Any, Callable
 import torch
 
 from hrseg.atomic import write_json
-from hrseg.console import console
+from hrseg.console import console, progress
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 from hrseg.errors import HrsegError
-from hrseg.evaluation.evaluate import EvalOptions, default_json_path, evaluate_run
-from hrseg.evaluation.progressbar import maybe_progress
+from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
 from hrseg.reporting import Report, build_report, write_report
-from hrseg.training.config import TrainConfig, override, quick_config
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import quick_config
+from hrseg.training.rundir import RunDir
+from hrseg.training.schemes import QUICKSTART_SCHEMES, SCHEMES
 from hrseg.training.trainer import train
 from hrseg.visualization.render import Gallery, VisualizeOptions, visualize_weights
-
-SCHEMES: tuple[str, ...] = ("target-only", "joint", "w1", "w19")
 
 
 @dataclass
@@ -39,14 +38,13 @@ class QuickstartConfig:
 
     out: str = "hrseg-quickstart"
     seeds: int = 3
-    schemes: tuple[str, ...] = SCHEMES
+    schemes: tuple[str, ...] = QUICKSTART_SCHEMES
     iters: int | None = None  # None: the training engineer's QUICK_BUDGET
     scene_seed: int = 0
     scene_size: tuple[int, int] = SceneConfig.size  # (W, H) of the generated target scenes
     source_images: int = SceneConfig.source_images
     target_images: int = SceneConfig.target_images
     val_images: int = SceneConfig.val_images
-    weighting_eval_images: int = 100  # source images scored for weighting AUC (per w run)
     visualize_images: int = 6
     device: str = "cpu"
     jobs: int = 2  # runs trained at the same time, in worker processes (1: in this process, with live bars)
@@ -57,9 +55,8 @@ class QuickstartConfig:
     def validate(self) -> "QuickstartConfig":
         if self.seeds < 1:
             raise HrsegError(f"--seeds: must be >= 1, got {self.seeds}")
-        unknown = [s for s in self.schemes if s not in SCHEMES + ("finetune", "image-select", "oracle")]
-        if unknown:
-            raise HrsegError(f"--scheme: unknown scheme(s) {', '.join(unknown)}")
+        for scheme in self.schemes:
+            SCHEMES.check(scheme)
         if self.iters is not None and self.iters < 1:
             raise HrsegError(f"--iters: must be >= 1, got {self.iters}")
         if self.jobs < 1:
@@ -72,8 +69,8 @@ class QuickstartConfig:
     def data_dir(self) -> Path:
         return Path(self.out) / "data"
 
-    def run_dir(self, scheme: str, seed: int) -> Path:
-        return Path(self.out) / "runs" / f"{scheme}-s{seed}"
+    def run_dir(self, scheme: str, seed: int) -> RunDir:
+        return RunDir(Path(self.out) / "runs" / f"{scheme}-s{seed}")
 
     def train_config(self, scheme: str, seed: int) -> TrainConfig:
         changes: dict[str, Any] = {"run.device": self.device, "run.progress": self.show_progress,
@@ -101,34 +98,18 @@ class QuickstartResult:
         }
 
 
-def _finished(run: Path, cfg: TrainConfig) -> bool:
-    """A run with the same config that already reached its last iteration."""
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-        saved = json.loads((run / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    same = TrainConfig.from_dict(saved).to_dict() == cfg.to_dict()
-    return same and summary.get("status") == "finished" and summary.get("iteration") == cfg.optim.iters
-
-
-def _train_once(run: Path, cfg: TrainConfig) -> str:
-    if _finished(run, cfg):
+def _train_once(run: RunDir, cfg: TrainConfig) -> str:
+    """Keep a finished run of the same config, continue an interrupted one, else train afresh."""
+    if run.is_finished(cfg):
         return "kept"
-    resume = (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
-    if resume:
-        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-        resume = saved.to_dict() == cfg.to_dict()
-    train(cfg, resume=resume)
+    resume = run.can_resume(cfg)
+    train(cfg, resume=resume, overwrite=not resume)  # the quick start owns its run folders
     return "resumed" if resume else "trained"
 
 
-def _evaluate_once(run: Path, split: str, opts: EvalOptions) -> None:
-    path = default_json_path(run, split)
-    ckpt = run / "checkpoints" / "final.pt"
-    if path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime:
-        return
-    write_json(path, evaluate_run(run, opts).to_dict())
+def _evaluate_once(run: RunDir, opts: EvalOptions) -> None:
+    if not run.eval_is_current(opts.split):
+        evaluate_and_save(run.path, opts)
 
 
 def _evaluate_run_dir(cfg: QuickstartConfig, scheme: str, seed: int, show_progress: bool) -> float:
@@ -136,9 +117,9 @@ def _evaluate_run_dir(cfg: QuickstartConfig, scheme: str, seed: int, show_progre
     t = time.perf_counter()
     run = cfg.run_dir(scheme, seed)
     common = dict(device=cfg.device, show_progress=show_progress)
-    _evaluate_once(run, "val", EvalOptions(split="val", **common))
-    if scheme in ("w1", "w19"):
-        _evaluate_once(run, "source", EvalOptions(split="source", max_images=cfg.weighting_eval_images, **common))
+    _evaluate_once(run, EvalOptions(split="val", **common))
+    if SCHEMES[scheme].weighting is not None:
+        _evaluate_once(run, EvalOptions(split="source", **common))  # all of it: reports read only full ones
     return time.perf_counter() - t
 
 
@@ -156,7 +137,7 @@ def _train_sequential(cfg: QuickstartConfig, jobs: list[tuple[int, str]], say: C
 def _train_job(run: str, config: dict[str, Any]) -> tuple[str, float]:
     """Worker side of the parallel mode: one run, no live display (the parent draws the bar)."""
     t = time.perf_counter()
-    state = _train_once(Path(run), TrainConfig.from_dict(config))
+    state = _train_once(RunDir(run), TrainConfig.from_dict(config))
     return state, time.perf_counter() - t
 
 
@@ -172,7 +153,7 @@ def _train_parallel(cfg: QuickstartConfig, jobs: list[tuple[int, str]], say: Cal
     todo = []
     for seed, scheme in jobs:
         run, tcfg = cfg.run_dir(scheme, seed), cfg.train_config(scheme, seed)
-        if _finished(run, tcfg):
+        if run.is_finished(tcfg):
             console.print(f"{scheme}, seed {seed}: already trained with this configuration; kept")
             t_eval += _evaluate_run_dir(cfg, scheme, seed, cfg.show_progress)
         else:
@@ -181,18 +162,18 @@ def _train_parallel(cfg: QuickstartConfig, jobs: list[tuple[int, str]], say: Cal
         return t_eval
     iters = todo[0][2].optim.iters
     say(f"training {len(todo)} runs of {iters} iterations, {min(cfg.jobs, len(todo))} at a time")
-    with maybe_progress(cfg.show_progress, "run") as bar, \
+    with progress("run", disable=not cfg.show_progress) as bar, \
             ProcessPoolExecutor(max_workers=min(cfg.jobs, len(todo)), mp_context=pool_context()) as pool:
         task = bar.add_task("train runs", total=len(todo), rate="")
         futures: dict[Future[tuple[str, float]], tuple[int, str]] = {}
         for seed, scheme, tcfg in todo:
             quiet = override(tcfg, {"run.progress": False})
-            futures[pool.submit(_train_job, str(cfg.run_dir(scheme, seed)), quiet.to_dict())] = (seed, scheme)
+            futures[pool.submit(_train_job, str(cfg.run_dir(scheme, seed).path), quiet.to_dict())] = (seed, scheme)
         for future in as_completed(futures):
             seed, scheme = futures[future]
             state, secs = future.result()
             t_eval += _evaluate_run_dir(cfg, scheme, seed, False)  # one live display at a time: the bar above
-            miou = json.loads(default_json_path(cfg.run_dir(scheme, seed), "val").read_text())["miou"]
+            miou = (cfg.run_dir(scheme, seed).eval_results("val") or {})["miou"]
             console.print(f"{scheme}, seed {seed}: {state} in {secs:.0f} s, val mIoU {100 * miou:.1f}")
             bar.update(task, advance=1)
     return t_eval
@@ -228,7 +209,7 @@ def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> Quicks
                       show_progress=cfg.show_progress)
     seconds["prepare"] = time.perf_counter() - t0
 
-    runs = [cfg.run_dir(scheme, seed) for seed in range(cfg.seeds) for scheme in cfg.schemes]
+    runs = [cfg.run_dir(scheme, seed).path for seed in range(cfg.seeds) for scheme in cfg.schemes]
     jobs = [(seed, scheme) for seed in range(cfg.seeds) for scheme in cfg.schemes]
     t = time.perf_counter()
     if cfg.jobs > 1:
@@ -241,9 +222,9 @@ def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> Quicks
     t = time.perf_counter()
     galleries: dict[str, Gallery] = {}
     for scheme in cfg.schemes:
-        if scheme in ("w1", "w19"):
+        if SCHEMES[scheme].weighting is not None:
             say(f"weight maps of {scheme}, seed 0")
-            galleries[scheme] = visualize_weights(cfg.run_dir(scheme, 0), VisualizeOptions(
+            galleries[scheme] = visualize_weights(cfg.run_dir(scheme, 0).path, VisualizeOptions(
                 out=str(Path(cfg.out) / "weights" / scheme), num=cfg.visualize_images, device=cfg.device,
                 show_progress=cfg.show_progress))
     seconds["visualize"] = time.perf_counter() - t

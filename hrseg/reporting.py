@@ -1,4 +1,4 @@
-"""Compare runs in one table like the paper's Table 1 (METHOD §4).
+"""Compare runs in one table like the paper's Table 1 (docs/method.md).
 
 Runs whose configurations differ only in how they ran (seed, output folder,
 device, logging) are one configuration: their mIoU is reported as mean ± std
@@ -18,17 +18,9 @@ from typing import Any, Sequence
 
 from hrseg.atomic import atomic_path, write_json
 from hrseg.errors import HrsegError
-
-SCHEME_TITLES = {
-    "target-only": "target only",
-    "joint": "direct joint",
-    "finetune": "source pre-train + target fine-tune",
-    "image-select": "ImageSelect",
-    "w1": "Ours with W^1",
-    "w19": "Ours with W^19",
-    "oracle": "oracle (realism mask)",
-}
-BACKBONES = {"fcn8s-vgg16": "FCN-8s / VGG16", "pspnet-r50": "PSPNet / ResNet50"}
+from hrseg.models import SEGMENTERS
+from hrseg.training.rundir import RunDir
+from hrseg.training.schemes import SCHEMES
 # fields that change how a run executed, not what it learned
 _RUN_ONLY = ("run", "preset")
 
@@ -154,37 +146,24 @@ def _delta_text(delta: float | None) -> str:
     return "—" if delta is None else f"{100 * delta:+.1f}"
 
 
-def _load_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise HrsegError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except ValueError as exc:
-        raise HrsegError(f"{path}: {what} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise HrsegError(f"{path}: {what} is not a JSON object")
-    return data
-
-
 def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
-    """Read a run's config and its saved evaluation; a run not evaluated yet is a user error."""
-    run = Path(run_dir)
-    config_path = run / "config.json"
-    if not config_path.is_file():
-        raise HrsegError(f"{run}: not a run directory (no config.json)")
-    config = _load_json(config_path, "run config")
-    eval_path = run / "eval" / f"{split.replace('/', '-')}.json"
-    if not eval_path.is_file():
-        raise HrsegError(f"{eval_path}: missing; evaluate the run first (hrseg eval --run {run} --split {split})")
-    ev = _load_json(eval_path, "evaluation")
+    """Read a run's config and its saved full evaluation; a run not evaluated yet is a user error.
+
+    Only the full evaluation counts: one of the first N images (``--max-images``)
+    has another file name and never enters a report.
+    """
+    run = RunDir(run_dir)
+    config = run.config().to_dict()
+    ev = run.eval_results(split)
+    if ev is None:
+        raise HrsegError(f"{run.eval_path(split)}: missing; evaluate the run first "
+                         f"(hrseg eval --run {run} --split {split})")
     miou = ev.get("miou")
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
-        raise HrsegError(f"{eval_path}: no mIoU in this file")
-    result = RunResult(path=str(run), config=config, miou=float(miou),
-                       seed=int(config.get("run", {}).get("seed", 0)))
-    source_path = run / "eval" / "source.json"
-    if source_path.is_file():
-        src = _load_json(source_path, "weighting evaluation")
+        raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")
+    result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]))
+    src = run.eval_results("source")
+    if src is not None:
         result.auc = src.get("auc")
         result.weight_realistic = src.get("mean_weight_realistic")
         result.weight_deviating = src.get("mean_weight_deviating")
@@ -192,10 +171,11 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
 
 
 def _title(result: RunResult) -> str:
-    title = SCHEME_TITLES.get(result.scheme, result.scheme)
+    scheme = SCHEMES[result.scheme] if result.scheme in SCHEMES else None
+    title = scheme.title if scheme is not None else result.scheme
     if result.config.get("gan", {}).get("enabled"):
         title += " + GAN"
-    if result.scheme in ("w1", "w19") and result.config.get("weighting", {}).get("input") == "image":
+    if scheme is not None and scheme.weighting is not None and result.config.get("weighting", {}).get("input") == "image":
         title += " (image input)"
     return title
 
@@ -235,7 +215,7 @@ def _order(row: ReportRow) -> tuple[str, float, int, bool]:
         budget = 1e9 * float(data["target_fraction"])
     else:
         budget = math.inf
-    schemes = list(SCHEME_TITLES)
+    schemes = SCHEMES.names()
     rank = schemes.index(first.scheme) if first.scheme in schemes else len(schemes)
     return row.backbone, budget, rank, bool(first.config.get("gan", {}).get("enabled"))
 
@@ -249,7 +229,8 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
         result = load_run(run_dir, split)
         key = result.key()
         if key not in groups:
-            groups[key] = ReportRow(configuration=_title(result), backbone=BACKBONES.get(result.arch, result.arch),
+            title = SEGMENTERS[result.arch].title if result.arch in SEGMENTERS else result.arch
+            groups[key] = ReportRow(configuration=_title(result), backbone=title,
                                     target_images=result.target_images)
         groups[key].runs.append(result)
     rows = sorted(groups.values(), key=_order)

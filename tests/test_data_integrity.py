@@ -240,7 +240,8 @@ TINY = {
 
 
 def test_train_and_eval_stop_with_one_line_on_a_damaged_chunk(data: Path, tmp_path: Path) -> None:
-    from hrseg.training.config import override, quick_config
+    from hrseg.training.config import override
+    from hrseg.training.presets import quick_config
     from hrseg.training.trainer import train
 
     run = tmp_path / "run"

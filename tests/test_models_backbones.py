@@ -1,6 +1,6 @@
 """Backbones against torchvision's published layouts: names, shapes, counts, strict loading.
 
-The reference layouts below are written out from torchvision's VGG16 / ResNet50
+The reference layouts below are written out from torchvision's VGG16 / ResNet50 / ResNet101
 definitions independently of hrseg's modules, so a renamed or re-shaped layer in
 hrseg fails here. Large tensors are stored expanded from one row (stride 0), so
 a full-width file costs a few MB on disk instead of 553 MB while every key and shape is real.
@@ -8,7 +8,6 @@ a full-width file costs a few MB on disk instead of 553 MB while every key and s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from hrseg.errors import HrsegError
 from hrseg.models import IMAGENET_URLS, VGG16, ResNet50, build_segmenter, count_parameters
+from hrseg.models.backbones import ResNet101
 from hrseg.models.pretrained import fetch_state_dict, load_strict
 
 VGG_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
@@ -44,10 +44,19 @@ def _bn(prefix: str, c: int, shapes: dict[str, tuple[int, ...]], tracked: bool) 
 
 def resnet50_shapes(tracked: bool = False) -> dict[str, tuple[int, ...]]:
     """resnet50-19c8e357.pth predates num_batches_tracked: ``tracked=False`` is the real file's layout."""
+    return resnet_shapes((3, 4, 6, 3), tracked)
+
+
+def resnet101_shapes(tracked: bool = False) -> dict[str, tuple[int, ...]]:
+    """torchvision's resnet101 (blocks 3, 4, 23, 3); its files exist with and without num_batches_tracked."""
+    return resnet_shapes((3, 4, 23, 3), tracked)
+
+
+def resnet_shapes(blocks_per_layer: tuple[int, int, int, int], tracked: bool) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"conv1.weight": (64, 3, 7, 7)}
     _bn("bn1", 64, shapes, tracked)
     inplanes = 64
-    for layer, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+    for layer, (planes, blocks) in enumerate(zip((64, 128, 256, 512), blocks_per_layer), start=1):
         for b in range(blocks):
             p = f"layer{layer}.{b}"
             shapes[f"{p}.conv1.weight"] = (planes, inplanes, 1, 1)
@@ -65,8 +74,8 @@ def resnet50_shapes(tracked: bool = False) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def fake_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Tensor]:
-    """Random values per key; big tensors repeat one random last-dim row (stride-0 expand)."""
+def fake_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0, expand_over: int = 1_000_000) -> dict[str, Tensor]:
+    """Random values per key; tensors over ``expand_over`` elements repeat one random last-dim row (stride-0 expand)."""
     g = torch.Generator().manual_seed(seed)
     out: dict[str, Tensor] = {}
     for key, shape in shapes.items():
@@ -74,7 +83,7 @@ def fake_weights(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str,
             out[key] = torch.tensor(7)
         elif key.endswith("running_var"):
             out[key] = torch.rand(shape, generator=g) + 0.5
-        elif len(shape) >= 2 and torch.Size(shape).numel() > 1_000_000:
+        elif len(shape) >= 2 and torch.Size(shape).numel() > expand_over:
             out[key] = torch.randn(shape[-1], generator=g).expand(shape)
         else:
             out[key] = torch.randn(shape, generator=g)
@@ -89,6 +98,7 @@ def n_params(shapes: dict[str, tuple[int, ...]]) -> int:
 def test_reference_layouts_have_torchvision_counts() -> None:
     assert n_params(vgg16_shapes()) == 138_357_544
     assert n_params(resnet50_shapes()) == 25_557_032
+    assert n_params(resnet101_shapes()) == 44_549_160
 
 
 def test_backbone_parameter_counts_equal_torchvision() -> None:
@@ -96,14 +106,66 @@ def test_backbone_parameter_counts_equal_torchvision() -> None:
         assert count_parameters(VGG16()) == 138_357_544
         assert count_parameters(ResNet50()) == 25_557_032
         assert count_parameters(ResNet50(dilate=(False, True, True))) == 25_557_032
+        assert count_parameters(ResNet101()) == 44_549_160
+        assert count_parameters(ResNet101(dilate=(False, True, True), full_dilation=True)) == 44_549_160
 
 
 def test_backbone_state_dicts_have_torchvision_names_and_shapes() -> None:
     with torch.device("meta"):
         vgg = {k: tuple(v.shape) for k, v in VGG16().state_dict().items()}
         resnet = {k: tuple(v.shape) for k, v in ResNet50().state_dict().items()}
+        resnet101 = {k: tuple(v.shape) for k, v in ResNet101().state_dict().items()}
     assert vgg == vgg16_shapes()
     assert resnet == resnet50_shapes(tracked=True)
+    assert resnet101 == resnet101_shapes(tracked=True)
+    assert len(resnet101) == 626  # 104 batch norms x 5 + 104 convolutions + fc weight and bias
+
+
+def test_dilation_styles_differ_only_in_the_first_block_of_a_dilated_layer() -> None:
+    with torch.device("meta"):
+        torchvision_style = ResNet101(dilate=(False, True, True))
+        deeplab_style = ResNet101(dilate=(False, True, True), full_dilation=True)
+        plain = ResNet101()
+    assert [b.conv2.dilation[0] for b in torchvision_style.layer3][:2] == [1, 2]
+    assert [b.conv2.dilation[0] for b in torchvision_style.layer4][:2] == [2, 4]
+    assert {b.conv2.dilation[0] for b in deeplab_style.layer3} == {2}
+    assert {b.conv2.dilation[0] for b in deeplab_style.layer4} == {4}
+    assert deeplab_style.output_stride == torchvision_style.output_stride == 8 and plain.output_stride == 32
+    assert plain.layer4[0].conv2.stride == (2, 2) and deeplab_style.layer4[0].conv2.stride == (1, 1)
+    # v1.5: the stride sits in the 3x3 convolution, not the first 1x1 (Caffe's place)
+    assert plain.layer3[0].conv1.stride == (1, 1) and plain.layer3[0].downsample[0].stride == (2, 2)
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_resnet101_file_with_torchvision_names_loads_strictly(tmp_path: Path, tracked: bool) -> None:
+    state = fake_weights(resnet101_shapes(tracked=tracked), expand_over=100_000)
+    path = tmp_path / "resnet101-63fe2227.pth"
+    torch.save(state, path)
+    assert path.stat().st_size < 10_000_000  # 171 MB without the stride-0 rows
+    model = ResNet101()
+    load_strict(model, fetch_state_dict("resnet101", path, 1.0), str(path))
+    got = model.state_dict()
+    for key in ("conv1.weight", "layer3.22.bn3.running_var", "layer3.22.conv2.weight", "layer4.2.conv3.weight",
+                "layer2.0.downsample.1.bias", "fc.weight"):
+        assert torch.equal(got[key], state[key]), key
+    assert int(got["layer3.22.bn1.num_batches_tracked"]) == (7 if tracked else 0)
+
+
+def test_resnet101_misnamed_or_resnet50_file_is_refused() -> None:
+    with torch.device("meta"):  # shapes are checked before any value is read
+        model = ResNet101()
+        state = {k: torch.empty(s) for k, s in resnet101_shapes().items()}
+        r50 = {k: torch.empty(s) for k, s in resnet50_shapes().items()}
+    state["layer3.22.bn2.running_variance"] = state.pop("layer3.22.bn2.running_var")
+    with pytest.raises(HrsegError) as info:
+        load_strict(model, state, "r101.pth")
+    assert str(info.value) == ("r101.pth: does not match ResNet101: 1 missing (layer3.22.bn2.running_var); "
+                               "1 unexpected (layer3.22.bn2.running_variance)")
+    with pytest.raises(HrsegError) as info:
+        load_strict(model, r50, "r50.pth")
+    # layer3.6 to layer3.22: 17 blocks x 15 keys (num_batches_tracked may be absent), and nothing else
+    assert str(info.value).startswith("r50.pth: does not match ResNet101: 255 missing (layer3.10.bn1.bias, ")
+    assert "unexpected" not in str(info.value) and "mis-shaped" not in str(info.value)
 
 
 def test_resnet_file_without_num_batches_tracked_loads_strictly(tmp_path: Path) -> None:
@@ -216,6 +278,7 @@ def test_imagenet_uses_hub_with_hash_check(monkeypatch: pytest.MonkeyPatch) -> N
     assert url == "https://download.pytorch.org/models/resnet50-19c8e357.pth" == IMAGENET_URLS["resnet50"]
     assert kwargs["check_hash"] is True and kwargs["weights_only"] is True
     assert IMAGENET_URLS["vgg16"] == "https://download.pytorch.org/models/vgg16-397923af.pth"
+    assert IMAGENET_URLS["resnet101"] == "https://download.pytorch.org/models/resnet101-63fe2227.pth"
     assert seg.backbone.conv1.weight.shape == (64, 3, 7, 7)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -105,7 +104,7 @@ def test_segmenter_learns_a_tiny_batch(name: str) -> None:
 
 
 def test_unknown_segmenter_and_aux_on_fcn_are_user_errors() -> None:
-    with pytest.raises(HrsegError, match="--model: unknown segmenter 'unet'"):
+    with pytest.raises(HrsegError, match="--arch: unknown segmenter 'unet'"):
         build_segmenter("unet")
     with pytest.raises(HrsegError, match="--aux"):
         build_segmenter("fcn8s-vgg16", width=0.0625, aux=True)

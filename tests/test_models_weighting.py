@@ -4,7 +4,6 @@ every combination / normalisation option, and the domain-classifier loss."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -232,11 +231,14 @@ def test_ratio_is_stable_for_extreme_logits() -> None:
     assert torch.isfinite(w(torch.zeros(1, 19, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)).weight).all()
 
 
-def test_weight_has_no_graph_forward_does() -> None:
+def test_weight_is_a_constant_the_logits_train() -> None:
+    """The loss weight carries no gradient (METHOD §3); W trains through its level logits only."""
     w = HierarchicalWeighting("w19", width=0.125)
     inp, labels = torch.randn(1, 19, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long)
     assert not w.weight(inp, labels).requires_grad
-    assert w(inp, labels).weight.requires_grad
+    out = w(inp, labels)
+    assert not out.weight.requires_grad
+    assert all(z.requires_grad for z in out.logits.values())
 
 
 def manual_bce(x: Tensor, target: float) -> Tensor:
@@ -310,10 +312,11 @@ def test_trained_classifiers_give_target_like_inputs_higher_weight() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"scheme": "w7"}, "weighting scheme: unknown value 'w7'"),
-    ({"combine": "max"}, "weighting combine: unknown value 'max'"),
-    ({"normalize": "l2"}, "weighting normalize"),
-    ({"levels": ("pixel", "scene")}, "weighting level: unknown value 'scene'"),
+    ({"network": "w7"}, "--weight-network: unknown weighting network 'w7'"),
+    ({"combine": "max"}, "--weight-combine: unknown weight combination 'max'"),
+    ({"normalize": "l2"}, "--weight-normalize: unknown weight normalisation"),
+    ({"levels": ("pixel", "scene")}, "weighting levels: unknown level 'scene'"),
+    ({"sharpen": 0.0}, "weighting sharpen"),
     ({"levels": ()}, "at least one"),
     ({"clamp": 0.0}, "weighting clamp"),
 ])

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
-from hrseg.cli.train import build_config
 from hrseg.errors import HrsegError
-from hrseg.training.config import PRESETS, TrainConfig
+from hrseg.training.config import TrainConfig
+from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
 
@@ -63,15 +63,17 @@ def test_preset_with_overrides_trains_and_writes_json(data: Path, tmp_path: Path
 
 
 def test_ours_uses_the_gan_by_default_and_baselines_do_not() -> None:
-    assert build_config(None, "w1", {}, None).gan.enabled
-    assert build_config(None, "w19", {}, None).gan.enabled
-    assert not build_config(None, "w1", {}, False).gan.enabled
-    assert not build_config(None, "joint", {}, None).gan.enabled
-    assert build_config(None, "joint", {}, True).gan.enabled
+    assert build_config(scheme="w1").gan.enabled
+    assert build_config(scheme="w19").gan.enabled
+    assert not build_config(scheme="w1", flags={"gan.enabled": False}).gan.enabled
+    assert not build_config(scheme="joint").gan.enabled
+    assert build_config(scheme="joint", flags={"gan.enabled": True}).gan.enabled
     # a preset keeps its own GAN setting unless the flag is given
-    assert build_config("gan", None, {}, None).gan.enabled
-    assert not build_config("gan", None, {}, False).gan.enabled
-    assert build_config("joint", "w1", {"optim.lr": 0.5}, None).optim.lr == 0.5
+    assert build_config(preset="gan").gan.enabled
+    assert not build_config(preset="gan", flags={"gan.enabled": False}).gan.enabled
+    assert build_config(preset="joint", scheme="w1", flags={"optim.lr": 0.5}).optim.lr == 0.5
+    # the Python API resolves the same default as the command line
+    assert TrainConfig(scheme="w19").resolved().gan.enabled and not TrainConfig(scheme="joint").resolved().gan.enabled
 
 
 def test_config_round_trips_through_json() -> None:
@@ -85,14 +87,21 @@ def test_config_round_trips_through_json() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--scheme", "nope"], "--scheme: unknown scheme 'nope'"),
+        (["--scheme", "nope"], "Invalid value for '--scheme'"),
         (["--scheme", "joint", "--crop", "64"], "--crop '64': expected WIDTHxHEIGHT"),
         (["--scheme", "joint", "--target-images", "3", "--target-fraction", "0.5"], "exclusive"),
         (["--scheme", "target-only", "--gan"], "--gan: scheme 'target-only' never sees both domains"),
-        (["--preset", "nope"], "--preset: unknown preset 'nope'"),
-        (["--scheme", "w1", "--weight-normalize", "max"], "--weight-normalize: unknown 'max'"),
+        (["--preset", "nope"], "Invalid value for '--preset'"),
+        (["--scheme", "w1", "--weight-normalize", "max"], "Invalid value for '--weight-normalize'"),
+        (["--scheme", "w1", "--set", "weighting.normalize=max"], "--weight-normalize: unknown weight normalisation"),
+        (["--scheme", "joint", "--set", "optim.lr=fast"], 'optim.lr: expected a number, got "fast"'),
+        (["--scheme", "joint", "--set", "data.batch_size=2.5"], "data.batch_size: expected an integer, got 2.5"),
+        (["--scheme", "joint", "--set", "optim.nope=1"], "unknown field 'optim.nope'"),
+        (["--scheme", "joint", "--lr", "-0.01"], "--lr: must be a finite number > 0, got -0.01"),
+        (["--scheme", "joint", "--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
+        (["--scheme", "joint", "--workers", "-1"], "--workers: must be >= 0, got -1"),
         (["--scheme", "joint", "--target-images", "99"], "asked for 99 images"),
-        ([], "--scheme or --preset is required"),
+        ([], "--scheme, --preset or --config is required"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(extra: list[str], message: str, data: Path, tmp_path: Path) -> None:
@@ -107,9 +116,9 @@ def test_bad_options_exit_2_with_one_line(extra: list[str], message: str, data: 
 def test_resume_on_the_command_line(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "--scheme", "joint", "--data", str(data), "--out", str(run), "--iters", "3", *SMALL]
-    cfg = build_config(None, "joint", {"data.data": str(data), "run.out": str(run), "optim.iters": 3,
-                                       "model.width": 0.0625, "data.crop": (64, 32), "data.batch_size": 2,
-                                       "run.device": "cpu", "run.progress": False}, None)
+    cfg = build_config(scheme="joint", flags={"data.data": str(data), "run.out": str(run), "optim.iters": 3,
+                                              "model.width": 0.0625, "data.crop": (64, 32), "data.batch_size": 2,
+                                              "run.device": "cpu", "run.progress": False})
     assert train(cfg, stop_after=1).status == "interrupted"
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "already holds a run" in _text(again)

@@ -105,7 +105,7 @@ def _toy_domains(g: torch.Generator, confident: bool) -> tuple[torch.Tensor, tor
 def _train_toy(scheme: str, lr: float, steps: int) -> tuple[dict[str, float], dict[str, float], dict[str, float],
                                                           dict[str, float]]:
     torch.manual_seed(0)
-    w = HierarchicalWeighting(scheme=scheme, in_channels=19, width=0.125)
+    w = HierarchicalWeighting(network=scheme, in_channels=19, width=0.125)
     opt = torch.optim.Adam(w.parameters(), lr=lr, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(5)
 
@@ -142,7 +142,11 @@ def test_w19_classifier_separates_the_domains_at_pixel_level() -> None:
 
 
 def test_sharpening_keeps_batch_mean_one_and_widens_the_gap() -> None:
-    from hrseg.training.trainer import _sharpen
+    def _sharpen(weight: torch.Tensor, valid: torch.Tensor, power: float, renormalise: bool,
+                 clamp: float | None) -> torch.Tensor:
+        w = HierarchicalWeighting("w1", width=0.125, sharpen=power, normalize="batch" if renormalise else "none",
+                                  clamp=clamp)
+        return w._sharpen(weight, valid)
 
     weight = torch.tensor([[[0.5, 1.0, 1.5, 9.0]]])
     valid = torch.tensor([[[True, True, True, False]]])

@@ -15,7 +15,8 @@ import torch
 from hrseg.errors import HrsegError
 from hrseg.training import losses
 from hrseg.training.config import TrainConfig, override
-from hrseg.training.trainer import Trainer, iterate_metrics, load_for_inference, resume_config, train
+from hrseg.training.rundir import RunDir
+from hrseg.training.trainer import Trainer, train
 from tests.data_fixtures import cached_synthetic_data, copy_data, make_synthetic_data
 
 TINY = {
@@ -78,20 +79,20 @@ def test_ctrl_c_then_resume_is_bitwise_equal_to_an_uninterrupted_run(
     assert _all_state(tmp_path / "part", "last.pt")["iteration"] == 6
     assert not (tmp_path / "part" / "checkpoints" / "final.pt").exists()
 
-    resumed = train(resume_config(tmp_path / "part"), resume=True)
+    resumed = train(RunDir(tmp_path / "part").config(), resume=True)
     assert resumed.status == "finished" and resumed.iteration == 7
     a, b = _all_state(tmp_path / "full"), _all_state(tmp_path / "part")
     for key in ("models", "optimizers", "schedulers", "scaler", "rng", "data"):
         _assert_same_tensors(a[key], b[key], key)
     strip = lambda r: {k: v for k, v in r.items() if k != "images_per_s"}  # noqa: E731
-    assert [strip(r) for r in iterate_metrics(tmp_path / "full")] == [strip(r) for r in iterate_metrics(tmp_path / "part")]
+    assert [strip(r) for r in RunDir(tmp_path / "full").metrics()] == [strip(r) for r in RunDir(tmp_path / "part").metrics()]
 
 
 def test_finetune_resume_across_the_phase_switch(data: Path, tmp_path: Path) -> None:
     extra = {"optim.iters": 4, "finetune.source_iters": 2}
     train(cfg_for(data, tmp_path / "full", scheme="finetune", **extra))
     assert train(cfg_for(data, tmp_path / "part", scheme="finetune", **extra), stop_after=1).iteration == 1
-    train(resume_config(tmp_path / "part"), resume=True)
+    train(RunDir(tmp_path / "part").config(), resume=True)
     _assert_same_tensors(_all_state(tmp_path / "full")["models"], _all_state(tmp_path / "part")["models"])
 
 
@@ -148,45 +149,45 @@ def test_resume_refuses_data_of_another_size(data: Path, tmp_path: Path) -> None
     other = make_synthetic_data(tmp_path / "other", size=(80, 40))
     other.rename(mine)
     with pytest.raises(HrsegError, match="data changed since this run started"):
-        train(resume_config(run), resume=True)
+        train(RunDir(run).config(), resume=True)
 
 
 def test_resume_needs_a_checkpoint_and_an_unfinished_run(data: Path, tmp_path: Path) -> None:
     with pytest.raises(HrsegError, match="not a run directory"):
-        resume_config(tmp_path / "none")
+        RunDir(tmp_path / "none").config()
     run = tmp_path / "done"
     train(cfg_for(data, run, scheme="target-only", **{"optim.iters": 2}))
     with pytest.raises(HrsegError, match="already finished"):
-        train(resume_config(run), resume=True)
+        train(RunDir(run).config(), resume=True)
     (run / "checkpoints" / "last.pt").unlink()
     with pytest.raises(HrsegError, match="nothing to resume"):
-        train(resume_config(run), resume=True)
+        train(RunDir(run).config(), resume=True)
 
 
 def test_load_for_inference_refuses_foreign_or_missing_checkpoints(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(cfg_for(data, run, scheme="w1", **{"optim.iters": 2}))
-    loaded = load_for_inference(run, checkpoint="last.pt")
+    loaded = RunDir(run).load_for_inference("last.pt")
     assert loaded.iteration == 2 and loaded.weighting is not None and not loaded.weighting.training
 
     config = json.loads((run / "config.json").read_text())
     config["model"]["arch"] = "pspnet-r50"
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="checkpoint is for 'fcn8s-vgg16', the run uses 'pspnet-r50'"):
-        load_for_inference(run)
+        RunDir(run).load_for_inference()
     config["model"].update(arch="fcn8s-vgg16", num_classes=13)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="checkpoint has 19 classes, the run has 13"):
-        load_for_inference(run)
+        RunDir(run).load_for_inference()
     config["model"].update(num_classes=19, width=0.125)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="segmenter weights do not fit"):
-        load_for_inference(run)
+        RunDir(run).load_for_inference()
 
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(HrsegError, match="has no checkpoint"):
-        load_for_inference(run)
+        RunDir(run).load_for_inference()
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "final.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(HrsegError, match="final.pt: not a readable hrseg checkpoint"):
-        load_for_inference(run)
+        RunDir(run).load_for_inference()

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from hrseg.data.dataset import open_split
-from hrseg.training.config import PRESETS, SCHEMES, TrainConfig, override, quick_config
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import PRESETS, quick_config
+from hrseg.training.schemes import SCHEMES
 from hrseg.training.sampling import road_share
-from hrseg.training.trainer import iterate_metrics, load_for_inference, train
+from hrseg.training.rundir import RunDir
+from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
 
 TINY = {
@@ -31,27 +34,28 @@ def tiny(cfg: TrainConfig, data: Path, out: Path, **extra: object) -> TrainConfi
 
 
 def _check_run(run: Path, cfg: TrainConfig) -> list[dict]:
-    records = list(iterate_metrics(run))
+    records = list(RunDir(run).metrics())
     assert [r["iter"] for r in records] == list(range(1, cfg.optim.iters + 1))
     for r in records:
         assert all(isinstance(v, float) and v == v for k, v in r.items() if k not in ("iter", "phase"))
         assert r["lr"] > 0 and r["images_per_s"] > 0
     payload = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
     assert payload["iteration"] == cfg.optim.iters
-    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
-    loaded = load_for_inference(run)
+    assert json.loads((run / "config.json").read_text()) == cfg.resolved().to_dict()
+    loaded = RunDir(run).load_for_inference()
     assert not loaded.segmenter.training
     with torch.no_grad():
         out = loaded.segmenter(torch.zeros(1, 3, 32, 64))
     assert out.logits.shape == (1, 19, 32, 64)
-    assert (loaded.weighting is not None) == (cfg.scheme in ("w1", "w19"))
+    assert (loaded.weighting is not None) == (SCHEMES[cfg.scheme].weighting is not None)
     return records
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("scheme", SCHEMES.names())
 def test_every_scheme_trains(scheme: str, data: Path, tmp_path: Path) -> None:
-    gan = scheme in ("w1", "w19")  # "ours" with its default GAN
-    cfg = tiny(TrainConfig(scheme=scheme), data, tmp_path / scheme, **{"gan.enabled": gan})
+    row = SCHEMES[scheme]
+    gan, weighted = row.gan, row.weighting is not None  # "ours" with its default GAN
+    cfg = tiny(TrainConfig(scheme=scheme), data, tmp_path / scheme)
     if scheme == "finetune":
         cfg = override(cfg, {"optim.iters": 4, "finetune.source_iters": 2})
     if scheme == "image-select":
@@ -61,9 +65,9 @@ def test_every_scheme_trains(scheme: str, data: Path, tmp_path: Path) -> None:
     records = _check_run(tmp_path / scheme, cfg)
     keys = set(records[-1])
     assert ("source" in keys) == (scheme not in ("target-only", "finetune"))
-    assert ("w_cls" in keys) == (scheme in ("w1", "w19"))
+    assert ("w_cls" in keys) == weighted
     assert ("d" in keys and "g" in keys) == gan
-    if scheme in ("w1", "w19"):
+    if weighted:
         assert {"score_pixel", "score_region", "score_image", "weight_mean"} <= keys
     if scheme in ("joint", "oracle", "w1", "w19", "image-select"):
         # procedural source scenes carry realism masks: weight on realistic vs deviating pixels is logged
@@ -98,7 +102,7 @@ def test_every_preset_trains(name: str, data: Path, tmp_path: Path) -> None:
     assert result.status == "finished"
     _check_run(tmp_path / name, cfg)
     assert cfg.scheme == preset.changes["scheme"]
-    assert cfg.gan.enabled == bool(preset.changes.get("gan.enabled", False))
+    assert cfg.resolved().gan.enabled == bool(preset.changes.get("gan.enabled", False))
 
 
 def test_target_images_pick_a_recorded_seeded_subset(data: Path, tmp_path: Path) -> None:
@@ -122,7 +126,7 @@ def test_quick_config_is_a_complete_small_budget(tmp_path: Path) -> None:
 
 
 def test_amp_uses_bf16_where_supported_else_fp16_and_never_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hrseg.training.trainer import _amp_dtype
+    from hrseg.training.build import amp_dtype as _amp_dtype
 
     cfg = override(TrainConfig(), {"run.amp": True})
     cuda = torch.device("cuda")

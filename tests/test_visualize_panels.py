@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from hrseg.data.labels import PALETTE
+from hrseg.data.png import write_png
 from hrseg.visualization.html import GalleryItem, write_index
 from hrseg.visualization.panels import (
     Tile,
@@ -17,7 +18,6 @@ from hrseg.visualization.panels import (
     prediction_panel,
     weight_over_image,
     weight_panel,
-    write_png,
 )
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
-from hrseg.training.config import override, quick_config
+from hrseg.training.config import override
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import spread_indices
 from tests.data_fixtures import cached_synthetic_data

@@ -1,49 +1,69 @@
-"""`hrseg train`: parse options into a TrainConfig, call train(), print the result."""
+"""`hrseg train`: parse options, call ``build_config`` + ``train()``, print the result.
+
+Every decision (presets, files, ``--set``, the GAN default, whether the run
+folder may be used) belongs to the library; this module only maps flags to
+config keys.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, parse_size, user_errors
+from hrseg.cli.common import emit_json, json_option, json_target, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
-from hrseg.training.config import PRESETS, PUBLIC_SCHEMES, TrainConfig, default_gan, override
+from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models.batchnorm import BN_MODES
+from hrseg.models.weighting import INPUTS
+from hrseg.registry import Registry
+from hrseg.training.config import override
+from hrseg.training.presets import PRESETS, build_config
+from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
+
+SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
+ArchChoice = SEGMENTERS.choices()
+NetworkChoice = WEIGHTING_NETWORKS.choices()
+CombineChoice = COMBINATIONS.choices()
+NormalizeChoice = NORMALIZATIONS.choices()
+InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
+PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
+
+#: flag name -> config key; the flag's value wins over --config / --preset / --set
+FLAG_KEYS: dict[str, str] = {
+    "data": "data.data", "out": "run.out", "arch": "model.arch", "width": "model.width",
+    "pretrained": "model.pretrained", "bn": "model.bn", "gan": "gan.enabled", "weight_network": "weighting.network",
+    "weight_input": "weighting.input", "weight_combine": "weighting.combine",
+    "weight_normalize": "weighting.normalize", "weight_sharpen": "weighting.sharpen",
+    "weight_width": "weighting.width", "gan_width": "gan.width", "source": "data.source", "target": "data.target",
+    "target_images": "data.target_images", "target_fraction": "data.target_fraction", "iters": "optim.iters",
+    "batch_size": "data.batch_size", "crop": "data.crop", "lr": "optim.lr", "seed": "run.seed",
+    "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
+    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
+    "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
+    "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
+    "select_nonroad_keep": "image_select.nonroad_keep",
+}
 
 
-def build_config(preset: str | None, scheme: str | None, flags: dict[str, Any], gan: bool | None) -> TrainConfig:
-    """Preset (or defaults), then every explicitly given flag on top."""
-    if preset is not None:
-        if preset not in PRESETS:
-            raise HrsegError(f"--preset: unknown preset {preset!r} (see hrseg train --list-presets)")
-        cfg = PRESETS[preset].config()
-    elif scheme is None:
-        raise HrsegError("--scheme or --preset is required (see hrseg train --help)")
-    else:
-        cfg = TrainConfig()
-    changes = {k: v for k, v in flags.items() if v is not None}
-    if scheme is not None:
-        changes["scheme"] = scheme
-    if gan is not None:
-        changes["gan.enabled"] = gan
-    elif preset is None:
-        changes["gan.enabled"] = default_gan(scheme or cfg.scheme)
-    return override(cfg, changes).validate()
+#: what may be given with --resume: how the run executes, never what it learns
+RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every", "resume_from")
 
 
 def presets_table() -> Table:
     table = Table(title="training presets (paper Table 1 + baselines)")
-    for col in ("preset", "scheme", "network", "GAN", "W input", "paper mIoU"):
+    for col in ("preset", "scheme", "network", "GAN", "W", "paper mIoU"):
         table.add_column(col, no_wrap=True)
     for p in PRESETS.values():
-        cfg = p.config()
+        cfg = p.config().resolved()
         table.add_row(
             p.name, cfg.scheme, cfg.model.arch, "yes" if cfg.gan.enabled else "no",
-            cfg.weighting.input if cfg.scheme in ("w1", "w19") else "-",
+            f"{cfg.weighting.network} ({cfg.weighting.input})" if cfg.weighting.network else "-",
             f"{p.paper_miou:.1f}" if p.paper_miou is not None else "-",
         )
     return table
@@ -66,24 +86,49 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _flag(name: str) -> str:
+    """The option a parameter came from, as the user typed it."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return value.value if hasattr(value, "value") else value
+
+
 def register(app: typer.Typer) -> None:
     """Add `hrseg train` to the root application."""
 
     @app.command("train")
     def train_cmd(
-        scheme: Optional[str] = typer.Option(None, "--scheme", help=f"One of {', '.join(PUBLIC_SCHEMES)}."),
+        scheme: Optional[SchemeChoice] = typer.Option(None, "--scheme", help="Training scheme."),  # type: ignore[valid-type]
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared data directory (hrseg prepare --out)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="A row of Table 1; flags override it."),
+        preset: Optional[PresetChoice] = typer.Option(None, "--preset", help="A row of Table 1; flags override it."),  # type: ignore[valid-type]
+        config: Optional[Path] = typer.Option(
+            None, "--config", help="Start from a config file: a run's config.json or a TOML file."),
+        set_: Optional[List[str]] = typer.Option(
+            None, "--set", help="Override any config field, e.g. --set optim.lr=0.005 (repeatable)."),
         list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and exit."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly."),
-        arch: Optional[str] = typer.Option(None, "--arch", help="fcn8s-vgg16 or pspnet-r50."),
+        resume_from: str = typer.Option(
+            "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
+        arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="none, imagenet or a weight file."),
-        gan: Optional[bool] = typer.Option(None, "--gan/--no-gan", help="G and D (default: on for w1/w19)."),
-        weight_input: Optional[str] = typer.Option(None, "--weight-input", help="pred (softmax of S) or image."),
-        weight_combine: Optional[str] = typer.Option(None, "--weight-combine", help="product, mean or ratio."),
-        weight_normalize: Optional[str] = typer.Option(None, "--weight-normalize", help="none, batch or running."),
+        bn: Optional[BnChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--bn", help="Batch norm: train, frozen (ImageNet statistics kept) or sync (under torchrun)."),
+        gan: Optional[bool] = typer.Option(None, "--gan/--no-gan", help="G and D (default: the scheme's)."),
+        weight_network: Optional[NetworkChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-network", help="Weighting network design (default: the scheme's)."),
+        weight_input: Optional[InputChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-input", help="What W sees: S's softmax (pred) or the image."),
+        weight_combine: Optional[CombineChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-combine", help="How the level scores combine into one weight."),
+        weight_normalize: Optional[NormalizeChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--weight-normalize", help="How the combined weight is normalised."),
         weight_clamp: Optional[float] = typer.Option(None, "--weight-clamp", help="Largest weight; 0 = no clamp."),
         weight_sharpen: Optional[float] = typer.Option(
             None, "--weight-sharpen", help="Exponent on the combined weight (1 = as is)."),
@@ -103,67 +148,69 @@ def register(app: typer.Typer) -> None:
         compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile S."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader worker processes."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (0 = default)."),
-        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint period."),
+        checkpoint_every: Optional[int] = typer.Option(
+            None, "--checkpoint-every", help="Rewrite checkpoints/last.pt (the resumable state) every N iterations."),
+        save_every: Optional[int] = typer.Option(
+            None, "--save-every", help="Also keep a snapshot checkpoints/iter_XXXXXX.pt (weights) every N "
+                                       "iterations, to evaluate or export later (0: none)."),
+        tensorboard: Optional[bool] = typer.Option(
+            None, "--tensorboard/--no-tensorboard", help="TensorBoard events in RUN/tb: losses, and weight maps "
+                                                         "(needs the tensorboard package)."),
+        tensorboard_every: Optional[int] = typer.Option(
+            None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
         select_road_share: Optional[float] = typer.Option(
             None, "--select-road-share", help="image-select: minimum share of road pixels."),
         select_nonroad_keep: Optional[float] = typer.Option(
             None, "--select-nonroad-keep", help="image-select: share of non-road pixels kept (1 keeps all)."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display."),
-        json_out: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
+        progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Live progress display."),
+        json_path: Optional[str] = json_option("Write the summary as JSON to PATH ('-': standard output)."),
     ) -> None:
-        """Train a segmentation network with any scheme of the paper (target-only ... w19)."""
-        from hrseg.training.trainer import resume_config, train
+        """Train a segmentation network with any scheme of the paper (target-only ... w19).
 
+        The schemes, presets and what each loss term is: docs/method.md.
+        """
+        from hrseg.training.rundir import RunDir
+        from hrseg.training.trainer import train
+
+        given = locals()
         with user_errors():
+            json_target(json_path)
             if list_presets:
                 console.print(presets_table())
-                emit_json({n: {"description": p.description, "paper_miou": p.paper_miou, "config": p.config().to_dict()}
-                           for n, p in PRESETS.items()}, None, stdout=json_out)
+                emit_json({n: {"description": p.description, "paper_miou": p.paper_miou,
+                               "config": p.config().resolved().to_dict()} for n, p in PRESETS.items()}, json_path)
                 return
-            flags: dict[str, Any] = {
-                "data.data": str(data) if data is not None else None,
-                "run.out": str(out) if out is not None else None,
-                "model.arch": arch, "model.width": width, "model.pretrained": pretrained,
-                "weighting.input": weight_input, "weighting.combine": weight_combine,
-                "weighting.normalize": weight_normalize, "weighting.width": weight_width,
-                "weighting.sharpen": weight_sharpen, "gan.width": gan_width,
-                "data.source": source, "data.target": target,
-                "data.target_images": target_images, "data.target_fraction": target_fraction,
-                "optim.iters": iters, "data.batch_size": batch_size,
-                "data.crop": parse_size(crop, "--crop", "512x256") if crop else None,
-                "optim.lr": lr, "run.seed": seed, "run.amp": amp, "run.compile": compile_,
-                "data.workers": workers, "run.threads": threads, "run.checkpoint_every": checkpoint_every,
-                "finetune.source_iters": finetune_source_iters,
-                "image_select.road_share": select_road_share, "image_select.nonroad_keep": select_nonroad_keep,
-            }
+            flags = {key: _value(given[name]) for name, key in FLAG_KEYS.items()}
+            if crop is not None:
+                flags["data.crop"] = parse_size(crop, "--crop", "512x256")
+            if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
+                flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
             if resume is not None:
-                given = sorted(k for k, v in flags.items() if v is not None)
-                if given or scheme or preset or gan is not None or weight_clamp is not None:
-                    raise HrsegError(
-                        "--resume continues a run with its own config; only --device, --no-progress and --json "
-                        f"may be given with it (got {', '.join(given) or 'scheme/preset/gan/clamp options'})"
-                    )
-                cfg = resume_config(resume)
-                changes: dict[str, Any] = {"run.progress": not no_progress}
-                if device is not None:
-                    changes["run.device"] = device
-                cfg = override(cfg, changes)
+                extra = [_flag(name) for name in (*FLAG_KEYS, "scheme", "preset", "config", "set_", "overwrite",
+                                                  "weight_clamp") if given[name] not in (None, False, [])
+                         and name not in RESUME_FLAGS]
+                if extra:
+                    raise HrsegError("--resume continues a run with its own config; only --device, --progress, "
+                                     f"--tensorboard and --json may be given with it (got {', '.join(sorted(extra))})")
+                cfg = RunDir(resume).config()
+                cfg = override(cfg, {key: flags[key] for key in ("run.device", "run.tensorboard",
+                                                                 "run.tensorboard_every") if flags[key] is not None})
+                if progress is not None:
+                    cfg = override(cfg, {"run.progress": progress})
             else:
-                flags["run.device"] = device
-                cfg = build_config(preset, scheme, flags, gan)
-                if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
-                    cfg = override(cfg, {"weighting.clamp": weight_clamp if weight_clamp > 0 else None}).validate()
-                cfg.run.progress = not no_progress
-                if out is None:
+                if resume_from != "last.pt":
+                    raise HrsegError("--from: only with --resume RUN")
+                flags["run.progress"] = progress
+                cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
+                                   sets=set_ or (), flags=flags)
+                if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
-                if (out / "checkpoints").exists():
-                    raise HrsegError(f"{out}: already holds a run; use --resume {out} or another --out")
-            result = train(cfg, resume=resume is not None).to_dict()
+            result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
-                emit_json(result, None, stdout=json_out)
+                emit_json(result, json_path)
             if result["status"] == "interrupted":
                 console.print(f"[yellow]interrupted at iteration {result['iteration']}; continue with "
                               f"hrseg train --resume {result['run_dir']}[/]")

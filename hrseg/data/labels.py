@@ -117,5 +117,5 @@ def eval_classes(num: int) -> tuple[int, ...]:
 
 
 def colorize(train_ids: np.ndarray) -> np.ndarray:
-    """trainId map (H, W) -> RGB image (H, W, 3)."""
-    return PALETTE[train_ids]
+    """trainId map (H, W) -> RGB image (H, W, 3); 255 (ignore) is black. The one palette colouring."""
+    return PALETTE[np.asarray(train_ids, dtype=np.uint8)]

@@ -1,4 +1,7 @@
-"""Palettised PNG support that OpenCV lacks: write index PNGs, read back raw palette indices.
+"""Every PNG hrseg writes, plus the palettised support OpenCV lacks (index PNGs, raw palette indices).
+
+``encode_png`` / ``write_png`` are the one way to write an RGB or single-channel
+image (RGB is converted to OpenCV's BGR here, at the edge, and nowhere else).
 
 GTAV labels are palettised PNGs whose *indices* are labelIds. OpenCV always
 expands a palette to colours, and several labelIds share a colour (e.g. pole
@@ -11,17 +14,36 @@ procedural scene generator to produce the exact GTAV label format.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 
 import cv2
 import numpy as np
 
+from hrseg.atomic import write_bytes
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class PngError(ValueError):
     """The bytes are not a PNG this module can handle (truncated, corrupt, unsupported)."""
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """(H, W, 3) RGB or (H, W) single-channel uint8 array -> PNG bytes."""
+    image = np.ascontiguousarray(array)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise PngError(f"OpenCV could not encode a {image.shape} {image.dtype} array as PNG")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``encode_png`` written atomically: a reader never sees half a file."""
+    write_bytes(path, encode_png(array))
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

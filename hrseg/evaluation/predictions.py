@@ -20,8 +20,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from hrseg.atomic import write_bytes
-from hrseg.data.labels import KNOWN_LABEL_IDS, LABEL_TO_TRAIN, PALETTE, TRAIN_TO_LABEL
+from hrseg.data.labels import KNOWN_LABEL_IDS, LABEL_TO_TRAIN, TRAIN_TO_LABEL, colorize
+from hrseg.data.png import write_png
 from hrseg.errors import HrsegError
 
 LABEL_IDS_DIR = "labelIds"
@@ -61,13 +61,6 @@ def prediction_path(name: str, kind: str = "labelIds") -> PurePosixPath:
     raise ValueError(f"unknown prediction kind {kind!r}")
 
 
-def _png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a PNG")
-    return buf.tobytes()
-
-
 @dataclass(frozen=True)
 class PredictionWriter:
     """Writes labelId (and optionally colour) PNGs for trainId predictions, atomically."""
@@ -78,10 +71,9 @@ class PredictionWriter:
     def write(self, name: str, train_ids: np.ndarray) -> Path:
         ids = np.asarray(train_ids, dtype=np.uint8)
         target = self.root / prediction_path(name, "labelIds")
-        write_bytes(target, _png(TRAIN_TO_LABEL[ids]))
+        write_png(target, TRAIN_TO_LABEL[ids])
         if self.colour:
-            rgb = PALETTE[ids]
-            write_bytes(self.root / prediction_path(name, "colour"), _png(np.ascontiguousarray(rgb[..., ::-1])))
+            write_png(self.root / prediction_path(name, "colour"), colorize(ids))
         return target
 
     @property

@@ -1,7 +1,7 @@
 """Weighting quality: do the weighting networks give realistic source pixels more weight?
 
 Only the procedural scenes carry a realism mask (1 realistic, 0 deviating,
-255 unknown). Two numbers per weight map tell the story METHOD §7 asks for:
+255 unknown). Two numbers per weight map tell the story (docs/method.md, "Measuring the weighting"):
 the mean weight on each group (is the weight collapsing, is it soft?) and the
 ROC AUC of the map at separating the groups (does it rank the right areas
 first?). A weighting with AUC near 0.5 selects the wrong areas; one with high
@@ -16,24 +16,16 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from hrseg.evaluation.progressbar import maybe_progress, rate
+from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset
 from hrseg.data.labels import IGNORE_INDEX
 from hrseg.evaluation.metrics import AucAccumulator
 from hrseg.evaluation.results import LevelQuality, WeightingReport
+from hrseg.models import logits_of, weighting_input
 
 COMBINED = "combined"
 AUC_PIXELS_PER_IMAGE = 50_000  # caps memory on full-size splits; the quick-start scenes stay exact
-
-
-def weighting_input(logits: torch.Tensor, normalized_image: torch.Tensor, kind: str) -> torch.Tensor:
-    """What W sees: the softmax prediction of S ("pred") or the normalised RGB image ("image")."""
-    if kind == "image":
-        return normalized_image
-    if kind == "pred":
-        return torch.softmax(logits.float(), dim=1)
-    raise ValueError(f"weighting input must be 'pred' or 'image', got {kind!r}")
 
 
 @dataclass
@@ -77,13 +69,15 @@ def weight_maps(segmenter: torch.nn.Module, weighting: torch.nn.Module, images: 
                 per_class: tuple[int, ...] = ()) -> WeightingMaps:
     """Run S and W on a uint8 source batch the way training does, without updating running statistics.
 
+    The weight is HierarchicalWeighting's own output, so it is exactly what the
+    source loss was weighted with (combination, normalisation, clamp, sharpening).
+
     ``per_class`` asks W^19 for the score every pixel would get if it were of
     that class: the geometric mean of the level sigmoids of that class's
     channel, on the same 0..1 scale as each level's score.
     """
     x = normalize(images)
-    out = segmenter(x)
-    logits = out.logits if hasattr(out, "logits") else out
+    logits = logits_of(segmenter(x))
     if logits.shape[-2:] != labels.shape[-2:]:
         logits = torch.nn.functional.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
                                                  align_corners=False)
@@ -124,7 +118,7 @@ def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDa
              scheme: str, device: torch.device, batch_size: int, show_progress: bool, seed: int) -> WeightingReport:
     groups: dict[str, _Group] = {}
     loader = DataLoader(ds.with_fields(("image", "label", "realism")), batch_size=batch_size, shuffle=False)
-    with maybe_progress(show_progress) as bar:
+    with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"weights {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
         for batch in loader:
             labels = batch["label"].to(device)

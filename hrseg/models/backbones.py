@@ -1,7 +1,7 @@
-"""VGG16 and ResNet50 written here with torchvision's module names and tensor shapes.
+"""VGG16, ResNet50 and ResNet101 written here with torchvision's module names and tensor shapes.
 
 The names matter more than the code: torchvision's ImageNet files
-(``vgg16-397923af.pth``, ``resnet50-19c8e357.pth``) must load into these modules
+(``vgg16-397923af.pth``, ``resnet50-19c8e357.pth``, ``resnet101-63fe2227.pth``) must load into these modules
 by key, strictly. So the modules keep the ImageNet classifier / ``fc`` layers even
 though segmentation drops them after loading, and layer indices inside
 ``features`` follow torchvision's ``nn.Sequential`` exactly.
@@ -19,6 +19,13 @@ VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
 IMAGENET_CLASSES = 1000
+#: torchvision's published ImageNet files, beside the modules they load into; the part of the file name
+#: after the last '-' is the SHA-256 prefix torch.hub checks.
+IMAGENET_URLS: dict[str, str] = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
 
 
 class VGG16(nn.Module):
@@ -69,6 +76,10 @@ class VGG16(nn.Module):
     def forward_pools(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return vgg_pools(self.features, x)
 
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("pool3", "pool4", "pool5"), self.forward_pools(x))) | {"logits": self(x)}
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
@@ -113,25 +124,29 @@ class Bottleneck(nn.Module):
         return self.relu(y + identity)
 
 
-class ResNet50(nn.Module):
-    """ResNet50 (v1.5) with torchvision's names, optionally dilated.
+class ResNet(nn.Module):
+    """ResNet v1.5 with torchvision's names, optionally dilated; subclasses set ``LAYERS``.
 
     ``dilate=(False, True, True)`` is torchvision's ``replace_stride_with_dilation``:
     layer3 and layer4 keep stride 1 and dilate by 2 and 4, so the output stride is 8.
     As in torchvision, the first block of a dilated layer still uses the previous
-    dilation and only the following blocks use the new one.
+    dilation and only the following blocks use the new one; ``full_dilation=True``
+    gives every block of a dilated layer its new dilation instead, as DeepLab-v2
+    does. Dilation is not a weight, so both load the same files.
     """
 
-    LAYERS = (3, 4, 6, 3)
+    LAYERS: tuple[int, int, int, int]
 
     def __init__(
         self,
         width: float = 1.0,
         dilate: tuple[bool, bool, bool] = (False, False, False),
         num_classes: int = IMAGENET_CLASSES,
+        full_dilation: bool = False,
     ) -> None:
         super().__init__()
         self.width = check_width(width)
+        self.full_dilation = full_dilation
         self.inplanes = scaled(64, width)
         self.dilation = 1
         self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
@@ -160,7 +175,8 @@ class ResNet50(nn.Module):
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, out, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out)
             )
-        layers = [Bottleneck(self.inplanes, planes, stride, previous_dilation, downsample)]
+        first_dilation = self.dilation if self.full_dilation else previous_dilation
+        layers = [Bottleneck(self.inplanes, planes, stride, first_dilation, downsample)]
         self.inplanes = out
         layers += [Bottleneck(out, planes, dilation=self.dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
@@ -180,6 +196,22 @@ class ResNet50(nn.Module):
         c3 = self.layer3(x)
         return c3, self.layer4(c3)
 
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("layer3", "layer4"), self.forward_layers(x))) | {"logits": self(x)}
+
     def forward(self, x: Tensor) -> Tensor:
         _, x = self.forward_layers(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class ResNet50(ResNet):
+    """ResNet50: Bottleneck blocks (3, 4, 6, 3), 25,557,032 parameters with ``fc``."""
+
+    LAYERS = (3, 4, 6, 3)
+
+
+class ResNet101(ResNet):
+    """ResNet101: Bottleneck blocks (3, 4, 23, 3), 44,549,160 parameters with ``fc``."""
+
+    LAYERS = (3, 4, 23, 3)

@@ -13,7 +13,7 @@ class SegOutput(NamedTuple):
     """What a segmentation network returns.
 
     A NamedTuple (not a dataclass) so DDP, autocast and tracing see plain tuples.
-    ``features`` is the 512*width-channel map the generator G reconstructs the image from.
+    ``features`` is the map the generator G reconstructs the image from (``feature_channels`` wide).
     """
 
     logits: Tensor

@@ -9,40 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
-from hrseg.models.backbones import VGG16, ResNet50
-from hrseg.models.fcn import FCN8s
 from hrseg.models.gan import Discriminator, Generator
-from hrseg.models.pspnet import PSPNet
-from hrseg.models.weighting import LEVELS, HierarchicalWeighting
+from hrseg.models.registry import SEGMENTERS, build_segmenter
+from hrseg.models.weighting import LEVELS, WEIGHTING_NETWORKS, HierarchicalWeighting
 
-SEGMENTERS: tuple[str, ...] = ("fcn8s-vgg16", "pspnet-r50")
-
-
-def build_segmenter(
-    name: str,
-    num_classes: int = 19,
-    width: float = 1.0,
-    pretrained: str | Path = "none",
-    aux: bool = False,
-) -> FCN8s | PSPNet:
-    """A segmentation network by its configuration name.
-
-    ``pretrained`` is ``"none"``, ``"imagenet"`` (torchvision's file via torch.hub)
-    or a path to a backbone state dict with torchvision's key names.
-    """
-    if name == "fcn8s-vgg16":
-        if aux:
-            raise HrsegError("--aux: the auxiliary head exists only for pspnet-r50, not fcn8s-vgg16")
-        return FCN8s(num_classes=num_classes, width=width, pretrained=pretrained)
-    if name == "pspnet-r50":
-        return PSPNet(num_classes=num_classes, width=width, pretrained=pretrained, aux=aux)
-    raise HrsegError(f"--model: unknown segmenter {name!r} (choose from {', '.join(SEGMENTERS)})")
+__all__ = ["ModelInfo", "build_segmenter", "count_parameters", "describe_models"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -92,33 +68,37 @@ def describe_models(
         def add(name: str, role: str, module: nn.Module, inputs: dict[str, Tensor], run: Callable[[], dict]) -> None:
             rows.append(ModelInfo(name, role, count_parameters(module), _shapes(inputs), _shapes(run())))
 
-        vgg = VGG16(width).eval()
-        add("VGG16", "backbone", vgg, {"image": image},
-            lambda: dict(zip(("pool3", "pool4", "pool5"), vgg.forward_pools(image))) | {"logits": vgg(image)})
-        resnet = ResNet50(width, dilate=(False, True, True)).eval()
-        add("ResNet50", "backbone (dilated, stride 8)", resnet, {"image": image},
-            lambda: dict(zip(("layer3", "layer4"), resnet.forward_layers(image))) | {"logits": resnet(image)})
-        features: dict[int, Tensor] = {}
-        for label, name, aux in (("FCN-8s", "fcn8s-vgg16", False), ("PSPNet", "pspnet-r50", False),
-                                 ("PSPNet+aux", "pspnet-r50", True)):
-            seg = build_segmenter(name, num_classes, width, "none", aux).eval()
-            out = seg(image)
-            features[seg.feature_stride] = out.features
-            add(label, f"segmenter S ({name})", seg, {"image": image}, lambda out=out: out._asdict())
-        for scheme in ("w1", "w19"):
-            tag = "W^1" if scheme == "w1" else "W^19"
+        features: dict[tuple[int, int], Tensor] = {}
+        described: set[str] = set()
+        for spec in SEGMENTERS.values():
+            if spec.backbone_label not in described:
+                described.add(spec.backbone_label)
+                net = spec.build_backbone(width).eval()
+                add(spec.backbone_label, f"backbone of {spec.label} (stride {spec.feature_stride})", net,
+                    {"image": image}, lambda net=net: net.named_outputs(image))
+            for aux in (False, True) if spec.aux else (False,):
+                seg = build_segmenter(spec.name, num_classes, width, "none", aux).eval()
+                out = seg(image)
+                features.setdefault((spec.feature_stride, int(out.features.shape[1])), out.features)
+                add(spec.label + ("+aux" if aux else ""), f"segmenter S ({spec.name})", seg, {"image": image},
+                    lambda out=out: out._asdict())
+        for network in WEIGHTING_NETWORKS:
+            tag = "W^" + network[1:]
             for level in LEVELS:
-                w = HierarchicalWeighting(scheme, w_in, num_classes, levels=(level,), width=width).eval()
+                w = HierarchicalWeighting(network, w_in, num_classes, levels=(level,), width=width).eval()
                 add(f"{tag} {level}", f"weighting {level} level", w, {"image" if image_input else "prediction": prediction},
                     lambda w=w, level=level: {"logits": w.level_logits(prediction)[level],
                                               "score": w(prediction, labels).scores[level]})
-            w = HierarchicalWeighting(scheme, w_in, num_classes, width=width).eval()
+            w = HierarchicalWeighting(network, w_in, num_classes, width=width).eval()
             add(f"{tag} (all levels)", "hierarchical weighting", w, {"image" if image_input else "prediction": prediction},
                 lambda w=w: {"weight": w(prediction, labels).weight})
-        for stride, seg_name in ((32, "FCN-8s"), (8, "PSPNet")):
-            feats = features[stride]
-            g = Generator(feats.shape[1], stride, width).eval()
-            add(f"G (stride {stride})", f"generator ({seg_name})", g, {"features": feats},
+        seen: set[int] = set()
+        for (stride, channels), feats in sorted(features.items(), key=lambda kv: -kv[0][0]):
+            users = ", ".join(s.label for s in SEGMENTERS.values() if s.feature_stride == stride)
+            name = f"G (stride {stride})" if stride not in seen else f"G (stride {stride}, {channels} channels)"
+            seen.add(stride)
+            g = Generator(channels, stride, width).eval()
+            add(name, f"generator ({users})", g, {"features": feats},
                 lambda g=g, feats=feats: {"image": g(feats, size=(img_h, img_w))})
         d = Discriminator(num_classes, width).eval()
         add("D", "discriminator", d, {"image": image},

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from hrseg.models.backbones import VGG16, vgg_pools
 from hrseg.models.common import SegOutput, check_width
 from hrseg.models.pretrained import fetch_state_dict, load_strict
+from hrseg.models.registry import SegmenterSpec, register_segmenter
 
 FCN_STRIDE = 32
 
@@ -108,3 +109,14 @@ class FCN8s(nn.Module):
         h = self.upscore_pool4(h) + self.score_pool3(pool3)
         logits = F.interpolate(h, scale_factor=8, mode="bilinear", align_corners=False)
         return SegOutput(logits[..., :height, :width], pool5, None)
+
+
+def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "none", aux: bool = False) -> FCN8s:
+    return FCN8s(num_classes=num_classes, width=width, pretrained=pretrained)
+
+
+register_segmenter(SegmenterSpec(
+    name="fcn8s-vgg16", title="FCN-8s / VGG16", label="FCN-8s", build=_build,
+    feature_stride=FCN_STRIDE, feature_channels=512, backbone="vgg16", backbone_label="VGG16",
+    build_backbone=VGG16,
+))

@@ -1,4 +1,4 @@
-"""Generator G (features -> image) and discriminator D (image -> domain and class maps), METHOD.md §2.
+"""Generator G (features -> image) and discriminator D (image -> domain and class maps); docs/method.md, "Networks".
 
 G: two residual blocks at the feature width, then stride-2 ConvTranspose stages
 (kernel 3, padding 1, output_padding 1, so each exactly doubles the size): five
@@ -8,6 +8,10 @@ for stride-32 features (FCN-8s pool5), the last three for stride-8 features
 feature size; when that differs from the requested image size (inputs that are
 not multiples of the stride) the excess bottom/right rows are cropped, which
 matches how FCN-8s pads the bottom/right; a shortfall is resized bilinearly.
+
+Features wider than the paper's 512 channels (DeepLab-v2's 2048-channel layer4)
+first pass a 1x1 Conv-IN-ReLU stem down to 512*width **[reconstructed]**: fed
+straight in, G would cost about 3.4x DeepLab-v2's own forward pass.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class Generator(nn.Module):
             raise HrsegError(f"generator stride: must be 8 or 32 (the segmenters' feature strides), got {stride}")
         check_width(width)
         self.stride = stride
+        base = scaled(512, width)
+        self.stem: nn.Module = nn.Identity()
+        if in_channels > base:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, base, 1), nn.InstanceNorm2d(base), nn.ReLU(inplace=True))
+            in_channels = base
         self.res = nn.Sequential(ResidualBlock(in_channels), ResidualBlock(in_channels))
         outs = [scaled(c, width) for c in G_STAGES[:-1]] + [3]
         outs = outs[-(stride.bit_length() - 1) :]
@@ -68,7 +77,7 @@ class Generator(nn.Module):
 
     def forward(self, features: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """(B, C, h, w) features -> (B, 3, H, W) image; ``size`` defaults to stride x (h, w)."""
-        x = self.up(self.res(features))
+        x = self.up(self.res(self.stem(features)))
         if size is None:
             return x
         height, width = int(size[0]), int(size[1])

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from hrseg.models.backbones import ResNet50
 from hrseg.models.common import SegOutput, check_width, scaled
 from hrseg.models.pretrained import fetch_state_dict, load_strict
+from hrseg.models.registry import SegmenterSpec, register_segmenter
 
 PSP_BINS: tuple[int, ...] = (1, 2, 3, 6)
 PSP_STRIDE = 8
@@ -101,3 +102,11 @@ class PSPNet(nn.Module):
         if self.aux_head is not None:
             aux = F.interpolate(self.aux_head(c3), size=size, mode="bilinear", align_corners=False)
         return SegOutput(logits, features, aux)
+
+
+register_segmenter(SegmenterSpec(
+    name="pspnet-r50", title="PSPNet / ResNet50", label="PSPNet", build=PSPNet,
+    feature_stride=PSP_STRIDE, feature_channels=512, backbone="resnet50", backbone_label="ResNet50",
+    build_backbone=lambda width: ResNet50(width, dilate=(False, True, True)),
+    aux=True,
+))

@@ -1,4 +1,4 @@
-"""Weighting networks W^1 / W^19 and their hierarchical combination (METHOD.md §2-§3).
+"""Weighting networks W^1 / W^19 and their hierarchical combination (docs/method.md: "Networks", "Combining ...").
 
 Each level (pixel, region, image) has its own trunk, as in the paper's figure
 (three networks W_p, W_r, W_i). A trunk is a domain classifier on predictions:
@@ -13,9 +13,13 @@ How the levels reach the label resolution (B, H, W):
 For W^19 each pixel then reads the channel of its ground-truth class, at every
 level (ignore pixels read channel 0; the caller masks them).
 
-Combination and normalisation live in ``COMBINERS`` and
-``HierarchicalWeighting._normalise``; both work on log-weights so the density
-ratio exp(sum of logits) neither overflows nor underflows before normalising.
+Everything between the trunks and the loss weight happens here, in one
+place that training, evaluation and visualisation share: level maps ->
+combination (``COMBINATIONS``) -> normalisation (``NORMALIZATIONS``) -> clamp ->
+optional sharpening (re-normalised, re-clamped). Combination and normalisation
+work on log-weights so the density ratio exp(sum of logits) neither overflows
+nor underflows before normalising. Adding a weighting network, a combination
+or a normalisation rule is one function plus its registration below.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hrseg.data.labels import IGNORE_INDEX
 from hrseg.errors import HrsegError
 from hrseg.models.common import check_width, scaled
+from hrseg.registry import Registry
 
 LEVELS: tuple[str, ...] = ("pixel", "region", "image")
-SCHEMES: tuple[str, ...] = ("w1", "w19")
-NORMALIZATIONS: tuple[str, ...] = ("none", "batch", "running")
-IGNORE_INDEX = 255
+INPUTS: tuple[str, ...] = ("pred", "image")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -69,21 +73,57 @@ def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0) 
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class WeightingNetwork:
+    """A trunk design: ``build(in_channels, num_classes, width)``; ``per_class``: one output channel per class."""
+
+    name: str
+    build: Callable[[int, int, float], nn.Module]
+    per_class: bool
+
+
+WEIGHTING_NETWORKS: Registry[WeightingNetwork] = Registry("weighting network", "--weight-network")
+WEIGHTING_NETWORKS.add("w1", WeightingNetwork("w1", lambda cin, ncls, width: w1_trunk(cin, width), per_class=False))
+WEIGHTING_NETWORKS.add("w19", WeightingNetwork("w19", w19_trunk, per_class=True))
+
+# name -> (stacked per-pixel level logits (L, B, H, W)) -> log-weight (B, H, W)
+COMBINATIONS: Registry[Callable[[Tensor], Tensor]] = Registry("weight combination", "--weight-combine")
+
+
+@COMBINATIONS.register("product")
 def _product(z: Tensor) -> Tensor:
     return F.logsigmoid(z).sum(0)
 
 
+@COMBINATIONS.register("mean")
 def _mean(z: Tensor) -> Tensor:
     return torch.logsumexp(F.logsigmoid(z), 0) - math.log(z.shape[0])
 
 
+@COMBINATIONS.register("ratio")
 def _ratio(z: Tensor) -> Tensor:
     # log prod s/(1-s) = sum of logits: the density-ratio estimate p_target/p_source
     return z.sum(0)
 
 
-# name -> (stacked level logits (L, B, H, W)) -> log-weight (B, H, W)
-COMBINERS: dict[str, Callable[[Tensor], Tensor]] = {"product": _product, "mean": _mean, "ratio": _ratio}
+NORMALIZATIONS: Registry[str] = Registry("weight normalisation", "--weight-normalize")
+for _name, _doc in (("none", "raw weights: the classifiers may drive every source weight toward 0"),
+                    ("batch", "divided by the batch's mean weight over valid pixels"),
+                    ("running", "divided by a running mean of batch means (a buffer, kept in checkpoints)")):
+    NORMALIZATIONS.add(_name, _doc)
+
+
+def weighting_input(logits: Tensor, normalized_image: Tensor, kind: str) -> Tensor:
+    """What W sees: the softmax of S's (detached) logits ("pred") or the normalised RGB image ("image").
+
+    Training, evaluation and visualisation all call this, so the weights they
+    compute come from the same input.
+    """
+    if kind == "image":
+        return normalized_image.float()
+    if kind == "pred":
+        return torch.softmax(logits.detach().float(), dim=1)
+    raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {kind!r}")
 
 
 @dataclass
@@ -100,10 +140,9 @@ class WeightOutput:
     weight: Tensor
 
 
-def _choice(option: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise HrsegError(f"{option}: unknown value {value!r} (choose from {', '.join(allowed)})")
-    return value
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    m = mask.float()
+    return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
 class HierarchicalWeighting(nn.Module):
@@ -117,7 +156,7 @@ class HierarchicalWeighting(nn.Module):
 
     def __init__(
         self,
-        scheme: str = "w1",
+        network: str = "w1",
         in_channels: int = 19,
         num_classes: int = 19,
         levels: Sequence[str] = LEVELS,
@@ -126,32 +165,35 @@ class HierarchicalWeighting(nn.Module):
         clamp: float | None = None,
         width: float = 1.0,
         momentum: float = 0.1,
+        sharpen: float = 1.0,
     ) -> None:
         super().__init__()
-        self.scheme = _choice("weighting scheme", scheme, SCHEMES)
-        self.combine = _choice("weighting combine", combine, tuple(COMBINERS))
-        self.normalize = _choice("weighting normalize", normalize, NORMALIZATIONS)
+        design = WEIGHTING_NETWORKS[network]
+        self.network = network
+        self.combine = COMBINATIONS.check(combine)
+        self.normalize = NORMALIZATIONS.check(normalize)
         if not levels:
             raise HrsegError("weighting levels: at least one of pixel, region, image is needed")
-        self.levels = tuple(_choice("weighting level", level, LEVELS) for level in levels)
+        unknown = [level for level in levels if level not in LEVELS]
+        if unknown:
+            raise HrsegError(f"weighting levels: unknown level {unknown[0]!r} (choose from {', '.join(LEVELS)})")
+        self.levels = tuple(levels)
         if len(set(self.levels)) != len(self.levels):
             raise HrsegError(f"weighting levels: repeated level in {list(levels)}")
         if clamp is not None and not clamp > 0:
             raise HrsegError(f"weighting clamp: must be positive, got {clamp!r}")
         if not 0 < momentum <= 1:
             raise HrsegError(f"weighting momentum: must be in (0, 1], got {momentum!r}")
+        if not sharpen > 0:
+            raise HrsegError(f"weighting sharpen: must be positive, got {sharpen!r}")
         self.clamp = clamp
         self.momentum = momentum
+        self.sharpen = float(sharpen)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.width = check_width(width)
-        self.out_channels = 1 if scheme == "w1" else num_classes
-        self.trunks = nn.ModuleDict(
-            {
-                level: w1_trunk(in_channels, width) if scheme == "w1" else w19_trunk(in_channels, num_classes, width)
-                for level in self.levels
-            }
-        )
+        self.out_channels = num_classes if design.per_class else 1
+        self.trunks = nn.ModuleDict({level: design.build(in_channels, num_classes, width) for level in self.levels})
         self.register_buffer("running_log_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -211,12 +253,22 @@ class HierarchicalWeighting(nn.Module):
         return log_w - self.running_log_mean
 
     def combine_weight(self, level_pixel_logits: dict[str, Tensor], labels: Tensor, update_running: bool) -> Tensor:
-        z = torch.stack([level_pixel_logits[level].float() for level in self.levels])
-        log_w = COMBINERS[self.combine](z)
+        """The loss weight of every pixel: combine, normalise, clamp, then sharpen (no autograd history)."""
+        z = torch.stack([level_pixel_logits[level].detach().float() for level in self.levels])
+        log_w = COMBINATIONS[self.combine](z)
         valid = labels != IGNORE_INDEX
         log_w = self._normalise(log_w, valid, update_running)
         cap = MAX_LOG_WEIGHT if self.clamp is None else min(MAX_LOG_WEIGHT, math.log(self.clamp))
-        return log_w.clamp(max=cap).exp()
+        return self._sharpen(log_w.clamp(max=cap).exp(), valid)
+
+    def _sharpen(self, weight: Tensor, valid: Tensor) -> Tensor:
+        """w**power, back to batch mean 1 when W normalises: a soft step toward hard selection."""
+        if self.sharpen == 1.0:
+            return weight
+        out = weight.pow(self.sharpen)
+        if self.normalize != "none":
+            out = out / _masked_mean(out, valid).clamp_min(1e-12)
+        return out if self.clamp is None else out.clamp(max=self.clamp)
 
     # -- public entry points -------------------------------------------------------------
     def forward(self, inp: Tensor, labels: Tensor, update_running: bool | None = None) -> WeightOutput:

@@ -2,25 +2,30 @@
 
 The whole configuration is a plain JSON document (``to_dict``/``from_dict``) so a
 run directory records exactly what produced it and ``--resume`` can rebuild it.
-Presets are the rows of the paper's Table 1 (METHOD §4); explicit CLI flags
-override them field by field.
+Every value is type-checked against its field's annotation when a config is
+built from a dict, a file or ``--set`` overrides. ``None`` in ``gan.enabled`` and
+``weighting.network`` means "the scheme's default" (the scheme table in
+``schemes.py``); :meth:`TrainConfig.resolved` fills those in, and is what a run
+saves. Presets, the quick budget and ``build_config`` live in ``presets.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hrseg.errors import HrsegError
-
-Scheme = Literal["target-only", "joint", "finetune", "image-select", "w1", "w19", "oracle"]
-SCHEMES: tuple[str, ...] = get_args(Scheme)
-#: Schemes offered on the command line; ``oracle`` (weight = realism mask) is for the variant study only.
-PUBLIC_SCHEMES: tuple[str, ...] = tuple(s for s in SCHEMES if s != "oracle")
-ARCHS: tuple[str, ...] = ("fcn8s-vgg16", "pspnet-r50")
-COMBINES: tuple[str, ...] = ("product", "mean", "ratio")
-NORMALIZES: tuple[str, ...] = ("none", "batch", "running")
+from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models.batchnorm import BN_MODES, count_batchnorm
+from hrseg.models.weighting import INPUTS, LEVELS
+from hrseg.training.schemes import SCHEMES
 
 
 @dataclass
@@ -32,6 +37,19 @@ class ModelConfig:
     pretrained: str = "none"  # "none" | "imagenet" | path to a weight file
     num_classes: int = 19
     aux: bool = False
+    # batch norm: "train" (plain), "frozen" (the backbone keeps its ImageNet statistics and affine
+    # values) or "sync" (statistics of the whole batch across torchrun processes)
+    bn: str = "train"
+
+
+def backbone_has_batchnorm(arch: str) -> bool:
+    """Whether the segmenter's ImageNet backbone holds batch norm (asked of a 1/16-width copy: ~20 ms)."""
+    return _backbone_has_batchnorm(SEGMENTERS.check(arch))
+
+
+@functools.cache
+def _backbone_has_batchnorm(arch: str) -> bool:
+    return count_batchnorm(SEGMENTERS[arch].build_backbone(0.0625)) > 0
 
 
 @dataclass
@@ -56,6 +74,7 @@ class DataConfig:
 class WeightingConfig:
     """The hierarchical weighting networks W (schemes w1 / w19)."""
 
+    network: str | None = None  # "w1" | "w19"; None: the scheme's (its table row)
     input: str = "pred"  # "pred" (softmax of S) | "image" (ablation "W^1 (Image)")
     levels: tuple[str, ...] = ("pixel", "region", "image")
     # default = the best variant of the study in docs/weighting-variants.md
@@ -72,7 +91,7 @@ class WeightingConfig:
 class GanConfig:
     """Generator G and discriminator D with the LSD-seg loss weights."""
 
-    enabled: bool = False
+    enabled: bool | None = None  # None: the scheme's default (on for the paper's "Ours" rows)
     width: float = 1.0
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -118,11 +137,34 @@ class RunConfig:
     amp: bool = False
     compile: bool = False
     channels_last: bool = True  # CUDA only
-    checkpoint_every: int = 1000
-    keep_checkpoints: bool = False  # keep iter_XXXXXX.pt files besides last.pt
+    checkpoint_every: int = 1000  # last.pt, the resumable state, is rewritten every N iterations
+    save_every: int = 0  # also keep a snapshot iter_XXXXXX.pt (network weights) every N iterations; 0: none
     log_every: int = 1
     progress: bool = True
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
+    tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
+    tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+
+    @staticmethod
+    def upgrade(section: dict[str, Any]) -> dict[str, Any]:
+        """A ``run`` section saved by an older hrseg, in today's fields.
+
+        ``keep_checkpoints: true`` kept a snapshot at every checkpoint; that is
+        ``save_every = checkpoint_every``.
+        """
+        if not isinstance(section, dict) or "keep_checkpoints" not in section:
+            return section
+        out = dict(section)
+        keep = out.pop("keep_checkpoints")
+        if not isinstance(keep, bool):
+            raise HrsegError(f"run.keep_checkpoints: expected true/false, got {json.dumps(keep)}")
+        if keep and not out.get("save_every"):
+            out["save_every"] = out.get("checkpoint_every", RunConfig.checkpoint_every)
+        return out
+
+
+#: Keys an older hrseg wrote or accepted; still understood by from_dict and override (see RunConfig.upgrade).
+LEGACY_KEYS = frozenset({"run.keep_checkpoints"})
 
 
 @dataclass
@@ -143,28 +185,51 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if isinstance(data, dict) and "run" in data:
+            data = {**data, "run": RunConfig.upgrade(data["run"])}
         return _from_dict(cls, data, "config")
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the scheme's defaults filled in and data / run paths made absolute (what a run saves)."""
+        scheme = SCHEMES[self.scheme]
+        changes: dict[str, Any] = {}
+        if self.gan.enabled is None:
+            changes["gan.enabled"] = scheme.gan
+        if self.weighting.network is None and scheme.weighting is not None:
+            changes["weighting.network"] = scheme.weighting
+        for key, value in (("data.data", self.data.data), ("run.out", self.run.out)):
+            if value and not Path(value).is_absolute():
+                changes[key] = str(Path(value).absolute())
+        return override(self, changes)
 
     def validate(self) -> "TrainConfig":
         """Refuse contradictory or out-of-range settings before anything is built."""
-        if self.scheme not in SCHEMES:
-            raise HrsegError(f"--scheme: unknown scheme {self.scheme!r} (choose from {', '.join(PUBLIC_SCHEMES)})")
-        if self.model.arch not in ARCHS:
-            raise HrsegError(f"--arch: unknown architecture {self.model.arch!r} (choose from {', '.join(ARCHS)})")
-        if self.model.width <= 0:
-            raise HrsegError(f"--width: must be > 0, got {self.model.width}")
-        if self.weighting.combine not in COMBINES:
-            raise HrsegError(f"--weight-combine: unknown {self.weighting.combine!r} (choose from {', '.join(COMBINES)})")
-        if self.weighting.normalize not in NORMALIZES:
-            raise HrsegError(
-                f"--weight-normalize: unknown {self.weighting.normalize!r} (choose from {', '.join(NORMALIZES)})"
-            )
-        if self.weighting.input not in ("pred", "image"):
-            raise HrsegError(f"--weight-input: must be 'pred' or 'image', got {self.weighting.input!r}")
-        if self.weighting.sharpen <= 0:
-            raise HrsegError(f"--weight-sharpen: must be > 0, got {self.weighting.sharpen}")
-        if self.weighting.clamp is not None and self.weighting.clamp <= 0:
-            raise HrsegError(f"--weight-clamp: must be > 0, got {self.weighting.clamp}")
+        SCHEMES.check(self.scheme)
+        SEGMENTERS.check(self.model.arch)
+        COMBINATIONS.check(self.weighting.combine)
+        NORMALIZATIONS.check(self.weighting.normalize)
+        if self.weighting.network is not None:
+            WEIGHTING_NETWORKS.check(self.weighting.network)
+        self._validate_bn()
+        if self.weighting.input not in INPUTS:
+            raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {self.weighting.input!r}")
+        bad_levels = [lvl for lvl in self.weighting.levels if lvl not in LEVELS]
+        if bad_levels or not self.weighting.levels or len(set(self.weighting.levels)) != len(self.weighting.levels):
+            raise HrsegError(f"weighting.levels: a non-empty list of distinct levels from {', '.join(LEVELS)}, "
+                             f"got {list(self.weighting.levels)}")
+        for option, value in (("--width", self.model.width), ("--weight-width", self.weighting.width),
+                              ("--gan-width", self.gan.width), ("--lr", self.optim.lr),
+                              ("--weight-lr", self.weighting.lr), ("--gan-lr", self.gan.lr),
+                              ("--weight-sharpen", self.weighting.sharpen)):
+            _positive(option, value)
+        if self.weighting.clamp is not None:
+            _positive("--weight-clamp", self.weighting.clamp)
+        for option, value in (("optim.weight_decay", self.optim.weight_decay),
+                              ("optim.poly_power", self.optim.poly_power)):
+            if not (math.isfinite(value) and value >= 0):
+                raise HrsegError(f"{option}: must be a finite number >= 0, got {value}")
+        if not 0 <= self.optim.momentum < 1:
+            raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:
             raise HrsegError("--target-images and --target-fraction are exclusive; give one")
         if self.data.target_images is not None and self.data.target_images < 1:
@@ -175,23 +240,63 @@ class TrainConfig:
             raise HrsegError(f"--iters: must be >= 1, got {self.optim.iters}")
         if self.data.batch_size < 1:
             raise HrsegError(f"--batch-size: must be >= 1, got {self.data.batch_size}")
+        if self.data.workers < 0:
+            raise HrsegError(f"--workers: must be >= 0, got {self.data.workers}")
         if min(self.data.crop) < 8:
             raise HrsegError(f"--crop: both sides must be >= 8 pixels, got {self.data.crop}")
-        if self.scheme == "finetune" and self.finetune_source_iters() >= self.optim.iters:
+        lo, hi = self.data.scale
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            raise HrsegError(f"data.scale: expected 0 < min <= max, got {list(self.data.scale)}")
+        if len(SCHEMES[self.scheme].phases) > 1 and self.finetune_source_iters() >= self.optim.iters:
             raise HrsegError(
                 f"--finetune-source-iters: {self.finetune.source_iters} leaves no target iteration "
                 f"out of --iters {self.optim.iters}"
             )
+        if self.finetune.source_iters < 0:
+            raise HrsegError(f"--finetune-source-iters: must be >= 0, got {self.finetune.source_iters}")
+        if not 0 <= self.image_select.road_share <= 1:
+            raise HrsegError(f"--select-road-share: must be in [0, 1], got {self.image_select.road_share}")
         if not 0 <= self.image_select.nonroad_keep <= 1:
             raise HrsegError(f"--select-nonroad-keep: must be in [0, 1], got {self.image_select.nonroad_keep}")
         if self.run.threads < 0:
             raise HrsegError(f"--threads: must be >= 0, got {self.run.threads}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise HrsegError("--checkpoint-every and --log-every must be >= 1")
+        if self.run.save_every < 0:
+            raise HrsegError(f"--save-every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
+        if self.run.tensorboard_every < 1:
+            raise HrsegError(f"--tensorboard-every: must be >= 1, got {self.run.tensorboard_every}")
+        if self.run.seed < 0:
+            raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
+
+    def _validate_bn(self) -> None:
+        """Batch-norm modes need batch norm; frozen needs statistics worth freezing.
+
+        ``frozen`` on a full-width network without a weight file would freeze mean 0 /
+        variance 1, i.e. train a deep ResNet with no normalisation at all: refused.
+        A reduced width has no ImageNet weights to load, so there the mode can only be
+        exercised for its mechanics (tests, benchmarks); the trainer warns instead.
+        """
+        m = self.model
+        if m.bn not in BN_MODES:
+            raise HrsegError(f"--bn: must be one of {', '.join(BN_MODES)}, got {m.bn!r}")
+        if m.bn == "train":
+            return
+        if not backbone_has_batchnorm(m.arch):
+            raise HrsegError(f"--bn {m.bn}: {m.arch} has no batch-norm layers; use --bn train")
+        if m.bn == "frozen" and m.pretrained == "none" and m.width == 1.0:
+            raise HrsegError("--bn frozen: needs --pretrained imagenet or a weight file (with --pretrained none the "
+                             "frozen layers keep mean 0 / variance 1: no normalisation); from scratch use --bn train "
+                             "or --bn sync")
 
     def finetune_source_iters(self) -> int:
         return self.finetune.source_iters or self.optim.iters // 2
+
+
+def _positive(option: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise HrsegError(f"{option}: must be a finite number > 0, got {value}")
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -202,31 +307,89 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
+class _Mismatch(Exception):
+    pass
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is tuple:
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(args[0], "values")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {plural}"
+        return f"a list of {len(args)} {plural}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type (lists -> tuples, ints -> floats), or _Mismatch."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(value, arg)
+                except _Mismatch:
+                    continue
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"config field type {hint!r} is not supported")
+
+
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Rebuild a (nested) dataclass; unknown keys are an error so typos do not pass silently."""
+    """Rebuild a (nested) dataclass; unknown keys and wrong types are errors naming the key."""
     if not isinstance(data, dict):
-        raise HrsegError(f"{where}: expected an object, got {type(data).__name__}")
+        raise HrsegError(f"{where}: expected an object (a section of fields), got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise HrsegError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    defaults = cls()
     for name, value in data.items():
-        current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
-            kwargs[name] = _from_dict(type(current), value, f"{where}.{name}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        elif name in ("crop", "scale", "betas", "levels") and isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
+        key = f"{where}.{name}" if where != "config" else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(typing.cast(type, hint), value, key)
+            continue
+        try:
+            kwargs[name] = _coerce(value, hint)
+        except _Mismatch:
+            raise HrsegError(f"{key}: expected {_type_name(hint)}, got {json.dumps(value)}") from None
     return cls(**kwargs)
 
 
 def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
-    """Apply dotted-path overrides (``{"optim.lr": 0.01}``) and return a new config."""
+    """Apply dotted-path overrides (``{"optim.lr": 0.01}``) and return a new, type-checked config."""
     data = cfg.to_dict()
     for path, value in changes.items():
         node = data
@@ -235,67 +398,50 @@ def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
             if part not in node or not isinstance(node[part], dict):
                 raise HrsegError(f"config override: unknown section {path!r}")
             node = node[part]
-        if leaf not in node:
+        if (leaf not in node and path not in LEGACY_KEYS) or isinstance(node.get(leaf), dict):
             raise HrsegError(f"config override: unknown field {path!r}")
         node[leaf] = list(value) if isinstance(value, tuple) else value
     return TrainConfig.from_dict(data)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named row of Table 1: a description and the config changes it makes."""
-
-    name: str
-    description: str
-    paper_miou: float | None
-    changes: dict[str, Any]
-
-    def config(self) -> TrainConfig:
-        return override(TrainConfig(preset=self.name), self.changes)
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["optim.lr=0.01", "data.crop=512,256"]`` -> overrides; values are JSON, else text, commas make lists."""
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise HrsegError(f"--set {item!r}: expected KEY=VALUE such as optim.lr=0.01")
+        changes[key.strip()] = _parse_value(text.strip())
+    return changes
 
 
-# Paper-scale budget [reconstructed: the paper does not state iterations or learning rates].
-_FCN = {"model.arch": "fcn8s-vgg16", "model.pretrained": "imagenet", "optim.lr": 1e-3,
-        "optim.iters": 40000, "data.batch_size": 1, "data.crop": (1024, 512), "run.amp": True}
-_PSP = {"model.arch": "pspnet-r50", "model.pretrained": "imagenet", "model.aux": True, "optim.lr": 1e-2,
-        "optim.iters": 40000, "data.batch_size": 2, "data.crop": (768, 384), "run.amp": True}
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset("baseline1-target-only", "Baseline1: FCN-VGG16, target only", 65.3, {**_FCN, "scheme": "target-only"}),
-        Preset("gan", "+ GAN: joint source + target with G and D", 64.0,
-               {**_FCN, "scheme": "joint", "gan.enabled": True}),
-        Preset("gan-imageselect", "+ GAN + ImageSelect: road-rich source images", 65.4,
-               {**_FCN, "scheme": "image-select", "gan.enabled": True}),
-        Preset("gan-w1-image", "+ GAN + W^1 (Image): weighting on RGB input", 67.1,
-               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "image"}),
-        Preset("w1", "Ours with W^1 (FCN-VGG16, GAN)", 67.6, {**_FCN, "scheme": "w1", "gan.enabled": True}),
-        Preset("w19", "Ours with W^19 (FCN-VGG16, GAN)", 68.1, {**_FCN, "scheme": "w19", "gan.enabled": True}),
-        Preset("baseline2-target-only", "Baseline2: PSPNet-R50, target only", 76.1,
-               {**_PSP, "scheme": "target-only"}),
-        Preset("pspnet-w1", "Ours with W^1 (PSPNet-R50, GAN)", 77.6, {**_PSP, "scheme": "w1", "gan.enabled": True}),
-        Preset("joint", "Baseline: direct joint training (FCN-VGG16, no GAN)", None, {**_FCN, "scheme": "joint"}),
-        Preset("finetune", "Baseline: source pre-training, then target fine-tuning", None,
-               {**_FCN, "scheme": "finetune"}),
-    )
-}
-
-#: Small budget for the procedural-scene quick-start and the variant study (see docs/weighting-variants.md).
-QUICK_BUDGET: dict[str, Any] = {
-    "model.arch": "fcn8s-vgg16", "model.width": 0.125, "model.pretrained": "none",
-    "optim.iters": 500, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
-    "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125, "gan.enabled": False,
-    "run.checkpoint_every": 1000, "run.threads": 1,
-}
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    if "," in text:
+        return [_parse_value(part.strip()) for part in text.split(",")]
+    return {"none": None, "null": None}.get(text.lower(), text)
 
 
-def quick_config(scheme: str, data: str, out: str, seed: int = 0, **changes: Any) -> TrainConfig:
-    """The recommended small-budget config for ``scheme`` on procedural scenes (CPU friendly)."""
-    base = override(TrainConfig(scheme=scheme), QUICK_BUDGET)
-    return override(base, {"data.data": data, "run.out": out, "run.seed": seed, **changes})
+def load_config_file(path: str | Path) -> TrainConfig:
+    """A run's ``config.json`` or a TOML file with the same sections (missing fields keep their defaults)."""
+    file = Path(path)
+    if not file.is_file():
+        raise HrsegError(f"--config {file}: no such file")
+    text = file.read_bytes()
+    try:
+        if file.suffix.lower() == ".toml":
+            import tomllib
 
-
-def default_gan(scheme: str) -> bool:
-    """"Ours" (w1, w19) uses the GAN by default, as in the paper; the baselines do not."""
-    return scheme in ("w1", "w19")
+            data = tomllib.loads(text.decode("utf-8"))
+        else:
+            data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        kind = "TOML" if file.suffix.lower() == ".toml" else "JSON"
+        raise HrsegError(f"{file}: not valid {kind} ({str(exc).splitlines()[0]})") from None
+    try:
+        return TrainConfig.from_dict(data)
+    except HrsegError as exc:
+        raise HrsegError(f"{file}: {exc}") from None

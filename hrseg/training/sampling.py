@@ -1,4 +1,4 @@
-"""Per-domain batch streams, the few-real-images subset and ImageSelect's criterion.
+"""Per-domain batch streams, the few-real-images subset and the source filters (ImageSelect).
 
 The data order is a pure function of (seed, domain, epoch) (``DomainSampler``), so
 a checkpoint only needs how many batches each domain has consumed.
@@ -7,14 +7,20 @@ a checkpoint only needs how many batches each domain has consumed.
 from __future__ import annotations
 
 import signal
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from hrseg.data.dataset import DomainSampler, ShardDataset
+from hrseg.data.labels import IGNORE_INDEX
 from hrseg.errors import HrsegError
+from hrseg.registry import Registry
+
+if TYPE_CHECKING:
+    from hrseg.training.config import TrainConfig
 
 _DOMAIN_SALT = {"source": 1, "target": 2}
 
@@ -93,3 +99,34 @@ def road_share(label: np.ndarray | torch.Tensor, road_id: int = 0) -> float:
     valid = lab != 255
     n = int(valid.sum())
     return float((lab[valid] == road_id).sum()) / n if n else 0.0
+
+
+@dataclass(frozen=True)
+class SourceFilter:
+    """A scheme's own data rule: which source images it keeps, and how it relabels their batches."""
+
+    select: Callable[[ShardDataset, "TrainConfig"], list[int]]
+    relabel: Callable[[torch.Tensor, "TrainConfig", torch.Generator], torch.Tensor] | None = None
+
+
+def _road_rich(probe: ShardDataset, cfg: "TrainConfig") -> list[int]:
+    thr = cfg.image_select.road_share
+    keep = [i for i in range(len(probe)) if road_share(probe[i]["label"]) >= thr]
+    if not keep:
+        raise HrsegError(
+            f"--select-road-share {thr}: no image of {probe.split_dir} has that much road; lower the threshold"
+        )
+    return keep
+
+
+def _mostly_road(labels: torch.Tensor, cfg: "TrainConfig", gen: torch.Generator) -> torch.Tensor:
+    """Ignore all but ``nonroad_keep`` of the non-road pixels, drawn from the source augmentation generator."""
+    keep = cfg.image_select.nonroad_keep
+    if keep >= 1:
+        return labels
+    drop = torch.rand(labels.shape, generator=gen).to(labels.device) >= keep
+    return torch.where((labels != 0) & drop, torch.full_like(labels, IGNORE_INDEX), labels)
+
+
+SOURCE_FILTERS: Registry[SourceFilter] = Registry("source filter", "scheme source_filter")
+SOURCE_FILTERS.add("road-share", SourceFilter(select=_road_rich, relabel=_mostly_road))

@@ -1,15 +1,86 @@
-"""What each scheme changes in the one training loop: domains, weighting, GAN.
+"""Every training scheme as one row of data: what the one loop does per iteration, and how it is reported.
 
-A scheme never owns a loop of its own; it only answers, per iteration, which
-batches are drawn and which loss terms and networks take part.
+A scheme never owns a loop of its own. Its row answers which batches are drawn,
+whether W weights the source loss (and which W by default), whether the weight
+is the realism mask (oracle), how source images are filtered, whether the GAN
+is on by default, what the report calls it and what the paper measured.
+Adding a scheme is adding a row here (plus, for a new source filter, its
+function in ``sampling.SOURCE_FILTERS``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hrseg.errors import HrsegError
-from hrseg.training.config import TrainConfig
+from hrseg.registry import Registry
+
+if TYPE_CHECKING:
+    from hrseg.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of iterations with fixed domains; finetune has two."""
+
+    name: str  # "joint" | "source" | "target": logged with every iteration
+    source: bool
+    target: bool
+
+
+JOINT = Phase("joint", source=True, target=True)
+SOURCE_ONLY = Phase("source", source=True, target=False)
+TARGET_ONLY = Phase("target", source=False, target=True)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One row of the scheme table."""
+
+    name: str
+    title: str  # the report's configuration column
+    phases: tuple[Phase, ...] = (JOINT,)
+    weighting: str | None = None  # default weighting network ("w1" / "w19"); None: no W
+    oracle: bool = False  # the source weight is the realism mask (upper bound of selection)
+    source_filter: str | None = None  # a name in sampling.SOURCE_FILTERS
+    gan: bool = False  # G and D on by default (the paper's "Ours" rows)
+    public: bool = True  # offered by `hrseg train --scheme`
+    quickstart: bool = False  # trained by the default quick start
+    # Table 1 (docs/method.md) by configuration key: arch, "+gan" when G/D are on, "+image" for the RGB-input W
+    paper_miou: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uses_source(self) -> bool:
+        return any(p.source for p in self.phases)
+
+    @property
+    def needs_realism(self) -> bool:
+        return self.oracle
+
+    @property
+    def joint(self) -> bool:
+        """Some phase sees both domains in one step (what the GAN and W need)."""
+        return any(p.source and p.target for p in self.phases)
+
+
+SCHEMES: Registry[Scheme] = Registry("scheme", "--scheme")
+for _row in (
+    Scheme("target-only", "target only", phases=(TARGET_ONLY,), quickstart=True,
+           paper_miou={"fcn8s-vgg16": 65.3, "pspnet-r50": 76.1}),
+    Scheme("joint", "direct joint", quickstart=True, paper_miou={"fcn8s-vgg16+gan": 64.0}),
+    Scheme("finetune", "source pre-train + target fine-tune", phases=(SOURCE_ONLY, TARGET_ONLY)),
+    Scheme("image-select", "ImageSelect", source_filter="road-share", paper_miou={"fcn8s-vgg16+gan": 65.4}),
+    Scheme("w1", "Ours with W^1", weighting="w1", gan=True, quickstart=True,
+           paper_miou={"fcn8s-vgg16+gan": 67.6, "fcn8s-vgg16+gan+image": 67.1, "pspnet-r50+gan": 77.6}),
+    Scheme("w19", "Ours with W^19", weighting="w19", gan=True, quickstart=True,
+           paper_miou={"fcn8s-vgg16+gan": 68.1}),
+    Scheme("oracle", "oracle (realism mask)", oracle=True, public=False),
+):
+    SCHEMES.add(_row.name, _row)
+
+PUBLIC_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEMES.values() if s.public)
+QUICKSTART_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEMES.values() if s.quickstart)
 
 
 @dataclass(frozen=True)
@@ -18,48 +89,59 @@ class StepPlan:
 
     source: bool  # draw a source batch and add the (possibly weighted) source loss
     target: bool  # draw a target batch and add L_t
-    weighting: str | None  # "w1" | "w19": W weights the source loss and is trained
-    oracle: bool  # the weight is the realism mask (variant study only)
+    weighting: bool  # W weights the source loss and is trained
+    oracle: bool  # the weight is the realism mask
     gan: bool  # G and D take part
-    phase: str  # "joint" | "source" | "target": logged, and finetune switches on it
+    phase: str  # logged, and the LR schedule restarts at a phase switch
 
 
-def uses_source(cfg: TrainConfig) -> bool:
-    return cfg.scheme != "target-only"
-
-
-def uses_weighting(cfg: TrainConfig) -> str | None:
-    return cfg.scheme if cfg.scheme in ("w1", "w19") else None
-
-
-def needs_realism(cfg: TrainConfig) -> bool:
-    return cfg.scheme == "oracle"
-
-
-def check_scheme(cfg: TrainConfig) -> None:
+def check_scheme(cfg: "TrainConfig") -> None:
     """Refuse combinations that would silently do nothing."""
-    if cfg.gan.enabled and cfg.scheme in ("target-only", "finetune"):
+    scheme = SCHEMES[cfg.scheme]
+    if cfg.gan.enabled and not scheme.joint:
         raise HrsegError(
             f"--gan: scheme {cfg.scheme!r} never sees both domains in one step, so the GAN would not train; "
             "use --no-gan or a joint scheme"
         )
 
 
-def plan(cfg: TrainConfig, iteration: int) -> StepPlan:
+def phase_bounds(cfg: "TrainConfig") -> list[tuple[int, int]]:
+    """[start, end) of each phase; a two-phase scheme switches after ``finetune.source_iters`` (0: half)."""
+    phases = SCHEMES[cfg.scheme].phases
+    if len(phases) == 1:
+        return [(0, cfg.optim.iters)]
+    switch = cfg.finetune_source_iters()
+    return [(0, switch), (switch, cfg.optim.iters)]
+
+
+def phase_at(cfg: "TrainConfig", iteration: int) -> tuple[Phase, tuple[int, int]]:
+    """The phase holding 0-based ``iteration`` and its [start, end)."""
+    for phase, bounds in zip(SCHEMES[cfg.scheme].phases, phase_bounds(cfg)):
+        if iteration < bounds[1]:
+            return phase, bounds
+    return SCHEMES[cfg.scheme].phases[-1], phase_bounds(cfg)[-1]
+
+
+def plan(cfg: "TrainConfig", iteration: int) -> StepPlan:
     """The step plan for 0-based ``iteration``."""
-    scheme = cfg.scheme
-    if scheme == "target-only":
-        return StepPlan(False, True, None, False, False, "target")
-    if scheme == "finetune":
-        if iteration < cfg.finetune_source_iters():
-            return StepPlan(True, False, None, False, False, "source")
-        return StepPlan(False, True, None, False, False, "target")
-    return StepPlan(True, True, uses_weighting(cfg), scheme == "oracle", cfg.gan.enabled, "joint")
+    scheme = SCHEMES[cfg.scheme]
+    phase, _ = phase_at(cfg, iteration)
+    both = phase.source and phase.target
+    return StepPlan(
+        source=phase.source, target=phase.target,
+        weighting=both and scheme.weighting is not None, oracle=phase.source and scheme.oracle,
+        gan=both and bool(cfg.gan.enabled), phase=phase.name,
+    )
 
 
-def phase_bounds(cfg: TrainConfig, iteration: int) -> tuple[int, int]:
-    """[start, end) of the schedule phase holding ``iteration``; finetune restarts its LR for the target phase."""
-    if cfg.scheme == "finetune":
-        switch = cfg.finetune_source_iters()
-        return (0, switch) if iteration < switch else (switch, cfg.optim.iters)
-    return 0, cfg.optim.iters
+def paper_key(cfg: "TrainConfig") -> str:
+    """The key of ``Scheme.paper_miou`` that describes ``cfg``."""
+    key = cfg.model.arch + ("+gan" if cfg.gan.enabled else "")
+    if SCHEMES[cfg.scheme].weighting is not None and cfg.weighting.input == "image":
+        key += "+image"
+    return key
+
+
+def paper_miou(cfg: "TrainConfig") -> float | None:
+    """The paper's val mIoU for this configuration, where Table 1 has one."""
+    return SCHEMES[cfg.scheme].paper_miou.get(paper_key(cfg))

@@ -1,21 +1,19 @@
 """Labelled image panels drawn with OpenCV, so the package needs no plotting stack.
 
-Every function takes and returns RGB uint8 arrays (H, W, 3); only
-``encode_png``/``write_png`` convert to OpenCV's BGR order at the edge.
+Every function takes and returns RGB uint8 arrays (H, W, 3); writing them is
+``hrseg.data.png.write_png``'s job (the one place that converts to OpenCV's BGR).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from hrseg.atomic import write_bytes
-from hrseg.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE
+from hrseg.data.labels import CLASS_NAMES, IGNORE_INDEX, colorize
 
 TITLE_HEIGHT = 22
 GAP = 4
@@ -30,11 +28,6 @@ class Tile:
 
     title: str
     image: np.ndarray  # RGB uint8 (H, W, 3)
-
-
-def colorize_labels(train_ids: np.ndarray) -> np.ndarray:
-    """trainIds (255 = ignore, drawn black) -> RGB."""
-    return PALETTE[np.asarray(train_ids, dtype=np.uint8)]
 
 
 def heatmap(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0,
@@ -148,8 +141,8 @@ def weight_panel(image: np.ndarray, label: np.ndarray, pred: np.ndarray,
     ignore = label == IGNORE_INDEX
     tiles = [
         Tile("image", image),
-        Tile("label", colorize_labels(label)),
-        Tile("prediction", colorize_labels(pred)),
+        Tile("label", colorize(label)),
+        Tile("prediction", colorize(pred)),
     ]
     for name, score in levels.items():
         tiles.append(Tile(f"{name} score, mean {_fmt(_masked_mean(score, ~ignore))}",
@@ -188,8 +181,8 @@ def prediction_panel(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, title:
     acc = float((gt[valid] == pred[valid]).mean()) if valid.any() else math.nan
     tiles = [
         Tile("image", image),
-        Tile("ground truth", colorize_labels(gt)),
-        Tile("prediction", colorize_labels(pred)),
+        Tile("ground truth", colorize(gt)),
+        Tile("prediction", colorize(pred)),
         Tile(f"errors (red), pixel acc {_fmt(acc)}", error_map(gt, pred)),
     ]
     return grid(tiles, columns=2, tile_width=tile_width, header=title)
@@ -215,14 +208,3 @@ def _robust_max(values: np.ndarray, mask: np.ndarray) -> float:
     top = float(np.percentile(v, 99))
     return top if top > 0 else max(float(v.max()), 1e-6)
 
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a PNG")
-    return buf.tobytes()
-
-
-def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
-    """RGB array -> PNG, written atomically."""
-    write_bytes(path, encode_png(rgb))

@@ -13,17 +13,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hrseg.evaluation.progressbar import maybe_progress, rate
+from hrseg.atomic import ensure_dir
+from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
 from hrseg.data.labels import IGNORE_INDEX
+from hrseg.data.png import write_png
 from hrseg.errors import HrsegError
 from hrseg.evaluation.evaluate import resolve_split
 from hrseg.evaluation.predictions import relative_stem
 from hrseg.evaluation.weighting import weight_maps
-from hrseg.training.trainer import LoadedRun, load_for_inference, resolve_device
+from hrseg.models import logits_of
+from hrseg.training.build import resolve_device
+from hrseg.training.rundir import LoadedRun, RunDir
 from hrseg.visualization.html import GalleryItem, write_index
-from hrseg.visualization.panels import class_weight_panel, prediction_panel, weight_panel, write_png
+from hrseg.visualization.panels import class_weight_panel, prediction_panel, weight_panel
 
 
 @dataclass
@@ -36,13 +40,13 @@ class VisualizeOptions:
     checkpoint: str | None = None
     data: str | None = None
     device: str = "auto"
-    batch_size: int = 2
+    batch_size: int | None = None  # None: the run's training batch (batch-normalised weights depend on it)
     show_progress: bool = True
 
     def validate(self) -> "VisualizeOptions":
         if self.num < 1:
             raise HrsegError(f"--num: must be >= 1, got {self.num}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise HrsegError(f"--batch-size: must be >= 1, got {self.batch_size}")
         return self
 
@@ -81,7 +85,7 @@ def _stack(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 def _open(run_dir: Path, opts: VisualizeOptions,
           fields: tuple[str, ...]) -> tuple[LoadedRun, ShardDataset, torch.device]:
     device = resolve_device(opts.device)
-    loaded = load_for_inference(run_dir, checkpoint=opts.checkpoint, device=str(device))
+    loaded = RunDir(run_dir).load_for_inference(opts.checkpoint, device=str(device))
     cfg = loaded.config
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
     probe = open_split(opts.data or cfg.data.data, dataset, split, fields=("label",))
@@ -98,13 +102,13 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
     if loaded.weighting is None:
         raise HrsegError(f"{run}: scheme {loaded.config.scheme!r} has no weighting network to visualise; "
                          "use a w1 or w19 run (or hrseg visualize predictions)")
-    out = Path(opts.out)
+    out = ensure_dir(opts.out)
     per_class = getattr(loaded.weighting, "out_channels", 1) > 1
     panels: list[Path] = []
     items: list[GalleryItem] = []
-    with maybe_progress(opts.show_progress) as bar:
+    with progress(disable=not opts.show_progress) as bar:
         task = bar.add_task("weight panels", total=len(ds), rate="")
-        for batch in DataLoader(ds, batch_size=opts.batch_size, shuffle=False):
+        for batch in DataLoader(ds, batch_size=opts.batch_size or loaded.config.data.batch_size, shuffle=False):
             labels = batch["label"].to(device)
             present = tuple(int(c) for c in torch.unique(labels) if int(c) != IGNORE_INDEX) if per_class else ()
             maps = weight_maps(loaded.segmenter, loaded.weighting, batch["image"].to(device), labels,
@@ -139,14 +143,13 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
     opts = options.validate()
     run = Path(run_dir)
     loaded, ds, device = _open(run, opts, ("image", "label", "name"))
-    out = Path(opts.out)
+    out = ensure_dir(opts.out)
     panels: list[Path] = []
     items: list[GalleryItem] = []
-    with maybe_progress(opts.show_progress) as bar, torch.no_grad():
+    with progress(disable=not opts.show_progress) as bar, torch.no_grad():
         task = bar.add_task("prediction panels", total=len(ds), rate="")
-        for batch in DataLoader(ds, batch_size=opts.batch_size, shuffle=False):
-            output = loaded.segmenter(normalize(batch["image"].to(device)))
-            logits = output.logits if hasattr(output, "logits") else output
+        for batch in DataLoader(ds, batch_size=opts.batch_size or 2, shuffle=False):
+            logits = logits_of(loaded.segmenter(normalize(batch["image"].to(device))))
             preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
             for b, name in enumerate(batch["name"]):
                 panel = prediction_panel(_image_rgb(batch["image"][b]), batch["label"][b].numpy(), preds[b],

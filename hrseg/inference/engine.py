@@ -1,0 +1,85 @@
+"""From uint8 RGB arrays to trainId maps: device, mixed precision, working resolution, test-time views.
+
+The model sees every input at the working resolution (``options.size``, the
+resolution it was trained at) and its scores are upsampled bilinearly
+(``align_corners=False``) to the input's own resolution before argmax, as
+evaluation does, so a picture of a validation image shows exactly what was scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from hrseg.data.augment import normalize
+from hrseg.errors import HrsegError
+from hrseg.inference.tta import InferenceOptions, predict_train_ids
+from hrseg.training.build import resolve_device
+
+_INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
+
+
+def resolve_amp(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """Autocast dtype: bf16 where the GPU has it, else fp16; None (full precision) on CPU or when off."""
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type != "cuda":
+        raise HrsegError(f"--amp: mixed precision needs a CUDA device, not {device}")
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def working_image(rgb: np.ndarray, options: InferenceOptions) -> np.ndarray:
+    """The input as the model sees it: resized to ``options.size`` (W, H) the way prepare resizes."""
+    if options.size is None or (rgb.shape[1], rgb.shape[0]) == tuple(options.size):
+        return rgb
+    return cv2.resize(rgb, tuple(options.size), interpolation=_INTERP[options.resize])
+
+
+class Engine:
+    """uint8 RGB arrays of one working size -> trainId maps at each input's own size."""
+
+    def __init__(self, segmenter: Callable[[torch.Tensor], Any], options: InferenceOptions,
+                 device: torch.device, amp_dtype: torch.dtype | None) -> None:
+        self.segmenter, self.options, self.device, self.amp_dtype = segmenter, options, device, amp_dtype
+
+    def __call__(self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(self.device)
+        preds = predict_train_ids(self.segmenter, normalize(batch), self.options, sizes, amp_dtype=self.amp_dtype)
+        return [p.cpu().numpy() for p in preds]
+
+
+@torch.no_grad()
+def segment_image(segmenter: Callable[[torch.Tensor], Any], rgb: np.ndarray,
+                  options: InferenceOptions | None = None, *, device: str | torch.device | None = None,
+                  amp: bool | None = None) -> np.ndarray:
+    """trainId map (H, W) uint8 for one RGB uint8 array (H, W, 3), e.g. in a notebook.
+
+    Runs where the module's weights are unless ``device`` is given (then the
+    module is moved there).
+    """
+    image = np.asarray(rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {image.dtype} {image.shape}")
+    opts = (options or InferenceOptions()).validate()
+    if device is not None:
+        dev = resolve_device(str(device))
+        if isinstance(segmenter, torch.nn.Module):
+            segmenter.to(dev)
+    elif isinstance(segmenter, torch.nn.Module):
+        dev = next((p.device for p in segmenter.parameters()), torch.device("cpu"))
+    else:
+        dev = torch.device("cpu")
+    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
+    if was_training:
+        segmenter.eval()  # type: ignore[attr-defined]
+    try:
+        engine = Engine(segmenter, opts, dev, resolve_amp(dev, amp))
+        return engine([working_image(np.ascontiguousarray(image), opts)], [image.shape[:2]])[0]
+    finally:
+        if was_training:
+            segmenter.train()  # type: ignore[attr-defined]

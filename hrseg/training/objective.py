@@ -1,0 +1,147 @@
+"""Every loss term of one iteration from batches and networks (docs/method.md, "Training objective").
+
+S sees a source and/or a target batch in one forward pass; the source CE is
+weighted by W's map (or the realism mask for the oracle, or 1); W learns to
+tell target predictions from source ones; G and D play LSD-seg's game. The
+result holds one loss per optimiser plus everything worth logging; the loop
+decides what to back-propagate where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from hrseg.data.labels import IGNORE_INDEX
+from hrseg.models import weighting_input
+from hrseg.training import distributed as ddp
+from hrseg.training import losses
+from hrseg.training.config import TrainConfig
+from hrseg.training.schemes import StepPlan
+
+Batch = dict[str, Tensor]
+
+
+@dataclass
+class StepLosses:
+    """Each network's loss for this step (None: that network does not train now) and the logged values."""
+
+    segmenter: Tensor
+    weighting: Tensor | None = None
+    generator: Tensor | None = None
+    discriminator: Tensor | None = None
+    terms: dict[str, Tensor] = field(default_factory=dict)  # loss terms: a non-finite one stops the run
+    stats: dict[str, Tensor] = field(default_factory=dict)  # weights and scores, logged only
+
+
+@dataclass
+class Objective:
+    """Computes :class:`StepLosses`; holds only what every step needs (config, networks, precision)."""
+
+    cfg: TrainConfig
+    nets: dict[str, nn.Module]
+    segmenter: Callable[[Tensor], Any]  # S as the loop runs it (DDP-wrapped and/or compiled)
+    dist: ddp.DistInfo
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+
+    def __call__(self, p: StepPlan, src: Batch | None, tgt: Batch | None) -> StepLosses:
+        parts = [b["image"] for b in (src, tgt) if b is not None]
+        n_s = src["image"].shape[0] if src is not None else 0
+        with self.autocast():
+            out = self.segmenter(torch.cat(parts) if len(parts) > 1 else parts[0])
+        logits = out.logits
+        result = StepLosses(segmenter=logits.new_zeros((), dtype=torch.float32))
+        terms, stats = result.terms, result.stats
+        if tgt is not None:
+            terms["target"] = losses.target_loss(logits[n_s:], tgt["label"])
+            if out.aux is not None:
+                terms["target_aux"] = 0.4 * losses.target_loss(out.aux[n_s:], tgt["label"])
+
+        w_in_s = None
+        w_logits_s: dict[str, Tensor] | None = None
+        if src is not None:
+            weight = None
+            if p.weighting:
+                w_in_s = weighting_input(logits[:n_s], src["image"], self.cfg.weighting.input)
+                wo = self.nets["weighting"](w_in_s, src["label"])  # with grad: its logits train W below
+                ddp.average_buffers(self.nets["weighting"], self.dist)
+                w_logits_s = wo.logits
+                weight = wo.weight
+                valid = src["label"] != IGNORE_INDEX
+                for level, score in wo.scores.items():
+                    stats[f"score_{level}"] = _masked_mean(score.detach().float(), valid)
+            elif p.oracle:
+                weight = (src["realism"] != 0).float()
+            terms["source"] = losses.weighted_source_loss(logits[:n_s], src["label"], weight)
+            if out.aux is not None:
+                terms["source_aux"] = 0.4 * losses.weighted_source_loss(out.aux[:n_s], src["label"], weight)
+            stats.update(weight_stats(weight, src))
+
+        if p.weighting and src is not None and tgt is not None:
+            w_in_t = weighting_input(logits[n_s:], tgt["image"], self.cfg.weighting.input)
+            result.weighting = losses.weighting_loss(self.nets["weighting"], w_in_s, src["label"], w_in_t,
+                                                     tgt["label"], source_logits=w_logits_s)
+            terms["w_cls"] = result.weighting
+
+        s_loss = result.segmenter
+        for name in ("target", "target_aux", "source", "source_aux"):
+            if name in terms:
+                s_loss = s_loss + terms[name]
+        if p.gan:
+            assert src is not None and tgt is not None
+            g_loss, d_loss, s_adv = self._gan_terms(out.features, src, tgt, n_s, terms)
+            result.generator, result.discriminator = g_loss, d_loss
+            s_loss = s_loss + s_adv
+        terms["total_s"] = result.segmenter = s_loss
+        return result
+
+    def _gan_terms(self, features: Tensor, src: Batch, tgt: Batch, n_s: int,
+                   terms: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """G, D and S's adversarial losses from one D pass over (x_s, x_t, G(f_s), G(f_t)).
+
+        Each loss later back-propagates only into its own network (``backward(inputs=...)``),
+        so D's loss on the fakes needs no separate detached pass.
+        """
+        gan = self.cfg.gan
+        G, D = self.nets["generator"], self.nets["discriminator"]
+        xs, xt, ys = src["image"], tgt["image"], src["label"]
+        n_t = xt.shape[0]
+        with self.autocast():
+            fake = G(features, size=tuple(xs.shape[-2:]))
+            dom, cls = D(torch.cat([xs, xt, fake]))
+        dom_xs, dom_xt = dom[:n_s], dom[n_s : n_s + n_t]
+        dom_fs, dom_ft = dom[n_s + n_t : 2 * n_s + n_t], dom[2 * n_s + n_t :]
+        cls_xs, cls_fs = cls[:n_s], cls[n_s + n_t : 2 * n_s + n_t]
+        fake_s, fake_t = fake[:n_s], fake[n_s:]
+        cls_fake = losses.class_ce_downsampled(cls_fs, ys)
+        s_adv = gan.adv_weight * (losses.domain_ce(dom_fs, losses.TARGET_REAL)
+                                  + losses.domain_ce(dom_ft, losses.SOURCE_REAL)) + gan.cls_weight_s * cls_fake
+        g_adv = losses.domain_ce(dom_fs, losses.SOURCE_REAL) + losses.domain_ce(dom_ft, losses.TARGET_REAL)
+        recon = losses.reconstruction_l1(fake_s, xs) + losses.reconstruction_l1(fake_t, xt)
+        g_loss = gan.cls_weight_g * cls_fake + gan.adv_weight * g_adv + gan.recon_weight * recon
+        d_dom = (losses.domain_ce(dom_xs, losses.SOURCE_REAL) + losses.domain_ce(dom_fs, losses.SOURCE_FAKE)
+                 + losses.domain_ce(dom_xt, losses.TARGET_REAL) + losses.domain_ce(dom_ft, losses.TARGET_FAKE))
+        d_cls = losses.class_ce_downsampled(cls_xs, ys)
+        d_loss = d_dom + d_cls
+        terms.update({"s_adv": s_adv, "g": g_loss, "g_recon": recon, "d": d_loss, "d_cls": d_cls})
+        return g_loss, d_loss, s_adv
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    m = mask.float()
+    return (x * m).sum() / m.sum().clamp_min(1.0)
+
+
+def weight_stats(weight: Tensor | None, src: Batch) -> dict[str, Tensor]:
+    """Mean weight over valid source pixels, and on realistic vs deviating ones where the mask exists."""
+    valid = src["label"] != IGNORE_INDEX
+    w = weight if weight is not None else torch.ones_like(src["label"], dtype=torch.float32)
+    out = {"weight_mean": _masked_mean(w, valid)}
+    if "realism" in src:
+        out["weight_realistic"] = _masked_mean(w, valid & (src["realism"] == 1))
+        out["weight_deviating"] = _masked_mean(w, valid & (src["realism"] == 0))
+    return out
