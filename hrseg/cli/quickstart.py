@@ -23,15 +23,18 @@ def quickstart_command(
     target_images: int = typer.Option(100, "--target-images", help="Procedural target train scenes (16 are used)."),
     val_images: int = typer.Option(50, "--val-images", help="Procedural target val scenes."),
     scene_size: str = typer.Option("256x128", "--scene-size", help="WxH of the generated target scenes."),
+    oracle: bool = typer.Option(False, "--oracle", help="Also train the perfect-selection upper bound (weight 1 on "
+                                "realistic, 0 on deviating source pixels) and show the share of its gain each row "
+                                "captures."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars."),
 ) -> None:
-    """Generate scenes, train target-only / joint / w1 / w19, evaluate, draw weight maps, print the report."""
+    """Generate scenes, train target-only / joint / w1 / w19 (and the oracle), evaluate, draw weights, report."""
     from hrseg.cli.report import print_report
     from hrseg.quickstart import QuickstartConfig, run_quickstart
 
     with user_errors():
         cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
-                               workers=workers,
+                               workers=workers, oracle=oracle,
                                source_images=source_images, target_images=target_images, val_images=val_images,
                                scene_size=parse_size(scene_size, "--scene-size", "256x128"),
                                show_progress=not no_progress)

@@ -49,7 +49,8 @@ def build_weighting(cfg: TrainConfig) -> HierarchicalWeighting:
     return HierarchicalWeighting(
         network=w.network, in_channels=cfg.model.num_classes if w.input == "pred" else 3,
         num_classes=cfg.model.num_classes, levels=tuple(w.levels), combine=w.combine, normalize=w.normalize,
-        clamp=w.clamp, width=w.width, sharpen=w.sharpen,
+        clamp=w.clamp, width=w.width, sharpen=w.sharpen, steepness=w.steepness, smoothing=w.smoothing,
+        warmup=w.warmup, ramp=w.ramp,
     )
 
 
