@@ -23,11 +23,11 @@ def print_report(report: Report) -> None:
     table.add_column("mIoU", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
     if report.has_oracle:
-        table.add_column("of oracle gain", justify="right")
+        table.add_column("of oracle gain", justify="right", no_wrap=True)
     if has_auc:
         table.add_column("weight AUC", justify="right")
     if report.has_level_auc:
-        table.add_column("AUC pixel / region / image", justify="right", no_wrap=True)
+        table.add_column("AUC pixel / region / image", justify="right")
     for row in report.rows:
         delta = "—" if row.delta is None else f"{100 * row.delta:+.1f}"
         cells = [row.configuration, row.backbone, row.target_images, str(len(row.runs)), row.miou_text(), delta]

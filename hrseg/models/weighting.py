@@ -337,6 +337,8 @@ class HierarchicalWeighting(nn.Module):
 
     def strength(self, step: int | None = None) -> float:
         """The schedule's exponent on W's weight at a training step (default: the current one): 0 .. 1."""
+        if self.warmup == 0 and self.ramp == 0:
+            return 1.0
         t = int(self.num_updates) if step is None else step
         if t < self.warmup:
             return 0.0
