@@ -40,35 +40,61 @@ from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.trainer import train
 
-_PB = {"weighting.combine": "product", "weighting.normalize": "batch", "weighting.clamp": None}
-_SOFT = {"weighting.combine": "softthreshold", "weighting.normalize": "batch", "weighting.clamp": None}
+# Every weighting row spells its settings out in full, so a row keeps its meaning when defaults change.
+_BASE = {"weighting.input": "pred", "weighting.combine": "product", "weighting.normalize": "batch",
+         "weighting.clamp": None, "weighting.sharpen": 1.0, "weighting.steepness": 3.0, "weighting.smoothing": 0.0,
+         "weighting.warmup": 0, "weighting.ramp": 0, "weighting.heldout_images": 0, "weighting.lr": 1e-4,
+         "weighting.width": 0.125}
+W19 = {**_BASE, "weighting.network": "w19"}
+W1 = {**_BASE, "weighting.network": "w1"}
+SOFT = {"weighting.combine": "softthreshold"}
+IMAGE = {"weighting.input": "image"}
+LR3 = {"weighting.lr": 1e-3}
 
-# name -> (scheme, config changes); the default W^19 row is "w19" (WeightingConfig defaults)
+# name -> (scheme, config changes)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "target-only": ("target-only", {}),
     "joint": ("joint", {}),
     "oracle": ("oracle", {}),
-    "w19": ("w19", {}),
-    "w1": ("w1", {}),
-    "w19-literal": ("w19", {"weighting.network": "w19-literal"}),
-    "w19-mean": ("w19", {"weighting.combine": "mean"}),
-    "w19-ratio-c3": ("w19", {"weighting.combine": "ratio", "weighting.clamp": 3.0}),
-    "w19-soft3": ("w19", {**_SOFT, "weighting.steepness": 3.0}),
-    "w19-soft1": ("w19", {**_SOFT, "weighting.steepness": 1.0}),
-    "w19-soft3-c3": ("w19", {**_SOFT, "weighting.steepness": 3.0, "weighting.clamp": 3.0}),
-    "w19-heldout16": ("w19", {**_PB, "weighting.heldout_images": 16}),
-    "w19-soft3-heldout16": ("w19", {**_SOFT, "weighting.steepness": 3.0, "weighting.heldout_images": 16}),
-    "w19-smooth0.1": ("w19", {**_PB, "weighting.smoothing": 0.1}),
-    "w19-warmup250": ("w19", {**_PB, "weighting.warmup": 250}),
-    "w19-ramp400": ("w19", {**_PB, "weighting.ramp": 400}),
-    "w19-soft3-ramp400": ("w19", {**_SOFT, "weighting.steepness": 3.0, "weighting.ramp": 400}),
-    "w19-lr1e-3": ("w19", {**_PB, "weighting.lr": 1e-3}),
-    "w19-lr1e-5": ("w19", {**_PB, "weighting.lr": 1e-5}),
-    "w19-width0.5": ("w19", {**_PB, "weighting.width": 0.5}),
-    "w19+gan": ("w19", {**_PB, "gan.enabled": True}),
+    "w19": ("w19", W19),
+    "w1": ("w1", W1),
+    "w19-literal": ("w19", {**W19, "weighting.network": "w19-literal"}),
+    "w19-mean": ("w19", {**W19, "weighting.combine": "mean"}),
+    "w19-ratio-c3": ("w19", {**W19, "weighting.combine": "ratio", "weighting.clamp": 3.0}),
+    "w19-soft3": ("w19", {**W19, **SOFT}),
+    "w19-soft1": ("w19", {**W19, **SOFT, "weighting.steepness": 1.0}),
+    "w19-soft3-c3": ("w19", {**W19, **SOFT, "weighting.clamp": 3.0}),
+    "w19-heldout16": ("w19", {**W19, "weighting.heldout_images": 16}),
+    "w19-smooth0.1": ("w19", {**W19, "weighting.smoothing": 0.1}),
+    "w19-warmup250": ("w19", {**W19, "weighting.warmup": 250}),
+    "w19-ramp400": ("w19", {**W19, "weighting.ramp": 400}),
+    "w19-lr1e-3": ("w19", {**W19, **LR3}),
+    "w19-lr3e-3": ("w19", {**W19, "weighting.lr": 3e-3}),
+    "w19-lr1e-2": ("w19", {**W19, "weighting.lr": 1e-2}),
+    "w19-lr1e-5": ("w19", {**W19, "weighting.lr": 1e-5}),
+    "w19-width0.5": ("w19", {**W19, "weighting.width": 0.5}),
+    "w19-soft3-lr1e-3": ("w19", {**W19, **SOFT, **LR3}),
+    "w19-heldout16-lr1e-3": ("w19", {**W19, **LR3, "weighting.heldout_images": 16}),
+    "w19-smooth0.1-lr1e-3": ("w19", {**W19, **LR3, "weighting.smoothing": 0.1}),
+    "w19-ramp400-lr1e-3": ("w19", {**W19, **LR3, "weighting.ramp": 400}),
+    "w19-soft3-ramp400-lr1e-3": ("w19", {**W19, **SOFT, **LR3, "weighting.ramp": 400}),
+    "w19-image": ("w19", {**W19, **IMAGE}),
+    "w19-image-lr1e-3": ("w19", {**W19, **IMAGE, **LR3}),
+    "w19-image-soft3-lr1e-3": ("w19", {**W19, **IMAGE, **SOFT, **LR3}),
+    "w19-image-soft3": ("w19", {**W19, **IMAGE, **SOFT}),
+    "w19-image-heldout16": ("w19", {**W19, **IMAGE, "weighting.heldout_images": 16}),
+    "w19-image-smooth0.1": ("w19", {**W19, **IMAGE, "weighting.smoothing": 0.1}),
+    "w19-image-lr3e-5": ("w19", {**W19, **IMAGE, "weighting.lr": 3e-5}),
+    "w19-predimage": ("w19", {**W19, "weighting.input": "pred+image"}),
+    "w19-predimage-soft3": ("w19", {**W19, "weighting.input": "pred+image", **SOFT}),
+    "w19-image+gan": ("w19", {**W19, **IMAGE, "gan.enabled": True}),
+    "w19-lr1e-3+gan": ("w19", {**W19, **LR3, "gan.enabled": True}),
     "joint+gan": ("joint", {"gan.enabled": True}),
-    "w1-soft3": ("w1", {**_SOFT, "weighting.steepness": 3.0}),
-    "w1-heldout16": ("w1", {**_PB, "weighting.heldout_images": 16}),
+    "w1-lr1e-3": ("w1", {**W1, **LR3}),
+    "w1-soft3-lr1e-3": ("w1", {**W1, **SOFT, **LR3}),
+    "w1-image-lr1e-3": ("w1", {**W1, **IMAGE, **LR3}),
+    "w1-image": ("w1", {**W1, **IMAGE}),
+    "w1-image-soft3": ("w1", {**W1, **IMAGE, **SOFT}),
 }
 
 

@@ -144,3 +144,18 @@ def test_literal_w19_trains_and_is_recorded(data: Path, tmp_path: Path) -> None:
     result = train(cfg_for(data, tmp_path / "run", **{"weighting.network": "w19-literal"}))
     assert result.status == "finished"
     assert RunDir(tmp_path / "run").config().weighting.network == "w19-literal"
+
+
+def test_prediction_and_image_input_trains_and_evaluates(data: Path, tmp_path: Path) -> None:
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
+    from hrseg.models import weighting_input
+
+    logits, image = torch.randn(2, 19, 8, 16), torch.randn(2, 3, 16, 32)
+    both = weighting_input(logits, image, "pred+image")
+    assert both.shape == (2, 22, 8, 16)
+    torch.testing.assert_close(both[:, :19], logits.softmax(1))
+    torch.testing.assert_close(both[:, 19:], torch.nn.functional.interpolate(image, size=(8, 16), mode="bilinear"))
+    result = train(cfg_for(data, tmp_path / "run", **{"weighting.input": "pred+image", "optim.iters": 2}))
+    assert result.status == "finished"
+    report = evaluate_run(tmp_path / "run", EvalOptions(split="source", device="cpu", show_progress=False))
+    assert 0.0 <= report.combined.auc <= 1.0

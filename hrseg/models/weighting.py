@@ -39,7 +39,7 @@ from hrseg.models.common import check_width, scaled
 from hrseg.registry import Registry
 
 LEVELS: tuple[str, ...] = ("pixel", "region", "image")
-INPUTS: tuple[str, ...] = ("pred", "image")
+INPUTS: tuple[str, ...] = ("pred", "image", "pred+image")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -172,16 +172,27 @@ for _name, _doc in (("none", "raw weights: the classifiers may drive every sourc
     NORMALIZATIONS.add(_name, _doc)
 
 
+def input_channels(kind: str, num_classes: int) -> int:
+    """Channels of W's input for ``weighting_input(..., kind)``."""
+    return {"pred": num_classes, "image": 3, "pred+image": num_classes + 3}[kind]
+
+
 def weighting_input(logits: Tensor, normalized_image: Tensor, kind: str) -> Tensor:
-    """What W sees: the softmax of S's (detached) logits ("pred") or the normalised RGB image ("image").
+    """What W sees: the softmax of S's (detached) logits ("pred"), the normalised RGB image ("image"), or both.
 
     Training, evaluation and visualisation all call this, so the weights they
-    compute come from the same input.
+    compute come from the same input. "pred+image" stacks the softmax and the
+    image (resized to the prediction's size when they differ).
     """
     if kind == "image":
         return normalized_image.float()
     if kind == "pred":
         return torch.softmax(logits.detach().float(), dim=1)
+    if kind == "pred+image":
+        image = normalized_image.float()
+        if image.shape[-2:] != logits.shape[-2:]:
+            image = F.interpolate(image, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([torch.softmax(logits.detach().float(), dim=1), image], dim=1)
     raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {kind!r}")
 
 
