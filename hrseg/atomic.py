@@ -9,13 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from hrseg.errors import HrsegError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; it replaces ``path`` only if the block succeeds."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
+    except OSError as exc:  # a file where a folder should be, a read-only or full disk: the user's to fix
+        raise HrsegError(f"{final}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results should be as readable as any file
@@ -41,3 +46,15 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def ensure_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Create an output folder up front, so a bad ``--out`` fails in one line before any work is done."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HrsegError(f"{option} {folder}: cannot write here ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise HrsegError(f"{option} {folder}: cannot write here (Permission denied)")
+    return folder

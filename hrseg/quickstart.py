@@ -45,7 +45,6 @@ class QuickstartConfig:
     source_images: int = SceneConfig.source_images
     target_images: int = SceneConfig.target_images
     val_images: int = SceneConfig.val_images
-    weighting_eval_images: int = 100  # source images scored for weighting AUC (per w run)
     visualize_images: int = 6
     device: str = "cpu"
     jobs: int = 2  # runs trained at the same time, in worker processes (1: in this process, with live bars)
@@ -125,7 +124,7 @@ def _evaluate_run_dir(cfg: QuickstartConfig, scheme: str, seed: int, show_progre
     common = dict(device=cfg.device, show_progress=show_progress)
     _evaluate_once(run, EvalOptions(split="val", **common))
     if SCHEMES[scheme].weighting is not None:
-        _evaluate_once(run, EvalOptions(split="source", max_images=cfg.weighting_eval_images, **common))
+        _evaluate_once(run, EvalOptions(split="source", **common))  # all of it: reports read only full ones
     return time.perf_counter() - t
 
 

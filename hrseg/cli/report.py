@@ -49,8 +49,8 @@ def report_command(
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only."""
     with user_errors():
         report = build_report(runs, split)
+        md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
         print_report(report)
-        md, js = write_report(report, out)
         console.print(f"wrote {md} and {js}")
 
 

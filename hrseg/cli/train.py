@@ -18,6 +18,7 @@ from hrseg.cli.common import emit_json, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
 from hrseg.training.config import PRESETS, build_config, override
@@ -29,12 +30,13 @@ NetworkChoice = WEIGHTING_NETWORKS.choices()
 CombineChoice = COMBINATIONS.choices()
 NormalizeChoice = NORMALIZATIONS.choices()
 InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 
 #: flag name -> config key; the flag's value wins over --config / --preset / --set
 FLAG_KEYS: dict[str, str] = {
     "data": "data.data", "out": "run.out", "arch": "model.arch", "width": "model.width",
-    "pretrained": "model.pretrained", "gan": "gan.enabled", "weight_network": "weighting.network",
+    "pretrained": "model.pretrained", "bn": "model.bn", "gan": "gan.enabled", "weight_network": "weighting.network",
     "weight_input": "weighting.input", "weight_combine": "weighting.combine",
     "weight_normalize": "weighting.normalize", "weight_sharpen": "weighting.sharpen",
     "weight_width": "weighting.width", "gan_width": "gan.width", "source": "data.source", "target": "data.target",
@@ -108,6 +110,8 @@ def register(app: typer.Typer) -> None:
         arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="none, imagenet or a weight file."),
+        bn: Optional[BnChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--bn", help="Batch norm: train, frozen (ImageNet statistics kept) or sync (under torchrun)."),
         gan: Optional[bool] = typer.Option(None, "--gan/--no-gan", help="G and D (default: the scheme's)."),
         weight_network: Optional[NetworkChoice] = typer.Option(  # type: ignore[valid-type]
             None, "--weight-network", help="Weighting network design (default: the scheme's)."),

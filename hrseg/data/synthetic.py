@@ -2,9 +2,10 @@
 
 No real dataset can be downloaded where hrseg is built and tested, so this
 module draws small street scenes whose *labels* follow one layout model and
-whose *appearance* follows the principle the method relies on. The design is
-fixed (it is decided here once and must not be tuned to make a training
-scheme win):
+whose *appearance* follows the principle the method relies on. The design
+follows that principle and is judged only by what target-only, direct joint
+and oracle training (weight = realism mask) score on it; it must never be
+tuned to make a weighting scheme win:
 
 Layout (both domains, same distribution): a horizon and vanishing point; a
 perspective road (with dashed lane markings) between sidewalks; terrain
@@ -22,14 +23,21 @@ lighting (gain, colour temperature, vertical falloff, cast shadows) and
 sensor noise.
 
 The source ("synthetic", GTAV format) uses the same layout and, area by
-area, one of two appearances:
+area, one of two appearances. The principle: a deviating area is one whose
+appearance/label relation contradicts the target, and nothing else sets it
+apart.
 
-- *realistic*: exactly the target model;
-- *deviating*: the class is drawn with the target look of a DIFFERENT class
-  (road looks like sidewalk, building like vegetation, car like building,
-  person like car ...; ``DEVIATING_LOOK``), cleaner (less sensor noise) as a
-  renderer would be. This conflicts with the target: learning "sidewalk look
-  means road" from such areas hurts the target.
+- *realistic*: exactly the target model, so it teaches what the target needs;
+- *deviating*: the class is drawn with the target look of the class that
+  shares its place in target scenes (``DEVIATING_LOOK``: the largest overlap
+  of the two classes' position histograms; road looks like car, sidewalk and
+  terrain like person, building like vegetation, car like bus ...). Its
+  lighting, blur and sensor noise are the target's. Neither its place nor
+  any renderer signature gives it away, so a model that learns "car look
+  on the road means road" from it unlearns cars where the target has them.
+- deviating areas outnumber realistic ones (about 58 % of source pixels,
+  ``IMAGE_KIND_P``): used unselected, the source is worth little, which is
+  the setting where selecting its realistic areas pays.
 
 Where realism varies, at three levels so every weighting level has
 something to find:
@@ -41,6 +49,8 @@ something to find:
 - instance/pixel: every object (car, person, pole, facade ...) flips its
   realism with probability ``INSTANCE_FLIP``, so thin structures and single
   objects inside a region differ from their surroundings.
+
+docs/benchmark-scenes.md records why and what it measures.
 
 The generator saves the ground-truth realism of every source pixel
 (``realism/NNNNN.png``: 1 realistic, 0 deviating, 255 on ignored labels).
@@ -63,7 +73,7 @@ import numpy as np
 
 from hrseg.atomic import write_bytes, write_json
 from hrseg.data.labels import IGNORE_INDEX, LABEL_PALETTE, LABEL_TO_TRAIN
-from hrseg.data.png import encode_palette_png
+from hrseg.data.png import encode_palette_png, write_png
 from hrseg.data.workers import start_pool
 from hrseg.errors import HrsegError
 
@@ -75,14 +85,20 @@ MOTORCYCLE, BICYCLE, STATIC = 32, 33, 4
 TRAIN_CITIES = ("aachen", "bochum", "bremen")
 VAL_CITIES = ("frankfurt", "lindau", "munster")
 INSTANCE_FLIP = 0.2
-NOISE_SIGMA = 4.0  # target and realistic source areas
-DEVIATING_NOISE_SIGMA = 1.0
+# image kinds (mostly realistic, mixed, mostly deviating): deviating areas outnumber realistic ones,
+# so the source used unselected is worth little, as in the paper's setting
+IMAGE_KIND_P = (0.25, 0.25, 0.5)
+NOISE_SIGMA = 4.0  # sensor noise, the same in both domains and both kinds of area
+GENERATOR = "hrseg-scenes/5"  # stamped into synthetic.json; bump whenever the drawn scenes change
 SOURCE_ASPECT = 9 / 16  # GTAV frames are 16:9, Cityscapes 2:1
 
-# trainId -> trainId whose TARGET look a deviating area of that class takes
+# trainId -> trainId whose TARGET look a deviating area of that class takes: the class whose
+# positions in target scenes overlap this class's most (Bhattacharyya coefficient of the two
+# per-class position histograms), so the place of a deviating area never tells it apart.
+# train (16) is never drawn and takes the look of its own kind, bus.
 DEVIATING_LOOK: dict[int, int] = {
-    0: 1, 1: 0, 2: 8, 3: 4, 4: 3, 5: 7, 6: 7, 7: 5, 8: 2, 9: 0,
-    10: 3, 11: 13, 12: 11, 13: 2, 14: 15, 15: 14, 16: 14, 17: 18, 18: 17,
+    0: 13, 1: 11, 2: 8, 3: 4, 4: 3, 5: 9, 6: 7, 7: 6, 8: 2, 9: 11,
+    10: 2, 11: 3, 12: 13, 13: 15, 14: 15, 15: 14, 16: 15, 17: 13, 18: 17,
 }
 
 # target appearance: base RGB and per-instance colour variation per trainId
@@ -373,18 +389,14 @@ def _render(
         ground = np.isin(cv.label, (ROAD, SIDEWALK, TERRAIN))
         img[(shadow > 0) & ground] *= 0.6
     img = cv2.GaussianBlur(img, (3, 3), 0.6)
-    noise = rng.standard_normal((h, w, 3)).astype(np.float32)
-    sigma = np.full((h, w), NOISE_SIGMA, dtype=np.float32)
-    if realism is not None:
-        sigma[realism == 0] = DEVIATING_NOISE_SIGMA
-    img += noise * sigma[:, :, None]
+    img += rng.standard_normal((h, w, 3)).astype(np.float32) * NOISE_SIGMA
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
 def _realism(rng: np.random.Generator, cv: _Canvas) -> np.ndarray:
     """Ground-truth realism: image-level share, region-level blobs, instance-level flips."""
     h, w = cv.h, cv.w
-    kind = rng.choice(3, p=[0.4, 0.3, 0.3])
+    kind = rng.choice(3, p=IMAGE_KIND_P)
     rho = (rng.uniform(0.85, 1.0), rng.uniform(0.35, 0.65), rng.uniform(0.0, 0.15))[int(kind)]
     field = _smooth_noise(rng, w, h, (6, 4))
     real = field <= np.quantile(field, rho) if rho > 0 else np.zeros((h, w), dtype=bool)
@@ -406,13 +418,6 @@ def draw_scene(seed: int, domain: str, index: int, size: tuple[int, int]) -> Sce
     return Scene(cv.label, image, realism)
 
 
-def _png(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def cityscapes_name(split: str, index: int) -> tuple[str, str]:
     """(city, stem) like ``aachen``, ``aachen_000012_000019`` for the index-th image of a split."""
     cities = TRAIN_CITIES if split == "train" else VAL_CITIES
@@ -425,10 +430,10 @@ def _write_source(args: tuple[Path, int, int, tuple[int, int]]) -> None:
     root, seed, i, size = args
     scene = draw_scene(seed, "source", i, size)
     name = f"{i + 1:05d}.png"
-    write_bytes(root / "images" / name, _png(scene.image[:, :, ::-1]))
+    write_png(root / "images" / name, scene.image)
     write_bytes(root / "labels" / name, encode_palette_png(scene.label_ids, LABEL_PALETTE))
     assert scene.realism is not None
-    write_bytes(root / "realism" / name, _png(scene.realism))
+    write_png(root / "realism" / name, scene.realism)
 
 
 def _write_target(args: tuple[Path, int, int, tuple[int, int], str]) -> None:
@@ -436,10 +441,9 @@ def _write_target(args: tuple[Path, int, int, tuple[int, int], str]) -> None:
     # val scenes come from their own index range so train and val never share a scene
     scene = draw_scene(seed, "target", i if split == "train" else 1_000_000 + i, size)
     city, stem = cityscapes_name(split, i)
-    write_bytes(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", _png(scene.image[:, :, ::-1]))
-    write_bytes(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", _png(scene.label_ids))
-    color = LABEL_PALETTE[scene.label_ids][:, :, ::-1]
-    write_bytes(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", _png(color))
+    write_png(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", scene.image)
+    write_png(root / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", scene.label_ids)
+    write_png(root / "gtFine" / split / city / f"{stem}_gtFine_color.png", LABEL_PALETTE[scene.label_ids])
 
 
 def _run(fn: Callable, jobs: list, pool: ProcessPoolExecutor | None, on_image: Callable[[int], None] | None) -> None:
@@ -462,7 +466,7 @@ def generate_raw(
     cfg.validate()
     raw = Path(raw_dir)
     stamp = raw / "synthetic.json"
-    want = asdict(cfg) | {"size": list(cfg.size), "generator": "hrseg-scenes/1"}
+    want = asdict(cfg) | {"size": list(cfg.size), "generator": GENERATOR}
     if stamp.is_file():
         try:
             have = json.loads(stamp.read_text())
@@ -559,6 +563,6 @@ def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -
 
 
 __all__ = [
-    "DEVIATING_LOOK", "SceneConfig", "Scene", "SyntheticPrepareConfig", "draw_scene", "generate_raw",
+    "DEVIATING_LOOK", "GENERATOR", "SceneConfig", "Scene", "SyntheticPrepareConfig", "draw_scene", "generate_raw",
     "prepare_synthetic", "cityscapes_name",
 ]

@@ -214,8 +214,11 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Eva
 
 
 def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
-    """Where an evaluation of a run is kept: ``RUN/eval/<split>.json``."""
-    return RunDir(run_dir).eval_path(options.split)
+    """Where an evaluation of a run is kept: ``RUN/eval/<split>.json``, or a partial name with --max-images.
+
+    A partial evaluation never takes the full one's name, so reports never average it with full ones.
+    """
+    return RunDir(run_dir).eval_path(options.split, options.max_images)
 
 
 def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,

@@ -1,12 +1,17 @@
 """Networks: segmenters (registered by name), weighting networks, generator and discriminator.
 
 Importing this package imports every model file, and each registers itself in
-``hrseg.models.registry.SEGMENTERS``; a new backbone's module is added here.
+``hrseg.models.registry.SEGMENTERS``: adding a segmenter is adding its file.
 """
 
-# registration order is the order of --arch choices and report rows: the paper's two, then DeepLab-v2
-from hrseg.models import fcn, pspnet  # noqa: F401, I001 - imported for their registrations
-from hrseg.models import deeplabv2  # noqa: F401, E402
+import importlib
+import pkgutil
+
+# Every module of this package is imported, so a model file registers itself by existing. The paper's two
+# networks come first: registration order is the order of --arch choices, `hrseg models` rows and reports.
+_FIRST = ("fcn", "pspnet")
+for _module in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=lambda n: (n not in _FIRST, n)):
+    importlib.import_module(f"{__name__}.{_module}")
 from hrseg.models.backbones import VGG16, ResNet50, ResNet101
 from hrseg.models.common import SegOutput
 from hrseg.models.deeplabv2 import DeepLabV2

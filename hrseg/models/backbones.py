@@ -19,6 +19,13 @@ VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
 IMAGENET_CLASSES = 1000
+#: torchvision's published ImageNet files, beside the modules they load into; the part of the file name
+#: after the last '-' is the SHA-256 prefix torch.hub checks.
+IMAGENET_URLS: dict[str, str] = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+}
 
 
 class VGG16(nn.Module):
@@ -68,6 +75,10 @@ class VGG16(nn.Module):
 
     def forward_pools(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return vgg_pools(self.features, x)
+
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("pool3", "pool4", "pool5"), self.forward_pools(x))) | {"logits": self(x)}
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.features(x))
@@ -184,6 +195,10 @@ class ResNet(nn.Module):
         x = self.layer2(self.layer1(x))
         c3 = self.layer3(x)
         return c3, self.layer4(c3)
+
+    def named_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """The maps segmenters tap, by name (for `hrseg models`)."""
+        return dict(zip(("layer3", "layer4"), self.forward_layers(x))) | {"logits": self(x)}
 
     def forward(self, x: Tensor) -> Tensor:
         _, x = self.forward_layers(x)

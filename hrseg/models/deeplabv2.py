@@ -106,14 +106,8 @@ def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "
     return DeepLabV2(num_classes=num_classes, width=width, pretrained=pretrained)
 
 
-def _resnet_outputs(resnet: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    assert isinstance(resnet, ResNet101)
-    return dict(zip(("layer3", "layer4"), resnet.forward_layers(x))) | {"logits": resnet(x)}
-
-
 register_segmenter(SegmenterSpec(
     name="deeplabv2-r101", title="DeepLab-v2 / ResNet101", label="DeepLabv2-R101", build=_build,
     feature_stride=DEEPLAB_STRIDE, feature_channels=2048, backbone="resnet101", backbone_label="ResNet101",
     build_backbone=lambda width: ResNet101(width, dilate=(False, True, True), full_dilation=True),
-    backbone_outputs=_resnet_outputs,
 ))

@@ -75,7 +75,7 @@ def describe_models(
                 described.add(spec.backbone_label)
                 net = spec.build_backbone(width).eval()
                 add(spec.backbone_label, f"backbone of {spec.label} (stride {spec.feature_stride})", net,
-                    {"image": image}, lambda net=net, spec=spec: spec.backbone_outputs(net, image))
+                    {"image": image}, lambda net=net: net.named_outputs(image))
             for aux in (False, True) if spec.aux else (False,):
                 seg = build_segmenter(spec.name, num_classes, width, "none", aux).eval()
                 out = seg(image)

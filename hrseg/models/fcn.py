@@ -111,11 +111,6 @@ class FCN8s(nn.Module):
         return SegOutput(logits[..., :height, :width], pool5, None)
 
 
-def _vgg_outputs(vgg: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    assert isinstance(vgg, VGG16)
-    return dict(zip(("pool3", "pool4", "pool5"), vgg.forward_pools(x))) | {"logits": vgg(x)}
-
-
 def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "none", aux: bool = False) -> FCN8s:
     return FCN8s(num_classes=num_classes, width=width, pretrained=pretrained)
 
@@ -123,5 +118,5 @@ def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "
 register_segmenter(SegmenterSpec(
     name="fcn8s-vgg16", title="FCN-8s / VGG16", label="FCN-8s", build=_build,
     feature_stride=FCN_STRIDE, feature_channels=512, backbone="vgg16", backbone_label="VGG16",
-    build_backbone=VGG16, backbone_outputs=_vgg_outputs,
+    build_backbone=VGG16,
 ))

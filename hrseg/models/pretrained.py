@@ -14,11 +14,8 @@ from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
 
-IMAGENET_URLS: dict[str, str] = {
-    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
-    "resnet50": "https://download.pytorch.org/models/resnet50-19c8e357.pth",
-    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-}
+from hrseg.models.backbones import IMAGENET_URLS
+
 _SHOWN = 8
 
 

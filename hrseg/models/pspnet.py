@@ -104,14 +104,9 @@ class PSPNet(nn.Module):
         return SegOutput(logits, features, aux)
 
 
-def _resnet_outputs(resnet: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    assert isinstance(resnet, ResNet50)
-    return dict(zip(("layer3", "layer4"), resnet.forward_layers(x))) | {"logits": resnet(x)}
-
-
 register_segmenter(SegmenterSpec(
     name="pspnet-r50", title="PSPNet / ResNet50", label="PSPNet", build=PSPNet,
     feature_stride=PSP_STRIDE, feature_channels=512, backbone="resnet50", backbone_label="ResNet50",
-    build_backbone=lambda width: ResNet50(width, dilate=(False, True, True)), backbone_outputs=_resnet_outputs,
+    build_backbone=lambda width: ResNet50(width, dilate=(False, True, True)),
     aux=True,
 ))

@@ -32,8 +32,7 @@ class SegmenterSpec:
     feature_channels: int  # of SegOutput.features at width 1
     backbone: str  # key of the ImageNet weight file in pretrained.IMAGENET_URLS
     backbone_label: str  # the `hrseg models` row of the bare backbone
-    build_backbone: Callable[[float], nn.Module]  # width -> the backbone exactly as the weight file names it
-    backbone_outputs: Callable[[nn.Module, Tensor], dict[str, Tensor]]  # for `hrseg models`
+    build_backbone: Callable[[float], nn.Module]  # width -> the backbone as the weight file names it (named_outputs())
     aux: bool = False  # has an auxiliary head (PSPNet)
 
     @property

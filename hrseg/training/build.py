@@ -11,8 +11,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
+from hrseg.models.batchnorm import apply_bn_mode
 from hrseg.models.weighting import input_channels
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import SCHEMES, phase_at
@@ -41,6 +43,27 @@ def build_segmenter_of(cfg: TrainConfig, pretrained: str | None = None) -> nn.Mo
     m = cfg.model
     return build_segmenter(m.arch, num_classes=m.num_classes, width=m.width,
                            pretrained=m.pretrained if pretrained is None else pretrained, aux=m.aux)
+
+
+def apply_bn(cfg: TrainConfig, seg: nn.Module, warn: bool = True) -> nn.Module:
+    """``seg`` with ``model.bn`` applied; call after ``.to(device)`` and before building optimisers.
+
+    ``frozen`` freezes the backbone only: its batch norms hold ImageNet statistics,
+    while a head's (PSPNet's pyramid and bottleneck) start untrained and must learn
+    theirs. ``sync`` converts every batch norm of S, and needs torchrun's process
+    group (a one-line error without it).
+    """
+    mode = cfg.model.bn
+    if mode == "frozen":
+        backbone = getattr(seg, "backbone", None)
+        if not isinstance(backbone, nn.Module):
+            raise HrsegError(f"--bn frozen: {cfg.model.arch} has no ImageNet backbone to freeze; use --bn train")
+        if warn and cfg.model.pretrained == "none":
+            console.print(f"[yellow]--bn frozen with --pretrained none (width {cfg.model.width:g}): batch norm is "
+                          "frozen at mean 0 / variance 1, i.e. the backbone trains unnormalised[/]")
+        seg.backbone = apply_bn_mode(backbone, "frozen")
+        return seg
+    return apply_bn_mode(seg, mode)
 
 
 def build_weighting(cfg: TrainConfig) -> HierarchicalWeighting:

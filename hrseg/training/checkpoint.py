@@ -3,11 +3,19 @@
 Everything non-tensor is stored as plain Python types (RNG states included), so
 loading never unpickles arbitrary objects. Writes go through a temporary name
 and a rename: an interrupted save leaves the previous checkpoint intact.
+
+Integrity: ``torch.save`` writes a zip archive whose every record (the pickle
+and each tensor's bytes) carries a CRC-32, written with the record, so the
+checksum is always as atomic as the file. ``torch.load`` does not check them;
+:func:`load_checkpoint` does, before unpickling, so a damaged file is named as
+damaged instead of resuming or evaluating silently wrong weights.
 """
 
 from __future__ import annotations
 
+import errno
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +75,44 @@ def _lists_to_tuples(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` (plus the format tag) to ``path``."""
+    """Atomically write ``payload`` (plus the format tag) to ``path``; a full disk is one line, nothing half-written."""
     payload = {"format": FORMAT, **payload}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:
+        if _out_of_space(exc):
+            raise HrsegError(f"{path}: out of disk space writing the checkpoint (the previous one is kept)") from None
+        raise
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """ENOSPC as an OSError, or as the RuntimeError torch's zip writer turns it into."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(exc).lower()
+    return "no space left" in text or "unexpected pos" in text or "file write failed" in text
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check every record's CRC-32; a damaged or truncated file is an HrsegError naming it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise HrsegError(f"{path}: not a readable hrseg checkpoint (damaged or truncated: {exc})") from None
+    except OSError as exc:
+        raise HrsegError(f"{path}: cannot read checkpoint ({exc.strerror or exc})") from None
+    if bad is not None:
+        record = bad.split("/", 1)[-1]  # records sit under the archive's own (temporary) name
+        raise HrsegError(f"{path}: checkpoint is damaged (checksum mismatch in record {record})")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely; a missing, foreign or corrupt file is a user error naming the file."""
+    """Load a checkpoint safely; a missing, damaged, foreign or corrupt file is a user error naming the file."""
     if not path.is_file():
         raise HrsegError(f"{path}: checkpoint not found")
+    verify_checkpoint(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file

@@ -14,6 +14,7 @@ the Python API alike.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -24,6 +25,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import INPUTS, LEVELS
 from hrseg.training.schemes import SCHEMES, paper_miou
 
@@ -37,6 +39,19 @@ class ModelConfig:
     pretrained: str = "none"  # "none" | "imagenet" | path to a weight file
     num_classes: int = 19
     aux: bool = False
+    # batch norm: "train" (plain), "frozen" (the backbone keeps its ImageNet statistics and affine
+    # values) or "sync" (statistics of the whole batch across torchrun processes)
+    bn: str = "train"
+
+
+def backbone_has_batchnorm(arch: str) -> bool:
+    """Whether the segmenter's ImageNet backbone holds batch norm (asked of a 1/16-width copy: ~20 ms)."""
+    return _backbone_has_batchnorm(SEGMENTERS.check(arch))
+
+
+@functools.cache
+def _backbone_has_batchnorm(arch: str) -> bool:
+    return count_batchnorm(SEGMENTERS[arch].build_backbone(0.0625)) > 0
 
 
 @dataclass
@@ -177,6 +192,7 @@ class TrainConfig:
         NORMALIZATIONS.check(self.weighting.normalize)
         if self.weighting.network is not None:
             WEIGHTING_NETWORKS.check(self.weighting.network)
+        self._validate_bn()
         if self.weighting.input not in INPUTS:
             raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {self.weighting.input!r}")
         bad_levels = [lvl for lvl in self.weighting.levels if lvl not in LEVELS]
@@ -238,6 +254,26 @@ class TrainConfig:
         if self.run.seed < 0:
             raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
+
+    def _validate_bn(self) -> None:
+        """Batch-norm modes need batch norm; frozen needs statistics worth freezing.
+
+        ``frozen`` on a full-width network without a weight file would freeze mean 0 /
+        variance 1, i.e. train a deep ResNet with no normalisation at all: refused.
+        A reduced width has no ImageNet weights to load, so there the mode can only be
+        exercised for its mechanics (tests, benchmarks); the trainer warns instead.
+        """
+        m = self.model
+        if m.bn not in BN_MODES:
+            raise HrsegError(f"--bn: must be one of {', '.join(BN_MODES)}, got {m.bn!r}")
+        if m.bn == "train":
+            return
+        if not backbone_has_batchnorm(m.arch):
+            raise HrsegError(f"--bn {m.bn}: {m.arch} has no batch-norm layers; use --bn train")
+        if m.bn == "frozen" and m.pretrained == "none" and m.width == 1.0:
+            raise HrsegError("--bn frozen: needs --pretrained imagenet or a weight file (with --pretrained none the "
+                             "frozen layers keep mean 0 / variance 1: no normalisation); from scratch use --bn train "
+                             "or --bn sync")
 
     def finetune_source_iters(self) -> int:
         return self.finetune.source_iters or self.optim.iters // 2
@@ -447,6 +483,15 @@ _FCN = {"model.arch": "fcn8s-vgg16", "model.pretrained": "imagenet", "optim.lr":
         "optim.iters": 40000, "data.batch_size": 1, "data.crop": (1024, 512), "run.amp": True}
 _PSP = {"model.arch": "pspnet-r50", "model.pretrained": "imagenet", "model.aux": True, "optim.lr": 1e-2,
         "optim.iters": 40000, "data.batch_size": 2, "data.crop": (768, 384), "run.amp": True}
+# DeepLab-v2 as the domain-adaptation repositories train it (AdaptSegNet, ADVENT): one image per domain,
+# 1024x512 target crops, SGD at 2.5e-4 with poly decay, batch norm frozen at ImageNet values, 120k iterations
+# [reconstructed from those repositories; they also give the ASPP classifier 10x the learning rate, hrseg does not].
+_DEEPLAB = {"model.arch": "deeplabv2-r101", "model.pretrained": "imagenet", "model.bn": "frozen",
+            "optim.lr": 2.5e-4, "optim.iters": 120000, "data.batch_size": 1, "data.crop": (1024, 512),
+            "run.amp": True}
+
+#: The paper-scale budget of each segmenter's presets (what a new preset or the GPU check starts from).
+PRESET_BUDGETS: dict[str, dict[str, Any]] = {"fcn8s-vgg16": _FCN, "pspnet-r50": _PSP, "deeplabv2-r101": _DEEPLAB}
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -466,6 +511,12 @@ PRESETS: dict[str, Preset] = {
         Preset("joint", "Baseline: direct joint training (FCN-VGG16, no GAN)", {**_FCN, "scheme": "joint"}),
         Preset("finetune", "Baseline: source pre-training, then target fine-tuning",
                {**_FCN, "scheme": "finetune"}),
+        Preset("deeplabv2-target-only", "DeepLab-v2-R101 (the DA literature's network), target only",
+               {**_DEEPLAB, "scheme": "target-only"}),
+        Preset("deeplabv2-joint", "DeepLab-v2-R101: direct joint training (no GAN)",
+               {**_DEEPLAB, "scheme": "joint"}),
+        Preset("deeplabv2-w19", "Ours with W^19 on DeepLab-v2-R101 (GAN)",
+               {**_DEEPLAB, "scheme": "w19", "gan.enabled": True}),
     )
 }
 

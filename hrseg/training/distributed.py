@@ -1,7 +1,10 @@
 """torchrun / DistributedDataParallel helpers.
 
 ``torchrun --nproc_per_node=N -m hrseg train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK;
-without them everything here degrades to a single process.
+without them everything here degrades to a single process. Under torchrun a
+process group is joined even for one process, so ``--nproc_per_node=1`` runs
+the same code as N (DDP, all-reduces over NCCL or gloo, SyncBatchNorm): a
+one-GPU machine can check the multi-GPU path.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     initialized_here: bool = False
+    launched: bool = False  # started by torchrun (a process group exists, even for one process)
+    backend: str = ""  # "nccl" | "gloo" when ``enabled``
 
     @property
     def is_main(self) -> bool:
@@ -28,23 +33,28 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.launched or self.world_size > 1
 
 
 def init_from_env(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA)."""
+    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA).
+
+    A launch is recognised by WORLD_SIZE > 1, or by RANK and MASTER_ADDR, which
+    torchrun sets even for a single process.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = world > 1 or ("RANK" in os.environ and "MASTER_ADDR" in os.environ)
+    if not launched:
         return DistInfo()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
-        return DistInfo(rank, world, local_rank, False)
+        return DistInfo(rank, world, local_rank, False, True, str(dist.get_backend()))
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend)
-    return DistInfo(rank, world, local_rank, True)
+    return DistInfo(rank, world, local_rank, True, True, backend)
 
 
 def shutdown(info: DistInfo) -> None:

@@ -252,6 +252,16 @@ class RunDir:
             _HELD_LOCKS.discard(fd)
             os.close(fd)
 
+    def _holds_a_run(self) -> bool:
+        """A previous hrseg run (its config parses, or it has checkpoints), not just a file named config.json."""
+        if self.checkpoint_dir.is_dir():
+            return True
+        try:
+            self.config()
+        except (HrsegError, ValueError, TypeError):
+            return False
+        return True
+
     def abandon(self) -> None:
         """Undo a claim that never trained: remove the folder if :meth:`claim` created it and it holds nothing."""
         if getattr(self, "_created", False) and self.path.is_dir():
@@ -267,7 +277,7 @@ class RunDir:
         if not others:
             return
         if not overwrite:
-            if self.is_run() or self.checkpoint_dir.exists():
+            if self._holds_a_run():
                 raise HrsegError(f"{self.path}: already holds a run; continue it with --resume {self.path}, "
                                  "or pass --overwrite to start again")
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")

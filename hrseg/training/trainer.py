@@ -25,7 +25,7 @@ from hrseg.console import console, progress
 from hrseg.errors import HrsegError
 from hrseg.training import distributed as ddp
 from hrseg.training.batches import TrainData
-from hrseg.training.build import amp_dtype, build_networks, build_optimizers, build_schedulers, resolve_device
+from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers, resolve_device
 from hrseg.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
@@ -104,6 +104,8 @@ class Trainer:
             if self.device.type == "cuda" and cfg.run.channels_last:
                 net.to(memory_format=torch.channels_last)
             ddp.broadcast_module(net, self.dist)
+        # batch-norm mode: on the device (sync picks its layer by it), before the optimisers (frozen drops params)
+        self.nets["segmenter"] = apply_bn(cfg, self.nets["segmenter"], warn=self.is_main)
         self.opts = build_optimizers(cfg, self.nets)
         self.scheds = build_schedulers(cfg, self.opts)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)

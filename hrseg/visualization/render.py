@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hrseg.atomic import ensure_dir
 from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
@@ -101,7 +102,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
     if loaded.weighting is None:
         raise HrsegError(f"{run}: scheme {loaded.config.scheme!r} has no weighting network to visualise; "
                          "use a w1 or w19 run (or hrseg visualize predictions)")
-    out = Path(opts.out)
+    out = ensure_dir(opts.out)
     per_class = getattr(loaded.weighting, "out_channels", 1) > 1
     panels: list[Path] = []
     items: list[GalleryItem] = []
@@ -142,7 +143,7 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
     opts = options.validate()
     run = Path(run_dir)
     loaded, ds, device = _open(run, opts, ("image", "label", "name"))
-    out = Path(opts.out)
+    out = ensure_dir(opts.out)
     panels: list[Path] = []
     items: list[GalleryItem] = []
     with progress(disable=not opts.show_progress) as bar, torch.no_grad():
