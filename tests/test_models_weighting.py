@@ -375,7 +375,8 @@ def test_soft_threshold_gives_near_binary_maps_on_a_toy_input() -> None:
     assert plain[:, :, 4:].min() > 0.01 * plain[:, :, :4].max()  # the product of sigmoids is far from binary
 
 
-def test_soft_threshold_follows_the_scores() -> None:
+@pytest.mark.parametrize("combine", ["softthreshold", "softthreshold-sum"])
+def test_soft_threshold_follows_the_scores(combine: str) -> None:
     """Shifting (or scaling) all logits changes nothing: the threshold is relative to the batch's scores."""
     z = level_logits(7)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
@@ -383,13 +384,25 @@ def test_soft_threshold_follows_the_scores() -> None:
 
     def weight(shift: float, scale: float = 1.0) -> Tensor:
         moved = {k: scale * v + shift for k, v in z.items()}
-        w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold", normalize="batch", width=0.125), moved)
+        w = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", width=0.125), moved)
         return w(torch.zeros(2, 19, 16, 16), labels).weight
 
     base = weight(0.0)
     for shift, scale in ((-6.0, 1.0), (4.0, 1.0), (-3.0, 2.5)):
         torch.testing.assert_close(weight(shift, scale), base, rtol=1e-3, atol=1e-4)
     assert base.max() > 3 * base.min()
+
+
+def test_soft_threshold_of_the_sum_is_one_threshold_on_the_summed_logits() -> None:
+    z = level_logits(11)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold-sum", normalize="batch", steepness=2.0,
+                                         width=0.125), z)
+    weight = w(torch.zeros(2, 19, 16, 16), labels).weight
+    total = sum(per_pixel(z, (16, 16)).values())
+    u = (total - total.mean()) / total.std(unbiased=False)
+    expected = torch.sigmoid(2.0 * u)
+    torch.testing.assert_close(weight, expected / expected.mean(), rtol=1e-4, atol=1e-5)
 
 
 def test_soft_threshold_is_per_class_for_w19() -> None:

@@ -145,6 +145,18 @@ def _soft_threshold(z: Tensor, ctx: CombineContext) -> Tensor:
     return F.logsigmoid(ctx.steepness * standardise(z, ctx.groups, ctx.valid, ctx.num_groups)).sum(0)
 
 
+@COMBINATIONS.register("softthreshold-sum")
+def _soft_threshold_sum(z: Tensor, ctx: CombineContext) -> Tensor:
+    """One soft threshold on the summed level logits (the log density ratio), relative to the batch per group.
+
+    Unlike ``softthreshold`` a pixel need not clear every level's threshold:
+    a level that cannot rank a class (thin objects, a weak image level) only
+    adds its evidence, and every class keeps about half its pixels.
+    """
+    summed = z.sum(0, keepdim=True)
+    return F.logsigmoid(ctx.steepness * standardise(summed, ctx.groups, ctx.valid, ctx.num_groups))[0]
+
+
 # below this spread a group's logits count as constant (a z-score would only amplify rounding)
 _MIN_STD = 1e-4
 
