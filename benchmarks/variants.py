@@ -100,14 +100,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "w19-image-lr3e-5": ("w19", {**W19, **IMAGE, "weighting.lr": 3e-5}),
     "w19-predimage": ("w19", {**W19, "weighting.input": "pred+image"}),
     "w19-predimage-soft3": ("w19", {**W19, "weighting.input": "pred+image", **SOFT}),
+    "w19-image-soft3+gan": ("w19", {**W19, **IMAGE, **SOFT, "gan.enabled": True}),
     "w19-image+gan": ("w19", {**W19, **IMAGE, "gan.enabled": True}),
     "w19-lr1e-3+gan": ("w19", {**W19, **LR3, "gan.enabled": True}),
+    "w19+gan": ("w19", {**W19, "gan.enabled": True}),
     "joint+gan": ("joint", {"gan.enabled": True}),
     "w1-lr1e-3": ("w1", {**W1, **LR3}),
     "w1-soft3-lr1e-3": ("w1", {**W1, **SOFT, **LR3}),
     "w1-image-lr1e-3": ("w1", {**W1, **IMAGE, **LR3}),
     "w1-image": ("w1", {**W1, **IMAGE}),
     "w1-image-soft3": ("w1", {**W1, **IMAGE, **SOFT}),
+    "w1-image-soft2": ("w1", {**W1, **IMAGE, **SOFT, "weighting.steepness": 2.0}),
 }
 
 

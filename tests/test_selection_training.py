@@ -39,7 +39,7 @@ def cfg_for(data: Path, out: Path, **extra: object) -> TrainConfig:
 def test_heldout_images_are_disjoint_and_are_what_w_learns_target_from(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trainer = Trainer(cfg_for(data, tmp_path / "run", **{"weighting.heldout_images": 3}))
+    trainer = Trainer(cfg_for(data, tmp_path / "run", **{"weighting.heldout_images": 3, "weighting.input": "pred"}))
     try:
         held, own = trainer.data.heldout_indices, trainer.data.target_indices
         assert len(held) == 3 and len(own) == 4 and not set(held) & set(own)
@@ -159,3 +159,15 @@ def test_prediction_and_image_input_trains_and_evaluates(data: Path, tmp_path: P
     assert result.status == "finished"
     report = evaluate_run(tmp_path / "run", EvalOptions(split="source", device="cpu", show_progress=False))
     assert 0.0 <= report.combined.auc <= 1.0
+
+
+def test_measured_defaults_and_the_paper_presets_keep_w_on_predictions() -> None:
+    from hrseg.training.config import PRESETS, quick_config
+
+    w = quick_config("w19", "D", "o").resolved().weighting
+    assert (w.network, w.input, w.combine, w.normalize, w.steepness, w.levels) == (
+        "w19", "image", "softthreshold", "batch", 2.0, ("pixel", "region", "image"))
+    for name, paper in (("w1", 67.6), ("w19", 68.1), ("pspnet-w1", 77.6), ("gan-w1-image", 67.1)):
+        preset = PRESETS[name]
+        assert preset.config().weighting.input == ("image" if name == "gan-w1-image" else "pred")
+        assert preset.paper_miou == paper  # each paper row still finds its Table-1 number

@@ -108,7 +108,7 @@ class CombineContext:
     groups: Tensor
     num_groups: int
     valid: Tensor
-    steepness: float = 3.0
+    steepness: float = 2.0
 
 
 # name -> (stacked per-pixel level logits (L, B, H, W), context) -> log-weight (B, H, W)
@@ -256,7 +256,7 @@ class HierarchicalWeighting(nn.Module):
         width: float = 1.0,
         momentum: float = 0.1,
         sharpen: float = 1.0,
-        steepness: float = 3.0,
+        steepness: float = 2.0,
         smoothing: float = 0.0,
         warmup: int = 0,
         ramp: int = 0,
