@@ -385,9 +385,11 @@ def main() -> None:
     ap.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
     ap.add_argument("--generator", default=None, help="with --table: only rows measured on these scenes")
     ap.add_argument("--classes", nargs="*", default=["oracle", "w19"], help="with --table: per-class columns")
+    ap.add_argument("--only-seeds", type=int, nargs="*", default=None, help="with --table: only these seeds")
     args = ap.parse_args()
     if args.table is not None:
-        rows = load_rows(args.table, args.generator)
+        rows = [r for r in load_rows(args.table, args.generator)
+                if args.only_seeds is None or r["seed"] in args.only_seeds]
         print(table(rows))
         print()
         print(per_seed(rows, [v for v in VARIANTS if any(r["variant"] == v for r in rows)]))
