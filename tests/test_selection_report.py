@@ -57,3 +57,11 @@ def test_no_oracle_row_no_capture_column(runs: list[Path]) -> None:
     report = build_report([r for r in runs if "oracle" not in r.name])
     assert all(r.captured is None for r in report.rows)
     assert "oracle gain" not in report.markdown()
+
+
+def test_titles_name_w_input_only_when_it_is_not_the_default(tmp_path: Path) -> None:
+    rows = build_report([
+        _run(tmp_path, "default", "w19", 0, 0.5),
+        _run(tmp_path, "pred", "w19", 0, 0.4, **{"weighting.input": "pred"}),
+    ]).rows
+    assert sorted(r.configuration for r in rows) == ["Ours with W^19", "Ours with W^19 (prediction input)"]
