@@ -287,7 +287,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: mIoU, paired Δ vs joint and target-only, capture ratio, AUCs and weights, per variant."""
     by = _by_variant(rows)
     lines = ["| variant | seeds | val mIoU | Δ vs joint (mean ± sd, n) | Δ vs target-only | capture ratio "
-             "| AUC combined (pixel / region / image) | AUC within class | weight realistic / deviating | train s/run |",
+             "| AUC combined (pixel / region / image) | AUC within class | weight realistic / deviating "
+             "| train s/run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in [*VARIANTS, *sorted(set(by) - set(VARIANTS))]:
         if name not in by:
@@ -405,8 +406,8 @@ def main() -> None:
     done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
             if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
     todo = [(name, seed) for seed in args.seeds for name in args.variants if (name, seed) not in done]
-    print(f"scenes {scenes}; budget {json.dumps({**QUICK_BUDGET, **({'optim.iters': args.iters} if args.iters else {})})}"
-          f"; {len(todo)} runs", flush=True)
+    budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
+    print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)
     from hrseg.data.workers import pool_context
 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=pool_context()) as pool:

@@ -19,8 +19,11 @@ combination (``COMBINATIONS``) -> schedule (warm-up / ramp) -> normalisation
 (``NORMALIZATIONS``) -> clamp -> optional sharpening (re-normalised,
 re-clamped). Combination and normalisation work on log-weights so the density
 ratio exp(sum of logits) neither overflows nor underflows before normalising.
-Adding a weighting network, a combination or a normalisation rule is one
-function plus its registration below.
+A combination sees the stacked level logits and a ``CombineContext`` (the
+groups each pixel is judged in: its class for W^19; the valid mask; the soft
+threshold's steepness), so relative rules such as ``softthreshold`` (METHOD §3,
+the measured default) need nothing else. Adding a weighting network, a
+combination or a normalisation rule is one function plus its registration below.
 """
 
 from __future__ import annotations
