@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from hrseg.data.synthetic import draw_scene
+from hrseg.data.scenes import draw_scene
 from hrseg.inference.outputs import OutputSpec
 from hrseg.inference.predictor import predict
 from hrseg.inference.tta import InferenceOptions

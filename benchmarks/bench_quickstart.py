@@ -26,7 +26,7 @@ import torch
 from hrseg.data.dataset import open_split
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 from hrseg.evaluation.evaluate import evaluate_segmenter
-from hrseg.training.config import quick_config
+from hrseg.training.presets import quick_config
 from hrseg.training.schemes import plan
 from hrseg.training.trainer import Trainer
 

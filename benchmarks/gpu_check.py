@@ -49,7 +49,8 @@ from hrseg.data.dataset import open_split
 from hrseg.evaluation.evaluate import evaluate_segmenter, full_label_sizes
 from hrseg.models import SEGMENTERS
 from hrseg.training.build import amp_dtype, build_segmenter_of, resolve_device
-from hrseg.training.config import PRESET_BUDGETS, TrainConfig, override
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import PRESET_BUDGETS
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import plan
 from hrseg.training.trainer import NonFiniteLoss, Trainer

@@ -59,7 +59,8 @@ def prepare(data: Path, workers: int) -> dict[str, Any]:
 
 def time_generation(n: int = 20) -> dict[str, float]:
     """Seconds per drawn scene in this process (no PNG writing): the generator's own cost."""
-    from hrseg.data.synthetic import SceneConfig, draw_scene
+    from hrseg.data.scenes import draw_scene
+    from hrseg.data.synthetic import SceneConfig
 
     cfg = SceneConfig()
     out = {}
@@ -74,7 +75,7 @@ def time_generation(n: int = 20) -> dict[str, float]:
 def run_one(tag: str, scheme: str, seed: int, data: str, work: str, iters: int | None) -> dict[str, Any]:
     """Train one reference row and score it on val; the run's weights are dropped afterwards."""
     from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
-    from hrseg.training.config import quick_config
+    from hrseg.training.presets import quick_config
     from hrseg.training.trainer import train
 
     torch.set_num_threads(1)  # several runs share few cores: one thread each is fastest

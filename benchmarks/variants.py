@@ -1,4 +1,4 @@
-"""The selection study (issue 9, METHOD §3 and §7) on the bundled procedural scenes.
+"""The selection study (docs/weighting-variants.md) on the bundled procedural scenes.
 
 Trains every variant with the same small model and budget (``quick_config``),
 scores val mIoU and, where a weighting network exists, its weighting quality on
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_run
-from hrseg.training.config import QUICK_BUDGET, quick_config
+from hrseg.training.presets import QUICK_BUDGET, quick_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.trainer import train

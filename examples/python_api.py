@@ -23,7 +23,7 @@ import torch
 from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_synthetic
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
 from hrseg.reporting import build_report, write_report
-from hrseg.training.config import quick_config
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import VisualizeOptions, visualize_weights
 

@@ -24,7 +24,8 @@ from hrseg.data.synthetic import SceneConfig, SyntheticPrepareConfig, prepare_sy
 from hrseg.errors import HrsegError
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
 from hrseg.reporting import Report, build_report, write_report
-from hrseg.training.config import TrainConfig, override, quick_config
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import quick_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import QUICKSTART_SCHEMES, SCHEMES
 from hrseg.training.trainer import train

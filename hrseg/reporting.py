@@ -1,4 +1,4 @@
-"""Compare runs in one table like the paper's Table 1 (METHOD §4).
+"""Compare runs in one table like the paper's Table 1 (docs/method.md).
 
 Runs whose configurations differ only in how they ran (seed, output folder,
 device, logging) are one configuration: their mIoU is reported as mean ± std

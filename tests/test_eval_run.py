@@ -19,7 +19,8 @@ from hrseg.evaluation.evaluate import EvalOptions, evaluate_run, score_folder
 from hrseg.evaluation.metrics import roc_auc
 from hrseg.evaluation.weighting import weighting_quality
 from hrseg.models.weighting import WeightOutput
-from hrseg.training.config import TrainConfig, override, quick_config
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -86,11 +87,12 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(HrsegError, match=r"final.pt: out of disk space writing the checkpoint"):
+    # the end of a run writes last.pt, then links final.pt to it: the failing write is last.pt's
+    with pytest.raises(HrsegError, match=r"last.pt: out of disk space writing the checkpoint"):
         train(cfg_for(data, run))
     monkeypatch.undo()
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["last.pt"]  # no temporary file left behind
+    assert names == ["last.pt", "previous.pt"]  # no temporary file left behind
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["iteration"] == 2
 
 
@@ -223,3 +225,28 @@ def test_config_json_stores_absolute_paths(data: Path, tmp_path: Path, monkeypat
     monkeypatch.chdir("/")  # from another folder, the run still finds its data
     result = runner.invoke(app, ["eval", "--run", str(tmp_path / "rel-run"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_damaged_last_checkpoint_offers_the_previous_one_and_resume_from_it_is_exact(
+    data: Path, tmp_path: Path
+) -> None:
+    full = tmp_path / "full"
+    train(cfg_for(data, full, **{"optim.iters": 6, "run.checkpoint_every": 2}))
+    run = tmp_path / "run"
+    assert train(cfg_for(data, run, **{"optim.iters": 6, "run.checkpoint_every": 2}), stop_after=5).iteration == 5
+    previous = torch.load(run / "checkpoints" / "previous.pt", weights_only=True)
+    assert previous["iteration"] == 4  # the last.pt before the interrupt's
+    _flip(run / "checkpoints" / "last.pt")
+    result = runner.invoke(app, ["train", "--resume", str(run), "--no-progress"])
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert re.search(r"last.pt: (checkpoint is damaged|not a readable hrseg checkpoint \(damaged)", message)
+    assert "previous.pt (iteration 4) is intact: continue from it with hrseg train --resume" in message
+    assert "--from previous.pt" in message
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--from", "previous.pt", "--no-progress"])
+    assert resumed.exit_code == 0, resumed.output
+    a = torch.load(full / "checkpoints" / "final.pt", weights_only=True)["models"]["segmenter"]
+    b = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["models"]["segmenter"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # iterations 5-6 redone exactly
+    iters = [json.loads(line)["iter"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5, 6]

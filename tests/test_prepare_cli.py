@@ -91,8 +91,8 @@ def test_changed_option_refused_until_overwrite(tmp_path: Path) -> None:
 
 def test_synthetic_command_writes_both_formats_and_shards(tmp_path: Path) -> None:
     out = tmp_path / "data"
-    res = _run("synthetic", "--out", str(out), "--seed", "3", "--source-images", "3", "--target-images", "2",
-               "--val-images", "2", "--size", "64x32", "--workers", "1", "--json", str(tmp_path / "s.json"))
+    res = _run("synthetic", "--out", str(out), "--seed", "3", "--source-scenes", "3", "--target-scenes", "2",
+               "--val-scenes", "2", "--scene-size", "64x32", "--workers", "1", "--json", str(tmp_path / "s.json"))
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (out / "raw" / "GTAV").iterdir()) == ["images", "labels", "realism"]
     assert (out / "raw" / "GTAV" / "labels" / "00003.png").read_bytes()[25] == 3  # palettised
@@ -105,7 +105,7 @@ def test_synthetic_command_writes_both_formats_and_shards(tmp_path: Path) -> Non
     assert splits[("gtav", "train")]["size"] == [32, 18] and splits[("gtav", "train")]["has_realism"]
     assert splits[("cityscapes", "val")]["has_full_labels"] and splits[("cityscapes", "train")]["size"] == [32, 16]
     again = _run("synthetic", "--out", str(out), "--seed", "4", "--source-images", "3", "--target-images", "2",
-                 "--val-images", "2", "--size", "64x32", "--workers", "1")
+                 "--val-images", "2", "--scene-size", "64x32", "--workers", "1")  # old spellings still work
     assert again.exit_code == 2 and "synthetic.json" in again.output and "--overwrite" in again.output
 
 

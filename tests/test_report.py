@@ -12,7 +12,8 @@ from hrseg.atomic import write_json
 from hrseg.cli.main import app
 from hrseg.errors import HrsegError
 from hrseg.reporting import build_report, write_report
-from hrseg.training.config import TrainConfig, quick_config
+from hrseg.training.config import TrainConfig
+from hrseg.training.presets import quick_config
 
 
 def _run(root: Path, name: str, cfg: TrainConfig, miou: float, auc: float | None = None) -> Path:

@@ -11,7 +11,7 @@ from hrseg.atomic import write_json
 from hrseg.cli.main import app
 from hrseg.console import console
 from hrseg.reporting import build_report
-from hrseg.training.config import quick_config
+from hrseg.training.presets import quick_config
 
 
 def _run(root: Path, name: str, scheme: str, seed: int, miou: float, levels: dict | None = None,

@@ -13,7 +13,8 @@ import hrseg.evaluation.weighting as eval_weighting
 from hrseg.errors import HrsegError
 from hrseg.evaluation.weighting import weight_maps
 from hrseg.training import losses
-from hrseg.training.config import TrainConfig, build_config, override
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import build_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import plan
 from hrseg.training.trainer import Trainer, train
@@ -162,7 +163,7 @@ def test_prediction_and_image_input_trains_and_evaluates(data: Path, tmp_path: P
 
 
 def test_measured_defaults_and_the_paper_presets_keep_w_on_predictions() -> None:
-    from hrseg.training.config import PRESETS, quick_config
+    from hrseg.training.presets import PRESETS, quick_config
 
     w = quick_config("w19", "D", "o").resolved().weighting
     assert (w.network, w.input, w.combine, w.normalize, w.steepness, w.levels) == (

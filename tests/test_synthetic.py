@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from hrseg.data.labels import LABEL_TO_TRAIN
-from hrseg.data.synthetic import DEVIATING_LOOK, GENERATOR, SceneConfig, draw_scene, generate_raw
+from hrseg.data.scenes import DEVIATING_LOOK, GENERATOR, draw_scene
+from hrseg.data.synthetic import SceneConfig, generate_raw
 from hrseg.errors import HrsegError
 
 

@@ -22,7 +22,8 @@ from hrseg.models.batchnorm import FrozenBatchNorm2d
 from hrseg.models.registry import SEGMENTERS
 from hrseg.training import distributed as ddp
 from hrseg.training.build import apply_bn, build_networks, build_optimizers
-from hrseg.training.config import PRESET_BUDGETS, PRESETS, TrainConfig, build_config, override
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import PRESET_BUDGETS, PRESETS, build_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import Trainer, train
 from tests.data_fixtures import cached_synthetic_data

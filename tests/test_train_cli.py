@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from hrseg.cli.main import app
 from hrseg.errors import HrsegError
-from hrseg.training.config import PRESETS, TrainConfig, build_config
+from hrseg.training.config import TrainConfig
+from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from hrseg.data.dataset import open_split
-from hrseg.training.config import PRESETS, TrainConfig, override, quick_config
+from hrseg.training.config import TrainConfig, override
+from hrseg.training.presets import PRESETS, quick_config
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.sampling import road_share
 from hrseg.training.rundir import RunDir

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
-from hrseg.training.config import override, quick_config
+from hrseg.training.config import override
+from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import spread_indices
 from tests.data_fixtures import cached_synthetic_data

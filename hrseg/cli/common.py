@@ -1,18 +1,29 @@
-"""Glue shared by the CLI modules: error reporting and JSON output."""
+"""Glue shared by the CLI modules: error reporting, JSON output, sizes, spellings and test-time options.
+
+One language across commands: ``--json PATH`` (``-`` for standard output)
+everywhere; ``--size WxH`` wherever a value is an image size; on/off flags
+shown as flags. Old spellings stay as hidden options; :func:`given` tells which
+spelling was typed, so an error names the flag the user wrote.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import typer
 
 from hrseg.atomic import write_json
 from hrseg.console import console
 from hrseg.errors import HrsegError
+
+T = TypeVar("T")
+STDOUT = "-"
+JSON_HELP = "Write the result as JSON to PATH ('-': standard output)."
 
 
 @contextlib.contextmanager
@@ -39,9 +50,107 @@ def parse_size(text: str, option: str, example: str = "1024x512") -> tuple[int, 
     return w, h
 
 
-def emit_json(obj: Any, path: Path | None, *, stdout: bool = False) -> None:
-    """Write machine-readable output to ``path`` (atomically) and/or stdout."""
-    if path is not None:
-        write_json(path, obj)
-    if stdout:
+def json_option(help_text: str = JSON_HELP) -> Any:
+    """The ``--json PATH|-`` option every command has."""
+    return typer.Option(None, "--json", metavar="PATH|-", help=help_text)
+
+
+def json_target(value: Optional[str], option: str = "--json") -> Optional[str]:
+    """Check a ``--json`` value before the work starts (a long training must not fail at its end).
+
+    A value that looks like another option means ``--json`` was given without
+    one, as older versions allowed: say so instead of writing a file named ``--x``.
+    """
+    if value is None or value == STDOUT:
+        return value
+    if value.startswith("-"):
+        raise HrsegError(f"{option} {value!r}: expected a file path, or '-' for standard output "
+                         f"({option} takes a value: {option} - prints the JSON)")
+    if Path(value).is_dir():
+        raise HrsegError(f"{option} {value}: is a folder; give a file name such as {Path(value) / 'result.json'}")
+    return value
+
+
+def emit_json(obj: Any, target: str | Path | None) -> Optional[Path]:
+    """Write machine-readable output to a file (atomically) or, for ``-``, to stdout; returns the file."""
+    if target is None:
+        return None
+    if str(target) == STDOUT:
         sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        sys.stdout.flush()
+        return None
+    write_json(target, obj)
+    return Path(target)
+
+
+def given(spellings: dict[str, Optional[T]], default: T) -> tuple[T, str]:
+    """The value of an option that has a current name and old hidden ones, and the name that was typed.
+
+    ``spellings`` maps each flag (current first) to its parsed value, None when
+    not given. Two spellings of one option given together are refused.
+    """
+    typed = [(flag, value) for flag, value in spellings.items() if value is not None]
+    if len(typed) > 1:
+        raise HrsegError(f"{typed[0][0]} and {typed[1][0]} are the same option; give it once")
+    if typed:
+        return typed[0][1], typed[0][0]
+    return default, next(iter(spellings))
+
+
+def old_spelling(name: str, help_text: str = "") -> Any:
+    """A hidden option kept so an old spelling still works (listed in the CHANGELOG)."""
+    return typer.Option(None, name, hidden=True, help=help_text)
+
+
+# -- test-time options, shared by `hrseg predict` and `hrseg eval` --------------------------------------
+
+TTA_PANEL = "Test-time options"
+SLIDE = typer.Option(False, "--slide/--no-slide", rich_help_panel=TTA_PANEL,
+                     help="Sliding-window inference: overlapping windows, logits averaged where they overlap.")
+WINDOW = typer.Option(None, "--window", metavar="WxH", rich_help_panel=TTA_PANEL,
+                      help="Window of --slide (default: the run's training crop).")
+OVERLAP = typer.Option(1 / 3, "--overlap", show_default="1/3", rich_help_panel=TTA_PANEL,
+                       help="Share of a window its neighbour overlaps, in [0, 1).")
+SCALE = typer.Option(None, "--scale", metavar="FACTOR", rich_help_panel=TTA_PANEL,
+                     help="Test-time scale of the working size (repeatable: --scale 0.75 --scale 1 --scale 1.25); "
+                          "probabilities averaged over scales.")
+FLIP = typer.Option(False, "--flip/--no-flip", rich_help_panel=TTA_PANEL,
+                    help="Also average the horizontally mirrored image.")
+
+
+def tta_changes(*, slide: bool, window: Optional[str], overlap: float, scales: Optional[Sequence[float]],
+                flip: bool) -> dict[str, Any]:
+    """The test-time flags as InferenceOptions fields (errors name the flags)."""
+    changes: dict[str, Any] = {"slide": slide, "overlap": overlap, "flip": flip}
+    if window is not None:
+        changes["window"] = parse_size(window, "--window", "512x256")
+    if scales:
+        bad = [s for s in scales if not (math.isfinite(s) and s > 0)]
+        if bad:
+            raise HrsegError(f"--scale: every scale must be a positive number, got {bad[0]}")
+        if len(set(scales)) != len(scales):
+            raise HrsegError(f"--scale: a scale is given twice in {list(scales)}")
+        changes["scales"] = tuple(float(s) for s in scales)
+    return changes
+
+
+# -- help: on/off flags are flags ---------------------------------------------------------------------
+
+def _show_flags_as_flags() -> None:
+    """Typer 0.2x prints ``<bool>`` beside on/off flags in help, as if they took a value; drop it."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - typer moved it; help then looks as typer draws it
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_hrseg_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._hrseg_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_show_flags_as_flags()

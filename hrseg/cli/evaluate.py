@@ -1,14 +1,16 @@
-"""CLI for `hrseg eval`: score a run on a split, weighting quality on source, or a folder of PNGs."""
+"""CLI for `hrseg eval`: score a run on a split, weighting quality on source, a test-set submission,
+or a folder of PNGs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import (FLIP, OVERLAP, SCALE, SLIDE, WINDOW, emit_json, json_option, json_target,
+                              tta_changes, user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.evaluation.results import EvalReport, WeightingReport
@@ -47,32 +49,67 @@ def print_weighting_report(report: WeightingReport) -> None:
     console.print(table)
 
 
+def print_submission(report: object) -> None:
+    from hrseg.evaluation.evaluate import SubmissionReport
+
+    assert isinstance(report, SubmissionReport)
+    table = Table(title=f"{report.dataset}/{report.split}: predictions for the evaluation server (not scored)")
+    table.add_column("what")
+    table.add_column("where")
+    table.add_row(f"{report.num_images} labelId PNGs", report.predictions)
+    table.add_row("zip to upload", report.zip or "—")
+    if report.colour:
+        table.add_row("colour PNGs", report.colour)
+    console.print(table)
+    if report.zip:
+        console.print(f"upload {report.zip} at the Cityscapes benchmark server (pixel-level semantic labeling)",
+                      highlight=False, soft_wrap=True)
+
+
 def eval_command(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
     checkpoint: Optional[Path] = typer.Option(
-        None, "--checkpoint", help="Checkpoint file (default: the run's final/last)."),
+        None, "--checkpoint", help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt)."),
     split: str = typer.Option(
-        "val", "--split", help="Target split (val), 'source' for weighting quality, or dataset/split."),
+        "val", "--split", help="Target split (val; test writes a server submission), 'source' for weighting "
+                               "quality, or dataset/split."),
     classes: int = typer.Option(19, "--classes", help="Evaluated classes: 19, 16 or 13 (SYNTHIA protocols)."),
     save_predictions: Optional[Path] = typer.Option(
-        None, "--save-predictions", help="Write labelId PNGs to DIR/labelIds (official-script layout)."),
-    colour: bool = typer.Option(False, "--colour", help="With --save-predictions: also colour PNGs in DIR/colour."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="JSON output (default RUN/eval/<split>.json)."),
+        None, "--save-predictions", help="Write labelId PNGs to DIR/labelIds (official-script layout); "
+                                         "with --split test also DIR/cityscapes-submission.zip."),
+    colour: bool = typer.Option(False, "--colour/--no-colour", "--color/--no-color",
+                                help="With --save-predictions: also colour PNGs in DIR/colour."),
+    json_path: Optional[str] = json_option("Write the report as JSON to PATH instead of RUN/eval/<split>.json "
+                                           "('-': standard output, and the file as well)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="Mixed precision on CUDA (scores in full precision "
+                                                           "by default)."),
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", help="Images per forward pass (default 2; source: the run's training batch)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Evaluate only the first N images."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = torch's default)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress bar."),
+    slide: bool = SLIDE, window: Optional[str] = WINDOW, overlap: float = OVERLAP,
+    scales: Optional[List[float]] = SCALE, flip: bool = FLIP,
     predictions: Optional[Path] = typer.Option(
         None, "--predictions", help="Score this folder of prediction PNGs instead of a run (needs --data)."),
     dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
     ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
 ) -> None:
-    """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), or score a folder of PNGs."""
-    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, score_folder
+    """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), write a Cityscapes test
+    submission (--split test --save-predictions DIR), or score a folder of PNGs.
+
+    How evaluation is done and why: docs/method.md, "Evaluation".
+    """
+    from dataclasses import replace
+
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, report_dict, score_folder
+    from hrseg.inference.tta import InferenceOptions
 
     with user_errors():
+        json_target(json_path)
+        changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
         if (run is None) == (predictions is None):
             raise HrsegError("eval: give exactly one of --run RUN_DIR or --predictions DIR")
         if predictions is not None:
@@ -80,27 +117,36 @@ def eval_command(
                 raise HrsegError("--predictions: also give --data (the prepared data dir holding the split)")
             if ids not in ("label", "train"):
                 raise HrsegError(f"--ids: must be 'label' or 'train', got {ids!r}")
-            report: EvalReport | WeightingReport = score_folder(predictions, data, dataset, split,
-                                                                classes=classes, ids=ids)
-        else:
-            assert run is not None
-            opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
-                               data=str(data) if data else None,
-                               save_predictions=str(save_predictions) if save_predictions else None,
-                               colour=colour, device=device, batch_size=batch_size, max_images=max_images,
-                               threads=threads)
-            report, json_path = evaluate_and_save(run, opts, json_path)
-        if isinstance(report, WeightingReport):
-            print_weighting_report(report)
-        else:
+            report = score_folder(predictions, data, dataset, split, classes=classes, ids=ids,
+                                  show_progress=progress)
             print_eval_report(report)
-        if predictions is not None:
             emit_json(report.to_dict(), json_path)
-        if json_path is not None:
-            console.print(f"wrote {json_path}")
-        if isinstance(report, EvalReport) and report.predictions and report.source == "model":
-            console.print(f"predictions: {report.predictions} "
-                          f"(official check: CITYSCAPES_RESULTS={report.predictions} csEvalPixelLevelSemanticLabeling)")
+            return
+        assert run is not None
+        tta = replace(InferenceOptions(), **changes)
+        if tta.slide and tta.window is None:
+            from hrseg.training.rundir import RunDir
+
+            tta = replace(tta, window=tuple(RunDir(run).config().data.crop))
+        opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
+                           data=str(data) if data else None,
+                           save_predictions=str(save_predictions) if save_predictions else None,
+                           colour=colour, device=device, batch_size=batch_size, max_images=max_images,
+                           threads=threads, show_progress=progress, tta=tta, amp=amp)
+        written = None if json_path == "-" else json_path
+        full, path = evaluate_and_save(run, opts, written)
+        if isinstance(full, WeightingReport):
+            print_weighting_report(full)
+        elif isinstance(full, EvalReport):
+            print_eval_report(full)
+        else:
+            print_submission(full)
+        console.print(f"wrote {path}", highlight=False)
+        if json_path == "-":
+            emit_json(report_dict(full, opts), "-")
+        if isinstance(full, EvalReport) and full.predictions:
+            console.print(f"predictions: {full.predictions} "
+                          f"(official check: CITYSCAPES_RESULTS={full.predictions} csEvalPixelLevelSemanticLabeling)")
 
 
 def register(app: typer.Typer) -> None:

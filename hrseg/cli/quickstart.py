@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from hrseg.cli.common import emit_json, parse_size, user_errors
+from hrseg.cli.common import emit_json, given, json_option, json_target, old_spelling, parse_size, user_errors
 from hrseg.console import console
 
 
@@ -19,23 +19,41 @@ def quickstart_command(
     jobs: int = typer.Option(2, "--jobs", help="Runs trained at the same time (worker processes); 1: one by one."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest for the small model)."),
     workers: int = typer.Option(2, "--workers", help="Processes for scene generation and shard preparation."),
-    source_images: int = typer.Option(300, "--source-images", help="Procedural source (GTAV-format) scenes."),
-    target_images: int = typer.Option(100, "--target-images", help="Procedural target train scenes (16 are used)."),
-    val_images: int = typer.Option(50, "--val-images", help="Procedural target val scenes."),
-    scene_size: str = typer.Option("256x128", "--scene-size", help="WxH of the generated target scenes."),
+    source_scenes: Optional[int] = typer.Option(
+        None, "--source-scenes", show_default="300", help="Procedural source (GTAV-format) scenes."),
+    target_scenes: Optional[int] = typer.Option(
+        None, "--target-scenes", show_default="100",
+        help="Procedural target train scenes (16 are used, labelled)."),
+    val_scenes: Optional[int] = typer.Option(
+        None, "--val-scenes", show_default="50", help="Procedural target val scenes."),
+    scene_size: str = typer.Option(
+        "256x128", "--scene-size", metavar="WxH", help="Size of the generated target scenes."),
     oracle: bool = typer.Option(False, "--oracle", help="Also train the perfect-selection upper bound (weight 1 on "
                                 "realistic, 0 on deviating source pixels) and show the share of its gain each row "
                                 "captures."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars."),
+    json_path: Optional[str] = json_option(
+        "Also write the summary (OUT/quickstart.json) to PATH ('-': standard output)."),
+    source_images: Optional[int] = old_spelling("--source-images"),
+    target_images: Optional[int] = old_spelling("--target-images"),
+    val_images: Optional[int] = old_spelling("--val-images"),
 ) -> None:
-    """Generate scenes, train target-only / joint / w1 / w19 (and the oracle), evaluate, draw weights, report."""
+    """Generate scenes, train target-only / joint / w1 / w19 (and the oracle), evaluate, draw weights, report.
+
+    What the schemes are and what the numbers mean: docs/method.md.
+    """
     from hrseg.cli.report import print_report
     from hrseg.quickstart import QuickstartConfig, run_quickstart
 
     with user_errors():
+        json_target(json_path)
+        n_source = given({"--source-scenes": source_scenes, "--source-images": source_images},
+                         QuickstartConfig.source_images)[0]
+        n_target = given({"--target-scenes": target_scenes, "--target-images": target_images},
+                         QuickstartConfig.target_images)[0]
+        n_val = given({"--val-scenes": val_scenes, "--val-images": val_images}, QuickstartConfig.val_images)[0]
         cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
-                               workers=workers, oracle=oracle,
-                               source_images=source_images, target_images=target_images, val_images=val_images,
+                               workers=workers, oracle=oracle, source_images=n_source, target_images=n_target, val_images=n_val,
                                scene_size=parse_size(scene_size, "--scene-size", "256x128"),
                                show_progress=not no_progress)
         result = run_quickstart(cfg)
@@ -48,6 +66,7 @@ def quickstart_command(
         console.print(f"wall time {s['total']:.0f} s (prepare {s['prepare']:.0f}, train {s['train']:.0f}, "
                       f"evaluate {s['evaluate']:.0f}, visualize {s['visualize']:.0f})")
         emit_json(result.to_dict(), out / "quickstart.json")
+        emit_json(result.to_dict(), json_path)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import user_errors
+from hrseg.cli.common import emit_json, json_option, json_target, user_errors
 from hrseg.console import console
 from hrseg.reporting import Report, build_report, captured_text, write_report
 
@@ -45,13 +45,19 @@ def report_command(
     runs: List[Path] = typer.Argument(..., help="Run directories (already evaluated with hrseg eval)."),
     split: str = typer.Option("val", "--split", help="Which evaluation to compare (RUN/eval/<split>.json)."),
     out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json."),
+    json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
 ) -> None:
-    """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only."""
+    """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
+
+    The paper's own numbers and how they compare: docs/method.md.
+    """
     with user_errors():
+        json_target(json_path)
         report = build_report(runs, split)
         md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
         print_report(report)
         console.print(f"wrote {md} and {js}")
+        emit_json(report.to_dict(), json_path)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,14 +14,15 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, parse_size, user_errors
+from hrseg.cli.common import emit_json, json_option, json_target, parse_size, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
 from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
-from hrseg.training.config import PRESETS, build_config, override
+from hrseg.training.config import override
+from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
@@ -43,10 +44,15 @@ FLAG_KEYS: dict[str, str] = {
     "target_images": "data.target_images", "target_fraction": "data.target_fraction", "iters": "optim.iters",
     "batch_size": "data.batch_size", "crop": "data.crop", "lr": "optim.lr", "seed": "run.seed",
     "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
-    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every",
+    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
+    "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
     "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
     "select_nonroad_keep": "image_select.nonroad_keep",
 }
+
+
+#: what may be given with --resume: how the run executes, never what it learns
+RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every", "resume_from")
 
 
 def presets_table() -> Table:
@@ -106,6 +112,8 @@ def register(app: typer.Typer) -> None:
             None, "--set", help="Override any config field, e.g. --set optim.lr=0.005 (repeatable)."),
         list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and exit."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly."),
+        resume_from: str = typer.Option(
+            "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
         arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
@@ -140,27 +148,39 @@ def register(app: typer.Typer) -> None:
         compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile S."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Data loader worker processes."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (0 = default)."),
-        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Checkpoint period."),
+        checkpoint_every: Optional[int] = typer.Option(
+            None, "--checkpoint-every", help="Rewrite checkpoints/last.pt (the resumable state) every N iterations."),
+        save_every: Optional[int] = typer.Option(
+            None, "--save-every", help="Also keep a snapshot checkpoints/iter_XXXXXX.pt (weights) every N "
+                                       "iterations, to evaluate or export later (0: none)."),
+        tensorboard: Optional[bool] = typer.Option(
+            None, "--tensorboard/--no-tensorboard", help="TensorBoard events in RUN/tb: losses, and weight maps "
+                                                         "(needs the tensorboard package)."),
+        tensorboard_every: Optional[int] = typer.Option(
+            None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
         select_road_share: Optional[float] = typer.Option(
             None, "--select-road-share", help="image-select: minimum share of road pixels."),
         select_nonroad_keep: Optional[float] = typer.Option(
             None, "--select-nonroad-keep", help="image-select: share of non-road pixels kept (1 keeps all)."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No live progress display."),
-        json_out: bool = typer.Option(False, "--json", help="Also print the summary as JSON on stdout."),
+        progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Live progress display."),
+        json_path: Optional[str] = json_option("Write the summary as JSON to PATH ('-': standard output)."),
     ) -> None:
-        """Train a segmentation network with any scheme of the paper (target-only ... w19)."""
+        """Train a segmentation network with any scheme of the paper (target-only ... w19).
+
+        The schemes, presets and what each loss term is: docs/method.md.
+        """
         from hrseg.training.rundir import RunDir
         from hrseg.training.trainer import train
 
         given = locals()
         with user_errors():
+            json_target(json_path)
             if list_presets:
                 console.print(presets_table())
                 emit_json({n: {"description": p.description, "paper_miou": p.paper_miou,
-                               "config": p.config().resolved().to_dict()} for n, p in PRESETS.items()},
-                          None, stdout=json_out)
+                               "config": p.config().resolved().to_dict()} for n, p in PRESETS.items()}, json_path)
                 return
             flags = {key: _value(given[name]) for name, key in FLAG_KEYS.items()}
             if crop is not None:
@@ -170,23 +190,27 @@ def register(app: typer.Typer) -> None:
             if resume is not None:
                 extra = [_flag(name) for name in (*FLAG_KEYS, "scheme", "preset", "config", "set_", "overwrite",
                                                   "weight_clamp") if given[name] not in (None, False, [])
-                         and name != "device"]
+                         and name not in RESUME_FLAGS]
                 if extra:
-                    raise HrsegError("--resume continues a run with its own config; only --device, --no-progress "
-                                     f"and --json may be given with it (got {', '.join(sorted(extra))})")
+                    raise HrsegError("--resume continues a run with its own config; only --device, --progress, "
+                                     f"--tensorboard and --json may be given with it (got {', '.join(sorted(extra))})")
                 cfg = RunDir(resume).config()
-                cfg = override(cfg, {"run.progress": not no_progress,
-                                     **({"run.device": device} if device is not None else {})})
+                cfg = override(cfg, {key: flags[key] for key in ("run.device", "run.tensorboard",
+                                                                 "run.tensorboard_every") if flags[key] is not None})
+                if progress is not None:
+                    cfg = override(cfg, {"run.progress": progress})
             else:
-                flags["run.progress"] = not no_progress
+                if resume_from != "last.pt":
+                    raise HrsegError("--from: only with --resume RUN")
+                flags["run.progress"] = progress
                 cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
                                    sets=set_ or (), flags=flags)
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
-            result = train(cfg, resume=resume is not None, overwrite=overwrite).to_dict()
+            result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
-                emit_json(result, None, stdout=json_out)
+                emit_json(result, json_path)
             if result["status"] == "interrupted":
                 console.print(f"[yellow]interrupted at iteration {result['iteration']}; continue with "
                               f"hrseg train --resume {result['run_dir']}[/]")

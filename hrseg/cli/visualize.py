@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, user_errors
+from hrseg.cli.common import emit_json, json_option, json_target, user_errors
 from hrseg.console import console
 
 visualize_app = typer.Typer(help="Draw weight maps or predictions of a run as PNG panels with an index.html.",
@@ -17,9 +17,12 @@ visualize_app = typer.Typer(help="Draw weight maps or predictions of a run as PN
 _RUN = typer.Option(..., "--run", help="Run directory.")
 _OUT = typer.Option(..., "--out", help="Output folder for the PNGs, index.html and gallery.json.")
 _NUM = typer.Option(8, "--num", help="Number of images, spread evenly over the split.")
-_CKPT = typer.Option(None, "--checkpoint", help="Checkpoint file (default: the run's final/last).")
+_CKPT = typer.Option(None, "--checkpoint",
+                     help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt).")
 _DATA = typer.Option(None, "--data", help="Prepared data dir (default: the run's).")
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Live progress bar.")
+_JSON = json_option("Also write the list of panels (OUT/gallery.json) to PATH ('-': standard output).")
 
 
 def _print(kind: str, gallery: object) -> None:
@@ -35,34 +38,40 @@ def _print(kind: str, gallery: object) -> None:
 
 
 def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Optional[Path],
-         data: Optional[Path], device: str) -> None:
+         data: Optional[Path], device: str, progress: bool, json_path: Optional[str]) -> None:
     from hrseg.visualization.render import VisualizeOptions, visualize_predictions, visualize_weights
 
     with user_errors():
+        json_target(json_path)
         opts = VisualizeOptions(out=str(out), num=num, split=split,
                                 checkpoint=str(checkpoint) if checkpoint else None,
-                                data=str(data) if data else None, device=device)
+                                data=str(data) if data else None, device=device, show_progress=progress)
         fn = visualize_weights if kind == "weights" else visualize_predictions
         gallery = fn(run, opts)
         _print(kind, gallery)
         emit_json(gallery.to_dict(), out / "gallery.json")
+        emit_json(gallery.to_dict(), json_path)
 
 
 @visualize_app.command("weights")
 def weights_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
                     split: str = typer.Option("source", "--split", help="'source' or dataset/split."),
-                    checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA, device: str = _DEVICE) -> None:
-    """Per source image: image, label, prediction, pixel/region/image scores, combined weight (W^19: per class)."""
-    _run("weights", run, out, num, split, checkpoint, data, device)
+                    checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA, device: str = _DEVICE,
+                    progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
+    """Per source image: image, label, prediction, pixel/region/image scores, combined weight (W^19: per class).
+
+    What the levels and the combined weight are: docs/method.md.
+    """
+    _run("weights", run, out, num, split, checkpoint, data, device, progress, json_path)
 
 
 @visualize_app.command("predictions")
 def predictions_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
                         split: str = typer.Option("val", "--split", help="Target split or dataset/split."),
                         checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA,
-                        device: str = _DEVICE) -> None:
+                        device: str = _DEVICE, progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
     """Per target image: image, ground truth, prediction and its errors."""
-    _run("predictions", run, out, num, split, checkpoint, data, device)
+    _run("predictions", run, out, num, split, checkpoint, data, device, progress, json_path)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,34 +1,40 @@
-"""Evaluate a trained run on a prepared split, following METHOD §6.
+"""Evaluate a trained run on a prepared split (docs/method.md, "Evaluation").
 
 Images are fed at the prepared (training) resolution; the logits are then
 upsampled bilinearly (``align_corners=False``) to each image's full label
 resolution and only then reduced by argmax, so the score is the one the
-official Cityscapes script gives for the same predictions.
+official Cityscapes script gives for the same predictions. Test-time options
+(sliding window, scales, flip) are the ones ``hrseg predict`` uses
+(:mod:`hrseg.inference.tta`); off, they change nothing. A split without
+labels (the Cityscapes test set) is not scored: its predictions become a
+submission for the evaluation server.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
-from hrseg.data.labels import EVAL_CLASSES
+from hrseg.data.labels import EVAL_CLASSES, colorize
+from hrseg.data.png import write_png
 from hrseg.data.shards import ShardReader
-from hrseg.atomic import write_json
+from hrseg.atomic import ensure_dir, write_json
 from hrseg.console import progress, rate
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
-from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, read_prediction
-from hrseg.evaluation.results import ALIGN_CORNERS, EvalReport, WeightingReport
+from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, prediction_path, read_prediction
+from hrseg.evaluation.results import EvalReport, WeightingReport
 from hrseg.evaluation.weighting import weighting_quality
-from hrseg.models import logits_of
+from hrseg.inference.engine import resolve_amp
+from hrseg.inference.submission import SubmissionWriter
+from hrseg.inference.tta import InferenceOptions, predict_train_ids
 from hrseg.training.build import resolve_device
 from hrseg.training.rundir import RunDir
 
@@ -50,8 +56,14 @@ class EvalOptions:
     max_images: int | None = None
     threads: int = 0  # torch CPU threads; 0 keeps torch's default (1 is fastest for small models on a busy box)
     show_progress: bool = True
+    tta: InferenceOptions = field(default_factory=InferenceOptions)  # test-time options; default: one plain view
+    amp: bool = False  # autocast on CUDA (bf16 / fp16); off by default so scores are full precision
 
     def validate(self) -> "EvalOptions":
+        self.tta.validate()
+        if self.tta.size is not None:
+            raise HrsegError("--size: evaluation feeds the prepared images at their own size; "
+                             "prepare the split at another --size instead")
         if self.classes not in EVAL_CLASSES:
             raise HrsegError(f"--classes: must be one of {sorted(EVAL_CLASSES)}, got {self.classes}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -75,12 +87,7 @@ def resolve_split(split: str, source: str, source_split: str, target: str) -> tu
     return target, split
 
 
-def full_label_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
-    """(H, W) of each item's unpadded full-resolution label, in dataset order.
-
-    Full labels are stored padded to one canvas; the original size is what
-    the logits must be upsampled to (and what a prediction PNG must measure).
-    """
+def _per_item_sizes(ds: ShardDataset, clip_to_canvas: bool) -> list[tuple[int, int]]:
     canvas: dict[int, tuple[int, int]] = {}
     per_shard: dict[int, np.ndarray] = {}
     for shard, info in enumerate(ds.manifest.shards):
@@ -92,21 +99,31 @@ def full_label_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
     for index in ds.indices:
         shard, row = ds.locate(int(index))
         oh, ow = (int(v) for v in per_shard[shard][row])
-        ch, cw = canvas[shard]
+        ch, cw = canvas[shard] if clip_to_canvas else (oh, ow)
         sizes.append((min(oh, ch), min(ow, cw)))
     return sizes
 
 
+def full_label_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
+    """(H, W) of each item's unpadded full-resolution label, in dataset order.
+
+    Full labels are stored padded to one canvas; the original size is what
+    the logits must be upsampled to (and what a prediction PNG must measure).
+    """
+    return _per_item_sizes(ds, clip_to_canvas=True)
+
+
+def original_sizes(ds: ShardDataset) -> list[tuple[int, int]]:
+    """(H, W) of each item's original image: what a split without labels (test) is predicted at."""
+    return _per_item_sizes(ds, clip_to_canvas=False)
+
+
 @torch.no_grad()
 def predict_full_resolution(segmenter: Callable[[torch.Tensor], Any], images: torch.Tensor,
-                            sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+                            sizes: list[tuple[int, int]], tta: InferenceOptions | None = None, *,
+                            amp_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """uint8 images (B,3,H,W) -> per-image trainId maps (h_i, w_i) at full label resolution."""
-    logits = logits_of(segmenter(normalize(images)))
-    preds = []
-    for b, size in enumerate(sizes):
-        up = F.interpolate(logits[b : b + 1].float(), size=size, mode="bilinear", align_corners=ALIGN_CORNERS)
-        preds.append(up.argmax(dim=1)[0].to(torch.uint8))
-    return preds
+    return predict_train_ids(segmenter, normalize(images), tta, sizes, amp_dtype=amp_dtype)
 
 
 def _limit(ds: ShardDataset, max_images: int | None) -> ShardDataset:
@@ -117,21 +134,23 @@ def _limit(ds: ShardDataset, max_images: int | None) -> ShardDataset:
 
 def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, *, classes: int = 19,
                        device: torch.device | str = "cpu", batch_size: int = 2,
-                       writer: PredictionWriter | None = None, show_progress: bool = True) -> EvalReport:
+                       writer: PredictionWriter | None = None, show_progress: bool = True,
+                       tta: InferenceOptions | None = None, amp_dtype: torch.dtype | None = None) -> EvalReport:
     """Score ``segmenter`` on a split with full labels; one confusion matrix for the whole split."""
     device = torch.device(device)
     was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
     if was_training:
         segmenter.eval()  # batch-norm statistics must not move while scoring; restored below
     try:
-        return _score(segmenter, ds, classes, device, batch_size, writer, show_progress)
+        return _score(segmenter, ds, classes, device, batch_size, writer, show_progress, tta, amp_dtype)
     finally:
         if was_training:
             segmenter.train()
 
 
 def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: int, device: torch.device,
-           batch_size: int, writer: PredictionWriter | None, show_progress: bool) -> EvalReport:
+           batch_size: int, writer: PredictionWriter | None, show_progress: bool,
+           tta: InferenceOptions | None, amp_dtype: torch.dtype | None) -> EvalReport:
     sizes = full_label_sizes(ds)
     cm = ConfusionMatrix()
     loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)
@@ -141,7 +160,8 @@ def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: 
         for batch in loader:
             n = batch["image"].shape[0]
             batch_sizes = sizes[done : done + n]
-            preds = predict_full_resolution(segmenter, batch["image"].to(device), batch_sizes)
+            preds = predict_full_resolution(segmenter, batch["image"].to(device), batch_sizes, tta,
+                                            amp_dtype=amp_dtype)
             for pred, full, name, (h, w) in zip(preds, batch["full_label"], batch["name"], batch_sizes):
                 cm.update(pred, full[:h, :w].to(pred.device))  # counted where the prediction is (GPU or CPU)
                 if writer is not None:
@@ -152,6 +172,65 @@ def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: 
         cm, dataset=ds.manifest.dataset, split=ds.manifest.split, classes=classes, num_images=len(ds),
         predictions=str(writer.label_ids_dir) if writer is not None else None,
     )
+
+
+@dataclass
+class SubmissionReport:
+    """Predictions for a split without labels (the Cityscapes test set): what was written for the server."""
+
+    dataset: str
+    split: str
+    num_images: int
+    predictions: str  # the labelIds tree
+    zip: str | None
+    colour: str | None = None
+    run: str | None = None
+    checkpoint: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "submission", "run": self.run, "checkpoint": self.checkpoint, "dataset": self.dataset,
+                "split": self.split, "num_images": self.num_images, "predictions": self.predictions,
+                "zip": self.zip, "colour": self.colour}
+
+
+def predict_submission(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, out_dir: str | Path, *,
+                       device: torch.device | str = "cpu", batch_size: int = 2, colour: bool = False,
+                       show_progress: bool = True, tta: InferenceOptions | None = None,
+                       amp_dtype: torch.dtype | None = None) -> SubmissionReport:
+    """labelId PNGs at each image's original size (2048x1024 for Cityscapes) named for the server, and a zip.
+
+    No label is read: the test split's annotations are placeholders. Every
+    image of ``ds`` gets exactly one prediction, or nothing is zipped.
+    """
+    device = torch.device(device)
+    writer = SubmissionWriter(out_dir)
+    sizes = original_sizes(ds)
+    loader = DataLoader(ds.with_fields(("image", "name")), batch_size=batch_size, shuffle=False)
+    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
+    if was_training:
+        segmenter.eval()
+    done = 0
+    try:
+        with progress(disable=not show_progress) as bar:
+            task = bar.add_task(f"predict {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
+            for batch in loader:
+                n = batch["image"].shape[0]
+                preds = predict_full_resolution(segmenter, batch["image"].to(device), sizes[done : done + n], tta,
+                                                amp_dtype=amp_dtype)
+                for pred, name in zip(preds, batch["name"]):
+                    ids = pred.cpu().numpy()
+                    writer.add(name, ids)
+                    if colour:
+                        write_png(Path(out_dir) / prediction_path(name, "colour"), colorize(ids))
+                done += n
+                bar.update(task, advance=n, rate=rate(bar, task))
+    finally:
+        if was_training:
+            segmenter.train()
+    result = writer.finish(expected=len(ds))
+    return SubmissionReport(dataset=ds.manifest.dataset, split=ds.manifest.split, num_images=result.count,
+                            predictions=str(result.folder), zip=None if result.zip is None else str(result.zip),
+                            colour=str(Path(out_dir) / "colour") if colour else None)
 
 
 def score_folder(predictions: str | Path, data: str | Path, dataset: str = "cityscapes", split: str = "val",
@@ -179,38 +258,66 @@ def score_folder(predictions: str | Path, data: str | Path, dataset: str = "city
                                      predictions=str(folder), source="folder")
 
 
-def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> EvalReport | WeightingReport:
-    """Evaluate a run directory: segmentation on a target split, or weighting quality on ``source``."""
+Report = EvalReport | WeightingReport | SubmissionReport
+
+
+def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Report:
+    """Evaluate a run directory: segmentation on a target split, weighting quality on ``source``,
+    or, for a split without labels (Cityscapes test), a submission written to ``save_predictions``."""
     opts = (options or EvalOptions()).validate()
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     run = RunDir(run_dir)
     device = resolve_device(opts.device)
+    amp_dtype = resolve_amp(device, opts.amp)
     loaded = run.load_for_inference(opts.checkpoint, device=str(device))
     cfg = loaded.config
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
+    batch_size = opts.batch_size or 2
+    if opts.save_predictions and opts.split != SOURCE:
+        ensure_dir(opts.save_predictions, "--save-predictions")  # before any image is read
+    report: Report
     if opts.split == SOURCE:
         if opts.save_predictions:
             raise HrsegError("--save-predictions: only for a target split (e.g. --split val), not --split source")
+        if opts.tta != InferenceOptions():
+            raise HrsegError("--slide, --scale and --flip: only for a target split; --split source measures "
+                             "the weights training used")
         if loaded.weighting is None:
             raise HrsegError(
                 f"{run}: scheme {cfg.scheme!r} has no weighting network; --split source needs a w1 or w19 run"
             )
         ds = _limit(open_split(data, dataset, split, fields=("image", "label", "realism")), opts.max_images)
-        report: EvalReport | WeightingReport = weighting_quality(
+        report = weighting_quality(
             loaded.segmenter, loaded.weighting, ds, weight_input=cfg.weighting.input, scheme=cfg.scheme,
             device=device, batch_size=opts.batch_size or cfg.data.batch_size, show_progress=opts.show_progress,
         )
+    elif not open_split(data, dataset, split, fields=("name",)).manifest.has_full_labels:
+        if not opts.save_predictions:
+            raise HrsegError(f"--split {opts.split}: {dataset}/{split} has no full-resolution labels to score "
+                             "(a test split); give --save-predictions DIR to write a submission for the server")
+        ds = _limit(open_split(data, dataset, split, fields=("image", "name")), opts.max_images)
+        report = predict_submission(loaded.segmenter, ds, opts.save_predictions, device=device,
+                                    batch_size=batch_size, colour=opts.colour, show_progress=opts.show_progress,
+                                    tta=opts.tta, amp_dtype=amp_dtype)
     else:
         ds = _limit(open_split(data, dataset, split, fields=("image", "full_label", "name")), opts.max_images)
         writer = PredictionWriter(Path(opts.save_predictions), colour=opts.colour) if opts.save_predictions else None
         report = evaluate_segmenter(loaded.segmenter, ds, classes=opts.classes, device=device,
-                                    batch_size=opts.batch_size or 2, writer=writer,
-                                    show_progress=opts.show_progress)
+                                    batch_size=batch_size, writer=writer, show_progress=opts.show_progress,
+                                    tta=opts.tta, amp_dtype=amp_dtype)
     report.run = str(run)
     report.checkpoint = str(loaded.checkpoint)
     return report
+
+
+def report_dict(report: Report, options: EvalOptions) -> dict[str, Any]:
+    """The JSON of a report; segmentation and submissions also record the test-time options used."""
+    out = report.to_dict()
+    if not isinstance(report, WeightingReport):
+        out["inference"] = options.tta.to_dict()
+    return out
 
 
 def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
@@ -222,10 +329,10 @@ def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
 
 
 def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,
-                      json_path: str | Path | None = None) -> tuple[EvalReport | WeightingReport, Path]:
+                      json_path: str | Path | None = None) -> tuple[Report, Path]:
     """``evaluate_run``, then the report written (atomically) where reports look for it, or to ``json_path``."""
     opts = options or EvalOptions()
     report = evaluate_run(run_dir, opts)
     path = Path(json_path) if json_path is not None else default_json_path(run_dir, opts)
-    write_json(path, report.to_dict())
+    write_json(path, report_dict(report, opts))
     return report, path

@@ -1,4 +1,4 @@
-"""Segmentation and weighting-quality metrics, computed the way METHOD §6 prescribes.
+"""Segmentation and weighting-quality metrics, computed as docs/method.md ("Evaluation") describes.
 
 One confusion matrix is accumulated over a whole split (never a mean of
 per-image scores), so a class that is rare in most images is not swamped by

@@ -18,7 +18,7 @@ def _num(x: float) -> float | None:
 
 @dataclass
 class EvalReport:
-    """Segmentation quality on one split (METHOD §6)."""
+    """Segmentation quality on one split (docs/method.md, "Evaluation")."""
 
     dataset: str
     split: str

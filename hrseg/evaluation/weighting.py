@@ -1,7 +1,7 @@
 """Weighting quality: do the weighting networks give realistic source pixels more weight?
 
 Only the procedural scenes carry a realism mask (1 realistic, 0 deviating,
-255 unknown). Two numbers per weight map tell the story METHOD §7 asks for:
+255 unknown). Two numbers per weight map tell the story (docs/method.md, "Measuring the weighting"):
 the mean weight on each group (is the weight collapsing, is it soft?) and the
 ROC AUC of the map at separating the groups (does it rank the right areas
 first?). A weighting with AUC near 0.5 selects the wrong areas; one with high

@@ -1,4 +1,4 @@
-"""Generator G (features -> image) and discriminator D (image -> domain and class maps), METHOD.md §2.
+"""Generator G (features -> image) and discriminator D (image -> domain and class maps); docs/method.md, "Networks".
 
 G: two residual blocks at the feature width, then stride-2 ConvTranspose stages
 (kernel 3, padding 1, output_padding 1, so each exactly doubles the size): five

@@ -1,9 +1,10 @@
-"""Weighting networks W^1 / W^19 and their hierarchical combination (METHOD.md §2-§3).
+"""Weighting networks W^1 / W^19 and their hierarchical combination (docs/method.md: "Networks", "Combining ...").
 
 Each level (pixel, region, image) has its own trunk, as in the paper's figure
-(three networks W_p, W_r, W_i). A trunk is a domain classifier on predictions:
-trained to say 1 on target and 0 on source, its sigmoid on a source prediction is
-"how real does this area look", which becomes the source pixel's loss weight.
+(three networks W_p, W_r, W_i). A trunk is a domain classifier on its input
+(the image, S's prediction or both; see ``weighting_input``): trained to say 1
+on target and 0 on source, its sigmoid on a source area is "how real does this
+area look", which becomes the source pixel's loss weight.
 
 How the levels reach the label resolution (B, H, W):
 - pixel: trunk logits resized bilinearly (``align_corners=False``);
@@ -21,8 +22,8 @@ re-clamped). Combination and normalisation work on log-weights so the density
 ratio exp(sum of logits) neither overflows nor underflows before normalising.
 A combination sees the stacked level logits and a ``CombineContext`` (the
 groups each pixel is judged in: its class for W^19; the valid mask; the soft
-threshold's steepness), so relative rules such as ``softthreshold`` (METHOD §3,
-the measured default) need nothing else. Adding a weighting network, a
+threshold's steepness), so relative rules such as ``softthreshold`` (the paper's
+Figure 3, the measured default) need nothing else. Adding a weighting network, a
 combination or a normalisation rule is one function plus its registration below.
 """
 
@@ -61,9 +62,9 @@ def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0,
               activation: bool = True) -> nn.Sequential:
     """W^19 (one channel per class): two Conv(k3 s2)+LeakyReLU, 3x(Conv+InstanceNorm), 1x1 ConvTranspose; stride 4.
 
-    ``activation`` adds LeakyReLU(0.2) after each InstanceNorm (METHOD §2, the
-    default "w19"). Without it ("w19-literal", the table as printed) the trunk ends
-    in a non-affine InstanceNorm and a linear 1x1 layer, so every output channel's
+    ``activation`` adds LeakyReLU(0.2) after each InstanceNorm (the default
+    "w19"). Without it ("w19-literal", the table as printed) the trunk ends in
+    a non-affine InstanceNorm and a linear 1x1 layer, so every output channel's
     spatial mean is that layer's bias whatever the input: the image level is a
     constant. The 1x1 ConvTranspose is kept (not a Conv) so the parameter names
     read like the table; the activation adds no parameters.
@@ -137,7 +138,7 @@ def _ratio(z: Tensor, ctx: CombineContext) -> Tensor:
 
 @COMBINATIONS.register("softthreshold")
 def _soft_threshold(z: Tensor, ctx: CombineContext) -> Tensor:
-    """METHOD §3 (Figure 3): each level's map thresholded softly, relative to the batch, then multiplied.
+    """The paper's Figure 3: each level's map thresholded softly, relative to the batch, then multiplied.
 
     A fixed threshold on the sigmoid collapses as the classifiers separate the
     domains, so each level's logits are standardised over the batch's valid

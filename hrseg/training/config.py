@@ -6,9 +6,7 @@ Every value is type-checked against its field's annotation when a config is
 built from a dict, a file or ``--set`` overrides. ``None`` in ``gan.enabled`` and
 ``weighting.network`` means "the scheme's default" (the scheme table in
 ``schemes.py``); :meth:`TrainConfig.resolved` fills those in, and is what a run
-saves. Presets are the rows of the paper's Table 1 (METHOD §4); ``build_config``
-layers preset or file, ``--set`` overrides and explicit flags, for the CLI and
-the Python API alike.
+saves. Presets, the quick budget and ``build_config`` live in ``presets.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import INPUTS, LEVELS
-from hrseg.training.schemes import SCHEMES, paper_miou
+from hrseg.training.schemes import SCHEMES
 
 
 @dataclass
@@ -145,11 +143,34 @@ class RunConfig:
     amp: bool = False
     compile: bool = False
     channels_last: bool = True  # CUDA only
-    checkpoint_every: int = 1000
-    keep_checkpoints: bool = False  # keep iter_XXXXXX.pt files besides last.pt
+    checkpoint_every: int = 1000  # last.pt, the resumable state, is rewritten every N iterations
+    save_every: int = 0  # also keep a snapshot iter_XXXXXX.pt (network weights) every N iterations; 0: none
     log_every: int = 1
     progress: bool = True
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
+    tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
+    tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+
+    @staticmethod
+    def upgrade(section: dict[str, Any]) -> dict[str, Any]:
+        """A ``run`` section saved by an older hrseg, in today's fields.
+
+        ``keep_checkpoints: true`` kept a snapshot at every checkpoint; that is
+        ``save_every = checkpoint_every``.
+        """
+        if not isinstance(section, dict) or "keep_checkpoints" not in section:
+            return section
+        out = dict(section)
+        keep = out.pop("keep_checkpoints")
+        if not isinstance(keep, bool):
+            raise HrsegError(f"run.keep_checkpoints: expected true/false, got {json.dumps(keep)}")
+        if keep and not out.get("save_every"):
+            out["save_every"] = out.get("checkpoint_every", RunConfig.checkpoint_every)
+        return out
+
+
+#: Keys an older hrseg wrote or accepted; still understood by from_dict and override (see RunConfig.upgrade).
+LEGACY_KEYS = frozenset({"run.keep_checkpoints"})
 
 
 @dataclass
@@ -170,6 +191,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        if isinstance(data, dict) and "run" in data:
+            data = {**data, "run": RunConfig.upgrade(data["run"])}
         return _from_dict(cls, data, "config")
 
     def resolved(self) -> "TrainConfig":
@@ -252,6 +275,10 @@ class TrainConfig:
             raise HrsegError(f"--threads: must be >= 0, got {self.run.threads}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
             raise HrsegError("--checkpoint-every and --log-every must be >= 1")
+        if self.run.save_every < 0:
+            raise HrsegError(f"--save-every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
+        if self.run.tensorboard_every < 1:
+            raise HrsegError(f"--tensorboard-every: must be >= 1, got {self.run.tensorboard_every}")
         if self.run.seed < 0:
             raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
@@ -384,7 +411,7 @@ def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
             if part not in node or not isinstance(node[part], dict):
                 raise HrsegError(f"config override: unknown section {path!r}")
             node = node[part]
-        if leaf not in node or isinstance(node[leaf], dict):
+        if (leaf not in node and path not in LEGACY_KEYS) or isinstance(node.get(leaf), dict):
             raise HrsegError(f"config override: unknown field {path!r}")
         node[leaf] = list(value) if isinstance(value, tuple) else value
     return TrainConfig.from_dict(data)
@@ -431,110 +458,3 @@ def load_config_file(path: str | Path) -> TrainConfig:
         return TrainConfig.from_dict(data)
     except HrsegError as exc:
         raise HrsegError(f"{file}: {exc}") from None
-
-
-def build_config(
-    *, preset: str | None = None, config_file: str | Path | None = None, scheme: str | None = None,
-    sets: list[str] | tuple[str, ...] = (), flags: dict[str, Any] | None = None,
-) -> TrainConfig:
-    """The config a training command means: preset or file (or defaults), then ``--set``, then explicit flags.
-
-    Flags whose value is None were not given. The result is resolved (scheme
-    defaults such as the GAN filled in) and validated, so ``hrseg train`` and
-    ``train(build_config(...))`` train the same thing.
-    """
-    if preset is not None and config_file is not None:
-        raise HrsegError("--preset and --config both give a whole configuration; use one")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise HrsegError(f"--preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-        cfg = PRESETS[preset].config()
-    elif config_file is not None:
-        cfg = load_config_file(config_file)
-    elif scheme is None:
-        raise HrsegError("--scheme, --preset or --config is required (see hrseg train --help)")
-    else:
-        cfg = TrainConfig()
-    cfg = override(cfg, parse_set(sets))
-    changes = {k: v for k, v in (flags or {}).items() if v is not None}
-    if scheme is not None:
-        changes["scheme"] = scheme
-    return override(cfg, changes).resolved().validate()
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named row of Table 1: a description and the config changes it makes."""
-
-    name: str
-    description: str
-    changes: dict[str, Any]
-
-    def config(self) -> TrainConfig:
-        return override(TrainConfig(preset=self.name), self.changes)
-
-    @property
-    def paper_miou(self) -> float | None:
-        """From the scheme table (one home for the paper's numbers)."""
-        return paper_miou(self.config().resolved())
-
-
-# Paper-scale budget [reconstructed: the paper does not state iterations or learning rates].
-_FCN = {"model.arch": "fcn8s-vgg16", "model.pretrained": "imagenet", "optim.lr": 1e-3,
-        "optim.iters": 40000, "data.batch_size": 1, "data.crop": (1024, 512), "run.amp": True}
-_PSP = {"model.arch": "pspnet-r50", "model.pretrained": "imagenet", "model.aux": True, "optim.lr": 1e-2,
-        "optim.iters": 40000, "data.batch_size": 2, "data.crop": (768, 384), "run.amp": True}
-# DeepLab-v2 as the domain-adaptation repositories train it (AdaptSegNet, ADVENT): one image per domain,
-# 1024x512 target crops, SGD at 2.5e-4 with poly decay, batch norm frozen at ImageNet values, 120k iterations
-# [reconstructed from those repositories; they also give the ASPP classifier 10x the learning rate, hrseg does not].
-_DEEPLAB = {"model.arch": "deeplabv2-r101", "model.pretrained": "imagenet", "model.bn": "frozen",
-            "optim.lr": 2.5e-4, "optim.iters": 120000, "data.batch_size": 1, "data.crop": (1024, 512),
-            "run.amp": True}
-
-#: The paper-scale budget of each segmenter's presets (what a new preset or the GPU check starts from).
-PRESET_BUDGETS: dict[str, dict[str, Any]] = {"fcn8s-vgg16": _FCN, "pspnet-r50": _PSP, "deeplabv2-r101": _DEEPLAB}
-
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset("baseline1-target-only", "Baseline1: FCN-VGG16, target only", {**_FCN, "scheme": "target-only"}),
-        Preset("gan", "+ GAN: joint source + target with G and D",
-               {**_FCN, "scheme": "joint", "gan.enabled": True}),
-        Preset("gan-imageselect", "+ GAN + ImageSelect: road-rich source images",
-               {**_FCN, "scheme": "image-select", "gan.enabled": True}),
-        Preset("gan-w1-image", "+ GAN + W^1 (Image): weighting on RGB input",
-               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "image"}),
-        Preset("w1", "Ours with W^1 (FCN-VGG16, GAN)",
-               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred"}),
-        Preset("w19", "Ours with W^19 (FCN-VGG16, GAN)",
-               {**_FCN, "scheme": "w19", "gan.enabled": True, "weighting.input": "pred"}),
-        Preset("baseline2-target-only", "Baseline2: PSPNet-R50, target only",
-               {**_PSP, "scheme": "target-only"}),
-        Preset("pspnet-w1", "Ours with W^1 (PSPNet-R50, GAN)",
-               {**_PSP, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred"}),
-        Preset("joint", "Baseline: direct joint training (FCN-VGG16, no GAN)", {**_FCN, "scheme": "joint"}),
-        Preset("finetune", "Baseline: source pre-training, then target fine-tuning",
-               {**_FCN, "scheme": "finetune"}),
-        Preset("deeplabv2-target-only", "DeepLab-v2-R101 (the DA literature's network), target only",
-               {**_DEEPLAB, "scheme": "target-only"}),
-        Preset("deeplabv2-joint", "DeepLab-v2-R101: direct joint training (no GAN)",
-               {**_DEEPLAB, "scheme": "joint"}),
-        Preset("deeplabv2-w19", "Ours with W^19 on DeepLab-v2-R101 (GAN)",
-               {**_DEEPLAB, "scheme": "w19", "gan.enabled": True}),
-    )
-}
-
-#: Small budget for the procedural-scene quick-start and the variant study (see docs/weighting-variants.md).
-QUICK_BUDGET: dict[str, Any] = {
-    "model.arch": "fcn8s-vgg16", "model.width": 0.125, "model.pretrained": "none",
-    "optim.iters": 500, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
-    "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125, "gan.enabled": False,
-    "run.checkpoint_every": 1000, "run.threads": 1,
-}
-
-
-def quick_config(scheme: str, data: str, out: str, seed: int = 0, **changes: Any) -> TrainConfig:
-    """The recommended small-budget config for ``scheme`` on procedural scenes (CPU friendly)."""
-    base = override(TrainConfig(scheme=scheme), QUICK_BUDGET)
-    return override(base, {"data.data": data, "run.out": out, "run.seed": seed, **changes})
-

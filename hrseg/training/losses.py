@@ -1,4 +1,4 @@
-"""The loss terms of METHOD §3 as pure functions of tensors.
+"""The loss terms of the training objective (docs/method.md) as pure functions of tensors.
 
 Each function returns a scalar that stays finite (zero) when a batch has no
 valid pixel, so a fully ignored crop cannot poison a run with NaN.
@@ -32,7 +32,7 @@ def weighted_source_loss(logits: torch.Tensor, labels: torch.Tensor, weight: tor
 
     ``weight=None`` is direct joint training (every weight 1). Dividing by the number
     of valid pixels, not by sum(w), keeps the weight's scale meaningful: weights that
-    collapse toward 0 really do switch the source term off (METHOD §7).
+    collapse toward 0 really do switch the source term off (docs/method.md).
     """
     ce = pixel_ce(logits, labels)
     n_valid = (labels != IGNORE_INDEX).sum().clamp_min(1)

@@ -1,4 +1,4 @@
-"""The objective of one iteration (METHOD §3): every loss term as a function of batches and networks.
+"""Every loss term of one iteration from batches and networks (docs/method.md, "Training objective").
 
 S sees a source and/or a target batch in one forward pass; the source CE is
 weighted by W's map (or the realism mask for the oracle, or 1); W learns to

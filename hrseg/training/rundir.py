@@ -4,7 +4,9 @@
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
 RUN/data_subset.json    which target (and filtered source) images the run used
 RUN/metrics.jsonl       one JSON object per logged iteration
-RUN/checkpoints/        last.pt, final.pt, iter_XXXXXX.pt
+RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, a hard link),
+                        final.pt (a hard link to the last last.pt),
+                        iter_XXXXXX.pt (snapshots: network weights, with --save-every)
 RUN/summary.json        what train() returned
 RUN/eval/<split>.json   full evaluations; eval/<split>-first<N>.json partial ones
 RUN/tb/                 TensorBoard events (when enabled)
@@ -36,7 +38,7 @@ from hrseg.training.build import build_segmenter_of, build_weighting
 from hrseg.training.checkpoint import load_checkpoint
 from hrseg.training.config import TrainConfig
 
-FINAL, LAST = "final.pt", "last.pt"
+FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
 
 _HELD_LOCKS: set[int] = set()
 
@@ -119,6 +121,10 @@ class RunDir:
     def snapshot_name(self, iteration: int) -> str:
         return f"iter_{iteration:06d}.pt"
 
+    def snapshots(self) -> list[Path]:
+        """The kept snapshots, oldest first."""
+        return sorted(self.checkpoint_dir.glob("iter_*.pt"))
+
     def eval_path(self, split: str, max_images: int | None = None) -> Path:
         """``eval/<split>.json``; an evaluation of only the first N images gets its own name, never the full one's."""
         stem = split.replace("/", "-")
@@ -199,6 +205,27 @@ class RunDir:
             raise HrsegError(f"{checkpoint}: checkpoint not found (also looked in {self.checkpoint_dir})")
         return candidate
 
+    def load_resumable(self, name: str = LAST) -> tuple[Path, dict[str, Any]]:
+        """The checkpoint to continue from, verified; a damaged one names an intact ``previous.pt`` if there is one."""
+        path = self.checkpoint_path(name)
+        if not path.is_file():
+            raise HrsegError(f"{self.path}: nothing to resume (no checkpoints/{name})")
+        try:
+            payload = load_checkpoint(path)
+        except HrsegError as exc:
+            fallback = self.checkpoint_path(PREVIOUS)
+            if name == PREVIOUS or not fallback.is_file():
+                raise
+            try:
+                iteration = int(load_checkpoint(fallback)["iteration"])
+            except HrsegError:
+                raise exc from None
+            raise HrsegError(f"{exc}; {fallback} (iteration {iteration}) is intact: continue from it with "
+                             f"hrseg train --resume {self.path} --from {PREVIOUS}") from None
+        if payload.get("kind") == "snapshot":
+            raise HrsegError(f"{path}: a weights-only snapshot cannot resume a run exactly; use last.pt or previous.pt")
+        return path, payload
+
     def load_for_inference(self, checkpoint: str | os.PathLike[str] | None = None,
                            device: str | torch.device = "cpu") -> LoadedRun:
         """The run's segmenter and weighting network (eval mode) from a checkpoint.
@@ -270,8 +297,8 @@ class RunDir:
 
     def _check_owner(self, resume: bool, overwrite: bool) -> None:
         if resume:
-            if not self.checkpoint_path(LAST).is_file():
-                raise HrsegError(f"{self.path}: nothing to resume (no checkpoints/last.pt)")
+            if not self.checkpoint_dir.is_dir():
+                raise HrsegError(f"{self.path}: nothing to resume (no checkpoints/)")
             return
         others = sorted(p.name for p in self.path.iterdir() if p != self.lock_path)
         if not others:
@@ -288,6 +315,22 @@ class RunDir:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+
+    def link_checkpoint(self, source: str, name: str) -> Path:
+        """Give checkpoint ``source`` a second name without a second copy on disk (a hard link).
+
+        Checkpoints are only ever replaced by a rename, never rewritten in place,
+        so a later ``last.pt`` gets a new file and the linked name keeps the old
+        one. Where the filesystem has no hard links the file is copied.
+        """
+        src, dst = self.checkpoint_path(source), self.checkpoint_path(name)
+        with atomic_path(dst, suffix=".pt") as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+        return dst
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_json(self.config_path, cfg.to_dict())

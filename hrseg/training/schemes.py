@@ -47,7 +47,7 @@ class Scheme:
     gan: bool = False  # G and D on by default (the paper's "Ours" rows)
     public: bool = True  # offered by `hrseg train --scheme`
     quickstart: bool = False  # trained by the default quick start
-    # Table 1 (METHOD §4) by configuration key: arch, "+gan" when G/D are on, "+image" for the RGB-input W
+    # Table 1 (docs/method.md) by configuration key: arch, "+gan" when G/D are on, "+image" for the RGB-input W
     paper_miou: dict[str, float] = field(default_factory=dict)
 
     @property

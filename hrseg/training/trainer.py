@@ -26,13 +26,14 @@ from hrseg.errors import HrsegError
 from hrseg.training import distributed as ddp
 from hrseg.training.batches import TrainData
 from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers, resolve_device
-from hrseg.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import FINAL, LAST, RunDir, check_checkpoint_fits, load_state
+from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
+from hrseg.training.tensorboard import TensorBoardLog, check_available
 
 
 class NonFiniteLoss(HrsegError):
@@ -60,12 +61,16 @@ class TrainResult:
 class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
+                 resume_from: str = LAST) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
             raise HrsegError("--out: a run directory is required")
+        if cfg.run.tensorboard:
+            check_available()  # a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
+        self.last_source: dict[str, torch.Tensor] | None = None
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -77,14 +82,14 @@ class Trainer:
         try:
             if self.is_main:
                 self._owner.enter_context(self.run_dir.claim(resume=resume, overwrite=overwrite))
-            self._setup(resume)
+            self._setup(resume_from if resume else None)
         except BaseException:
             self.close()  # a refused run must not keep the folder locked or the process group alive
             if self.is_main:
                 self.run_dir.abandon()
             raise
 
-    def _setup(self, resume: bool) -> None:
+    def _setup(self, resume_from: str | None) -> None:
         cfg = self.cfg
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
@@ -93,7 +98,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        payload = self._resume_payload() if resume else None
+        payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % (2**32))
@@ -122,11 +127,9 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def _resume_payload(self) -> dict[str, Any]:
-        path = self.run_dir.checkpoint_path(LAST)
-        if not path.is_file():
-            raise HrsegError(f"{self.run_dir}: nothing to resume (no checkpoints/last.pt)")
-        payload = load_checkpoint(path)
+    def _resume_payload(self, name: str) -> dict[str, Any]:
+        path, payload = self.run_dir.load_resumable(name)
+        self._resumed_from = path
         check_checkpoint_fits(payload, self.cfg, path)
         if int(payload["world_size"]) != self.dist.world_size:
             raise HrsegError(f"{path}: written by {payload['world_size']} process(es), resumed with "
@@ -136,7 +139,7 @@ class Trainer:
         return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        path = self.run_dir.checkpoint_path(LAST)
+        path = self._resumed_from
         for name, net in self.nets.items():
             load_state(net, payload["models"].get(name), path, name)
         for name, opt in self.opts.items():
@@ -163,14 +166,39 @@ class Trainer:
                      "source_indices": list(self.data.source_indices), "signature": self.data.signature},
         }
 
-    def save(self, *names: str) -> Any:
-        """Write the state under each name (rank 0); every rank takes part in gathering RNG states."""
+    def save(self, name: str = LAST) -> Any:
+        """Write the resumable state (rank 0); every rank takes part in gathering RNG states."""
         payload = self.state()
         if not self.is_main:
             return None
-        for name in names:
-            save_checkpoint(self.run_dir.checkpoint_path(name), payload)
-        return self.run_dir.checkpoint_path(names[0])
+        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
+            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
+        save_checkpoint(self.run_dir.checkpoint_path(name), payload)
+        return self.run_dir.checkpoint_path(name)
+
+    def snapshot(self) -> Any:
+        """Keep this iteration's network weights as ``iter_XXXXXX.pt`` (rank 0).
+
+        A snapshot is for evaluating, visualising, predicting and exporting a
+        point along training, so it holds the weights and the config but not
+        the optimiser, RNG and data state only ``last.pt`` needs for resuming:
+        a third of the size for a w19+GAN run with its Adam moments.
+        """
+        if not self.is_main:
+            return None
+        full = self.state_models()
+        path = self.run_dir.checkpoint_path(self.run_dir.snapshot_name(self.iteration))
+        save_checkpoint(path, full)
+        return path
+
+    def state_models(self) -> dict[str, Any]:
+        """The part of :meth:`state` inference needs: S and W (never G and D), with what identifies them."""
+        keep = ("segmenter", "weighting")
+        return {
+            "iteration": self.iteration, "world_size": self.dist.world_size, "arch": self.cfg.model.arch,
+            "num_classes": self.cfg.model.num_classes, "config": self.cfg.to_dict(), "kind": "snapshot",
+            "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items() if k in keep},
+        }
 
     # --- one iteration ----------------------------------------------------------------------
 
@@ -183,6 +211,7 @@ class Trainer:
         """One iteration of ``p``; returns the logged values (all synced in one transfer)."""
         src = self.data.batch("source") if p.source else None
         tgt = self.data.batch("target") if p.target else None
+        self.last_source = src
         out = self.objective(p, src, tgt)
         logged = self._sync(out)
         for opt in self.opts.values():
@@ -230,7 +259,8 @@ class Trainer:
             run.write_config(cfg)
             run.write_subset(self.data.subset_record())
             run.truncate_metrics(self.iteration)
-        tb = _tensorboard(run) if self.is_main else None
+        tb = (TensorBoardLog(str(run.tensorboard_dir), cfg.run.tensorboard_every, cfg.weighting.input)
+              if self.is_main and cfg.run.tensorboard else None)
         start_iter, t_start = self.iteration, time.perf_counter()
         last: dict[str, Any] = {}
         status, images_per_iter = "finished", 0
@@ -255,15 +285,18 @@ class Trainer:
                         log.write(json.dumps(last) + "\n")
                         log.flush()
                         if tb is not None:
-                            for k, v in last.items():
-                                if isinstance(v, (int, float)) and k != "iter":
-                                    tb.add_scalar(k, v, self.iteration)
+                            tb.scalars(last, self.iteration)
+                    if tb is not None and tb.wants_image(self.iteration):
+                        self._weight_image(tb)
                     bar.update(task, completed=self.iteration, description=_describe(values),
                                rate=f"{last['images_per_s']:.1f} img/s")
                     stop = self._agree(interrupt.requested or (
                         stop_after is not None and self.iteration - start_iter >= stop_after))
                     if self.iteration % cfg.run.checkpoint_every == 0 and self.iteration < cfg.optim.iters:
-                        self.save(LAST, *([run.snapshot_name(self.iteration)] if cfg.run.keep_checkpoints else []))
+                        self.save(LAST)
+                    if cfg.run.save_every and self.iteration % cfg.run.save_every == 0 \
+                            and self.iteration < cfg.optim.iters:
+                        self.snapshot()
                     if stop:
                         status = "interrupted"
                         break
@@ -273,7 +306,11 @@ class Trainer:
             if tb is not None:
                 tb.close()
             self.data.close()
-        path = self.save(LAST) if status == "interrupted" else self.save(FINAL, LAST)
+        path = self.save(LAST)
+        if status == "finished" and self.is_main:
+            path = run.link_checkpoint(LAST, FINAL)  # one file, two names: final.pt costs no disk space
+            if cfg.run.save_every and self.iteration % cfg.run.save_every == 0:
+                run.link_checkpoint(LAST, run.snapshot_name(self.iteration))
         seconds = time.perf_counter() - t_start
         done = self.iteration - start_iter
         result = TrainResult(
@@ -289,6 +326,13 @@ class Trainer:
         ddp.barrier(self.dist)
         return result
 
+    def _weight_image(self, tb: TensorBoardLog) -> None:
+        """The weight-map panel of the source batch just trained on (schemes with a weighting network)."""
+        if "weighting" not in self.nets or self.last_source is None:
+            return
+        tb.weight_panel(self.nets["segmenter"], self.nets["weighting"], self.last_source, self.iteration,
+                        title=f"{self.cfg.scheme}: source batch, iteration {self.iteration}")
+
     def _agree(self, requested: bool) -> bool:
         """Every rank stops at the same iteration when any of them was interrupted."""
         if not self.dist.enabled:
@@ -302,15 +346,6 @@ class Trainer:
         ddp.shutdown(self.dist)
 
 
-def _tensorboard(run: RunDir) -> Any:
-    """A SummaryWriter when tensorboard is installed; None otherwise (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - ImportError or a broken optional install
-        return None
-    return SummaryWriter(log_dir=str(run.tensorboard_dir))
-
-
 def _describe(values: dict[str, float]) -> str:
     parts = [f"{k} {values[k]:.3f}" for k in ("target", "source", "w_cls", "g", "d") if k in values]
     if "weight_mean" in values:
@@ -319,12 +354,12 @@ def _describe(values: dict[str, float]) -> str:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False) -> TrainResult:
-    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``); see ``Trainer.run``.
+          overwrite: bool = False, resume_from: str = LAST) -> TrainResult:
+    """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
     try:
         return trainer.run(stop_after=stop_after)
     finally:
