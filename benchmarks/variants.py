@@ -1,25 +1,34 @@
-"""The weighting-variant study (docs/method.md, "Measuring the weighting") on the bundled procedural scenes.
+"""The selection study (docs/weighting-variants.md) on the bundled procedural scenes.
 
 Trains every variant with the same small model and budget (``quick_config``),
 scores val mIoU and, where a weighting network exists, its weighting quality on
 the source split (mean weight on realistic / deviating pixels, ROC AUC against
-the realism mask). Results go to a JSONL file, one line per (variant, seed);
-re-running skips what is already there, so the study can be stopped and resumed.
+the realism mask, combined, per level and within each class). Results go to a
+JSONL file, one line per (variant, seed), stamped with the scene generator and
+a hash of the source split; re-running skips what is already there, so the
+study can be stopped and resumed.
+
+The table pairs every variant with joint, target-only and the oracle on the
+same seed and reports the capture ratio (W - joint) / (oracle - joint): the
+share of what perfect selection gains that the variant gets.
 
     hrseg prepare synthetic --out /tmp/study/data
     python benchmarks/variants.py --data /tmp/study/data --work /tmp/study/runs \
-        --out benchmarks/variants.jsonl --seeds 0 1
-    python benchmarks/variants.py --table benchmarks/variants.jsonl
+        --out benchmarks/variants-results.jsonl --seeds 0 1 2 3 4 --jobs 2 \
+        --variants target-only joint oracle w19
+    python benchmarks/variants.py --table benchmarks/variants-results.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
 import statistics
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -31,49 +40,174 @@ from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.trainer import train
 
+# Every weighting row spells its settings out in full, so a row keeps its meaning when defaults change.
+_BASE = {"weighting.input": "pred", "weighting.combine": "product", "weighting.normalize": "batch",
+         "weighting.clamp": None, "weighting.sharpen": 1.0, "weighting.steepness": 3.0, "weighting.smoothing": 0.0,
+         "weighting.warmup": 0, "weighting.ramp": 0, "weighting.heldout_images": 0, "weighting.lr": 1e-4,
+         "weighting.width": 0.125}
+W19 = {**_BASE, "weighting.network": "w19"}
+W1 = {**_BASE, "weighting.network": "w1"}
+SOFT = {"weighting.combine": "softthreshold"}
+IMAGE = {"weighting.input": "image"}
+LR3 = {"weighting.lr": 1e-3}
+
 # name -> (scheme, config changes)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "target-only": ("target-only", {}),
     "joint": ("joint", {}),
     "oracle": ("oracle", {}),
-    "w19-ratio-batch-c3": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "batch",
-                                   "weighting.clamp": 3.0}),
-    "w1-ratio-batch-c3": ("w1", {"weighting.combine": "ratio", "weighting.normalize": "batch",
-                                 "weighting.clamp": 3.0}),
-    "w19-product-none": ("w19", {"weighting.combine": "product", "weighting.normalize": "none",
-                                 "weighting.clamp": None}),
-    "w1-product-none": ("w1", {"weighting.combine": "product", "weighting.normalize": "none",
-                               "weighting.clamp": None}),
-    "w19-product-batch": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
-                                  "weighting.clamp": None}),
-    "w19-mean-batch": ("w19", {"weighting.combine": "mean", "weighting.normalize": "batch",
-                               "weighting.clamp": None}),
-    "w19-ratio-running-c3": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "running",
-                                     "weighting.clamp": 3.0}),
-    "w19-product-batch-c3": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
-                                     "weighting.clamp": 3.0}),
-    "w1-product-batch-c3": ("w1", {"weighting.combine": "product", "weighting.normalize": "batch",
-                                   "weighting.clamp": 3.0}),
-    "w1-mean-batch": ("w1", {"weighting.combine": "mean", "weighting.normalize": "batch",
-                             "weighting.clamp": None}),
-    "w19-product-batch-sharpen2": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
-                                           "weighting.clamp": None, "weighting.sharpen": 2.0}),
-    "w19-product-batch-sharpen4-c5": ("w19", {"weighting.combine": "product", "weighting.normalize": "batch",
-                                              "weighting.clamp": 5.0, "weighting.sharpen": 4.0}),
+    "oracle-normalised": ("oracle", {}),  # diagnostic: the mask divided by its batch mean (see run_one)
+    "w19": ("w19", W19),
+    "w1": ("w1", W1),
+    "w19-literal": ("w19", {**W19, "weighting.network": "w19-literal"}),
+    "w19-mean": ("w19", {**W19, "weighting.combine": "mean"}),
+    "w19-ratio-c3": ("w19", {**W19, "weighting.combine": "ratio", "weighting.clamp": 3.0}),
+    "w19-soft3": ("w19", {**W19, **SOFT}),
+    "w19-soft1": ("w19", {**W19, **SOFT, "weighting.steepness": 1.0}),
+    "w19-soft3-c3": ("w19", {**W19, **SOFT, "weighting.clamp": 3.0}),
+    "w19-heldout16": ("w19", {**W19, "weighting.heldout_images": 16}),
+    "w19-smooth0.1": ("w19", {**W19, "weighting.smoothing": 0.1}),
+    "w19-warmup250": ("w19", {**W19, "weighting.warmup": 250}),
+    "w19-ramp400": ("w19", {**W19, "weighting.ramp": 400}),
+    "w19-lr1e-3": ("w19", {**W19, **LR3}),
+    "w19-lr3e-3": ("w19", {**W19, "weighting.lr": 3e-3}),
+    "w19-lr1e-2": ("w19", {**W19, "weighting.lr": 1e-2}),
+    "w19-lr1e-5": ("w19", {**W19, "weighting.lr": 1e-5}),
+    "w19-width0.5": ("w19", {**W19, "weighting.width": 0.5}),
+    "w19-soft3-lr1e-3": ("w19", {**W19, **SOFT, **LR3}),
+    "w19-heldout16-lr1e-3": ("w19", {**W19, **LR3, "weighting.heldout_images": 16}),
+    "w19-smooth0.1-lr1e-3": ("w19", {**W19, **LR3, "weighting.smoothing": 0.1}),
+    "w19-ramp400-lr1e-3": ("w19", {**W19, **LR3, "weighting.ramp": 400}),
+    "w19-soft3-ramp400-lr1e-3": ("w19", {**W19, **SOFT, **LR3, "weighting.ramp": 400}),
+    "w19-image": ("w19", {**W19, **IMAGE}),
+    "w19-image-lr1e-3": ("w19", {**W19, **IMAGE, **LR3}),
+    "w19-image-soft3-lr1e-3": ("w19", {**W19, **IMAGE, **SOFT, **LR3}),
+    "w19-image-soft3": ("w19", {**W19, **IMAGE, **SOFT}),
+    "w19-image-soft3-none": ("w19", {**W19, **IMAGE, **SOFT, "weighting.normalize": "none"}),
+    "w19-image-soft3-pr": ("w19", {**W19, **IMAGE, **SOFT, "weighting.levels": ("pixel", "region")}),
+    "w19-image-soft2": ("w19", {**W19, **IMAGE, **SOFT, "weighting.steepness": 2.0}),
+    "w19-image-softsum3": ("w19", {**W19, **IMAGE, "weighting.combine": "softthreshold-sum"}),
+    "w19-image-softsum2": ("w19", {**W19, **IMAGE, "weighting.combine": "softthreshold-sum",
+                                   "weighting.steepness": 2.0}),
+    "w19-predimage-softsum3": ("w19", {**W19, "weighting.input": "pred+image",
+                                       "weighting.combine": "softthreshold-sum"}),
+    "w19-image-soft5": ("w19", {**W19, **IMAGE, **SOFT, "weighting.steepness": 5.0}),
+    "w19-image-lr3e-4": ("w19", {**W19, **IMAGE, "weighting.lr": 3e-4}),
+    "w19-image-sharpen2": ("w19", {**W19, **IMAGE, "weighting.sharpen": 2.0}),
+    "w19-image-width0.5": ("w19", {**W19, **IMAGE, "weighting.width": 0.5}),
+    "w19-image-heldout16": ("w19", {**W19, **IMAGE, "weighting.heldout_images": 16}),
+    "w19-image-smooth0.1": ("w19", {**W19, **IMAGE, "weighting.smoothing": 0.1}),
+    "w19-image-lr3e-5": ("w19", {**W19, **IMAGE, "weighting.lr": 3e-5}),
+    "w19-predimage": ("w19", {**W19, "weighting.input": "pred+image"}),
+    "w19-predimage-soft3": ("w19", {**W19, "weighting.input": "pred+image", **SOFT}),
+    "w19-image-soft3+gan": ("w19", {**W19, **IMAGE, **SOFT, "gan.enabled": True}),
+    "w19-image+gan": ("w19", {**W19, **IMAGE, "gan.enabled": True}),
+    "w19-lr1e-3+gan": ("w19", {**W19, **LR3, "gan.enabled": True}),
+    "w19+gan": ("w19", {**W19, "gan.enabled": True}),
     "joint+gan": ("joint", {"gan.enabled": True}),
-    "w19-ratio-batch-c3+gan": ("w19", {"weighting.combine": "ratio", "weighting.normalize": "batch",
-                                       "weighting.clamp": 3.0, "gan.enabled": True}),
+    "w1-lr1e-3": ("w1", {**W1, **LR3}),
+    "w1-soft3-lr1e-3": ("w1", {**W1, **SOFT, **LR3}),
+    "w1-image-lr1e-3": ("w1", {**W1, **IMAGE, **LR3}),
+    "w1-image": ("w1", {**W1, **IMAGE}),
+    "w1-image-soft3": ("w1", {**W1, **IMAGE, **SOFT}),
+    "w1-image-soft2": ("w1", {**W1, **IMAGE, **SOFT, "weighting.steepness": 2.0}),
 }
 
 
-def run_one(name: str, seed: int, data: Path, work: Path, budget: dict[str, Any]) -> dict[str, Any]:
+def scenes_of(data: Path) -> dict[str, Any]:
+    """Which scenes a row was measured on: the generator stamp and a hash of the source shards' content."""
+    stamp_path = data / "raw" / "synthetic.json"
+    stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
+    manifest = json.loads((data / "gtav" / "train" / "manifest.json").read_text())
+    digest = hashlib.sha256(json.dumps([s["sha256"] for s in manifest["shards"]]).encode()).hexdigest()[:12]
+    return {"generator": stamp.get("generator", "unstamped"), "source_sha": digest}
+
+
+def within_class(run_dir: Path, max_images: int = 100) -> tuple[dict[int, dict[str, float]], float]:
+    """Per source class: pixel share, realistic share, mean weight realistic / deviating, AUC within the class.
+
+    Within a class a per-class prior cannot rank anything, so this AUC is the
+    ranking W^19 adds beyond "trucks look real"; the second value is its mean
+    over classes weighted by pixel count.
+    """
+    from hrseg.data.dataset import open_split
+    from hrseg.data.labels import IGNORE_INDEX
+    from hrseg.evaluation.metrics import roc_auc
+    from hrseg.evaluation.weighting import weight_maps
+
+    loaded = RunDir(run_dir).load_for_inference()
+    cfg = loaded.config
+    assert loaded.weighting is not None, "a w1/w19 run is needed"
+    ds = open_split(cfg.data.data, cfg.data.source, cfg.data.source_split, fields=("image", "label", "realism"))
+    ws, ys, rs = [], [], []
+    n, bs = min(max_images, len(ds)), cfg.data.batch_size
+    for start in range(0, n - bs + 1, bs):
+        items = [ds[i] for i in range(start, start + bs)]
+        images = torch.stack([it["image"] for it in items])
+        labels = torch.stack([it["label"] for it in items]).long()
+        maps = weight_maps(loaded.segmenter, loaded.weighting, images, labels, cfg.weighting.input)
+        ws.append(maps.weight.flatten())
+        ys.append(labels.flatten())
+        rs.append(torch.stack([it["realism"] for it in items]).flatten())
+    w, y, r = torch.cat(ws), torch.cat(ys), torch.cat(rs)
+    known = (y != IGNORE_INDEX) & (r != 255)
+    total = int(known.sum())
+    out: dict[int, dict[str, float]] = {}
+    for c in range(cfg.model.num_classes):
+        m = known & (y == c)
+        if int(m.sum()) < 100:
+            continue
+        real, dev = m & (r == 1), m & (r == 0)
+        both = bool(real.any() and dev.any())
+        out[c] = {"share": int(m.sum()) / total, "realistic_share": int(real.sum()) / int(m.sum()),
+                  "w_realistic": float(w[real].mean()) if real.any() else math.nan,
+                  "w_deviating": float(w[dev].mean()) if dev.any() else math.nan,
+                  "auc": roc_auc(w[m], r[m] == 1) if both else math.nan}
+    scored = [(v["share"], v["auc"]) for v in out.values() if not math.isnan(v["auc"])]
+    mean_auc = sum(s * a for s, a in scored) / sum(s for s, _ in scored) if scored else math.nan
+    return out, mean_auc
+
+
+def _normalise_oracle() -> None:
+    """Study instrument, in this worker process only: the oracle's 1/0 mask rescaled to mean 1 over valid pixels.
+
+    It is what a perfect selector under ``normalize=batch`` would give, so it
+    separates what selection gains from what the weight's scale does.
+    """
+    from hrseg.data.labels import IGNORE_INDEX
+    from hrseg.training import losses
+
+    plain = losses.weighted_source_loss
+
+    def normalised(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if weight is not None:
+            valid = labels != IGNORE_INDEX
+            weight = weight / weight[valid].float().mean().clamp_min(1e-6)
+        return plain(logits, labels, weight)
+
+    losses.weighted_source_loss = normalised  # type: ignore[assignment]
+
+
+def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> dict[str, Any]:
+    """Train one (variant, seed), score val mIoU and the weights; the run's checkpoints are dropped after."""
+    torch.set_num_threads(1)  # runs share few cores: one thread each is fastest (OpenMP oversubscription crawls)
     scheme, changes = VARIANTS[name]
-    run = work / f"{name}-s{seed}"
+    run = Path(work) / f"{name}-s{seed}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = quick_config(scheme, str(data), str(run), seed=seed,
-                       **{"gan.enabled": False, **budget, **changes, "run.progress": False, "run.device": "cpu"})
+    budget = {} if iters is None else {"optim.iters": iters}
+    cfg = quick_config(scheme, data, str(run), seed=seed,
+                       **{"gan.enabled": False, **budget, **changes, "run.progress": False, "run.device": "cpu",
+                          "run.threads": 1})
+    from hrseg.training import losses
+
+    plain_loss = losses.weighted_source_loss
+    if name == "oracle-normalised":
+        _normalise_oracle()
     t0 = time.perf_counter()
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    finally:
+        losses.weighted_source_loss = plain_loss  # pool workers are reused: never leak the instrument
     train_s = time.perf_counter() - t0
     records = list(RunDir(run).metrics())
     tail = records[-max(1, len(records) // 4):]  # last quarter: the weights the model finished with
@@ -83,33 +217,36 @@ def run_one(name: str, seed: int, data: Path, work: Path, budget: dict[str, Any]
         return statistics.fmean(vals) if vals else None
 
     t1 = time.perf_counter()
-    val = evaluate_run(run, EvalOptions(split="val", device="cpu", show_progress=False, batch_size=8))
+    val = evaluate_run(run, EvalOptions(split="val", device="cpu", show_progress=False, batch_size=8, threads=1))
     row: dict[str, Any] = {
         "variant": name, "scheme": scheme, "seed": seed, "changes": changes, "budget": budget,
-        "train_seconds": round(train_s, 1), "iters_per_s": round(result.iters_per_s, 2),
-        "val_miou": val.miou, "val_iou": val.iou,
+        "scenes": scenes_of(Path(data)), "train_seconds": round(train_s, 1),
+        "iters_per_s": round(result.iters_per_s, 2), "val_miou": val.miou, "val_iou": val.iou,
         "train_weight_realistic": tail_mean("weight_realistic"),
         "train_weight_deviating": tail_mean("weight_deviating"),
         "train_weight_mean": tail_mean("weight_mean"),
         "train_target_loss": tail_mean("target"), "train_source_loss": tail_mean("source"),
     }
     if SCHEMES[scheme].weighting is not None:
-        quality = evaluate_run(run, EvalOptions(split="source", device="cpu", show_progress=False,
+        quality = evaluate_run(run, EvalOptions(split="source", device="cpu", show_progress=False, threads=1,
                                                 batch_size=cfg.data.batch_size, max_images=100))
         q = quality.to_dict()
         row["source_auc"] = q["auc"]
         row["source_weight_realistic"] = q["mean_weight_realistic"]
         row["source_weight_deviating"] = q["mean_weight_deviating"]
         row["source_levels"] = q["levels"]
+        per_class, row["within_class_auc"] = within_class(run)
+        row["per_class"] = {str(c): v for c, v in per_class.items()}
     row["eval_seconds"] = round(time.perf_counter() - t1, 1)
     shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep config + metrics, drop the weights
     return row
 
 
-def load_rows(path: Path) -> list[dict[str, Any]]:
+def load_rows(path: Path, generator: str | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if generator is None or r.get("scenes", {}).get("generator") == generator]
 
 
 def _by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -123,36 +260,73 @@ def _fmt(v: float | None, nd: int = 2) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
 
 
+def _mean_sd(xs: list[float]) -> str:
+    if not xs:
+        return "—"
+    if len(xs) == 1:
+        return f"{xs[0]:+.1f} (1)"
+    return f"{statistics.fmean(xs):+.1f} ± {statistics.stdev(xs):.1f} ({len(xs)})"
+
+
+def paired(by: dict[str, dict[int, dict[str, Any]]], a: str, b: str) -> dict[int, float]:
+    """mIoU(a) - mIoU(b) in points, per seed both ran."""
+    return {s: 100 * (r["val_miou"] - by[b][s]["val_miou"]) for s, r in by.get(a, {}).items() if s in by.get(b, {})}
+
+
+def capture(by: dict[str, dict[int, dict[str, Any]]], name: str) -> float | None:
+    """(W - joint) / (oracle - joint), means over the seeds where all three ran."""
+    seeds = [s for s in by.get(name, {}) if s in by.get("joint", {}) and s in by.get("oracle", {})]
+    if not seeds:
+        return None
+    gain = statistics.fmean(100 * (by["oracle"][s]["val_miou"] - by["joint"][s]["val_miou"]) for s in seeds)
+    got = statistics.fmean(100 * (by[name][s]["val_miou"] - by["joint"][s]["val_miou"]) for s in seeds)
+    return got / gain if gain else None
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table: val mIoU per seed, the paired difference to joint (same seed), weights and AUC."""
+    """Markdown: mIoU, paired Δ vs joint and target-only, capture ratio, AUCs and weights, per variant."""
     by = _by_variant(rows)
-    joint = by.get("joint", {})
-    lines = ["| variant | val mIoU mean | per seed | Δ vs joint, paired (mean ± sd, n) "
-             "| weight realistic / deviating (train) | AUC (source, pixel / region / image) | train s/run |",
-             "|---|---|---|---|---|---|---|"]
-    for name in VARIANTS:
+    lines = ["| variant | seeds | val mIoU | Δ vs joint (mean ± sd, n) | Δ vs target-only | capture ratio "
+             "| AUC combined (pixel / region / image) | AUC within class | weight realistic / deviating "
+             "| train s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in [*VARIANTS, *sorted(set(by) - set(VARIANTS))]:
         if name not in by:
             continue
         rs = [by[name][k] for k in sorted(by[name])]
         m = statistics.fmean(100 * r["val_miou"] for r in rs)
-        seeds = ", ".join(f"{100 * r['val_miou']:.1f}" for r in rs)
-        deltas = [100 * (r["val_miou"] - joint[r["seed"]]["val_miou"]) for r in rs if r["seed"] in joint]
-        if deltas and name != "joint":
-            sd = statistics.stdev(deltas) if len(deltas) > 1 else math.nan
-            delta = f"{statistics.fmean(deltas):+.1f} ± {_fmt(sd, 1)} ({len(deltas)})"
-        else:
-            delta = "—"
-        wr = [r["train_weight_realistic"] for r in rs if r.get("train_weight_realistic") is not None]
-        wd = [r["train_weight_deviating"] for r in rs if r.get("train_weight_deviating") is not None]
-        weights = f"{statistics.fmean(wr):.2f} / {statistics.fmean(wd):.2f}" if wr and wd else "—"
+        d_joint = list(paired(by, name, "joint").values()) if name != "joint" else []
+        d_target = list(paired(by, name, "target-only").values()) if name != "target-only" else []
+        cap = capture(by, name)
         aucs = [r["source_auc"] for r in rs if r.get("source_auc") is not None]
         if aucs:
-            lv = {k: statistics.fmean(r["source_levels"][k]["auc"] for r in rs) for k in rs[0]["source_levels"]}
+            lv = {k: statistics.fmean(r["source_levels"][k]["auc"] for r in rs if k in r.get("source_levels", {}))
+                  for k in ("pixel", "region", "image") if any(k in r.get("source_levels", {}) for r in rs)}
             auc = f"{statistics.fmean(aucs):.2f} ({' / '.join(_fmt(lv.get(k)) for k in ('pixel', 'region', 'image'))})"
+            within = _fmt(statistics.fmean(r["within_class_auc"] for r in rs if r.get("within_class_auc") is not None))
+            wr = statistics.fmean(r["source_weight_realistic"] for r in rs)
+            wd = statistics.fmean(r["source_weight_deviating"] for r in rs)
+            weights = f"{wr:.2f} / {wd:.2f}"
         else:
             auc = "1.00 (by construction)" if name == "oracle" else "—"
+            within = "—"
+            weights = "1 / 0" if name == "oracle" else ("1 / 1" if SCHEMES[rs[0]["scheme"]].uses_source else "—")
         secs = statistics.fmean(r["train_seconds"] for r in rs)
-        lines.append(f"| {name} | {m:.1f} | {seeds} | {delta} | {weights} | {auc} | {secs:.0f} |")
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        lines.append(f"| {name} | {seeds} | {m:.1f} | {_mean_sd(d_joint)} | {_mean_sd(d_target)} | "
+                     f"{'—' if cap is None else f'{100 * cap:.0f} %'} | {auc} | {within} | {weights} | {secs:.0f} |")
+    return "\n".join(lines)
+
+
+def per_seed(rows: list[dict[str, Any]], variants: list[str]) -> str:
+    """Val mIoU per seed for the named variants (the raw numbers behind the paired columns)."""
+    by = _by_variant(rows)
+    seeds = sorted({s for v in variants for s in by.get(v, {})})
+    lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for v in variants:
+        if v in by:
+            cells = [f"{100 * by[v][s]['val_miou']:.1f}" if s in by[v] else "—" for s in seeds]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -175,47 +349,28 @@ def class_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
     return "\n".join(lines)
 
 
-def inspect(run_dir: Path, max_images: int = 100) -> str:
-    """What the weights pick, per source class: realistic share, mean weight on realistic / deviating
-    pixels, and the AUC *within* the class (ranking realistic above deviating pixels of the same class,
-    which a per-class prior cannot do)."""
-    from hrseg.data.dataset import open_split
-    from hrseg.data.labels import IGNORE_INDEX
-    from hrseg.evaluation.metrics import CLASS_NAMES, roc_auc
-    from hrseg.evaluation.weighting import weight_maps
+def pick_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
+    """What the weights pick, per source class (mean over seeds): weight on realistic / deviating, AUC within class."""
+    from hrseg.evaluation.metrics import CLASS_NAMES
 
-    loaded = RunDir(run_dir).load_for_inference()
-    cfg = loaded.config
-    assert loaded.weighting is not None, "inspect needs a w1/w19 run"
-    ds = open_split(cfg.data.data, cfg.data.source, cfg.data.source_split, fields=("image", "label", "realism"))
-    ws, ys, rs = [], [], []
-    n = min(max_images, len(ds))
-    bs = cfg.data.batch_size
-    for start in range(0, n - bs + 1, bs):
-        items = [ds[i] for i in range(start, start + bs)]
-        images = torch.stack([it["image"] for it in items])
-        labels = torch.stack([it["label"] for it in items]).long()
-        maps = weight_maps(loaded.segmenter, loaded.weighting, images, labels, cfg.weighting.input)
-        ws.append(maps.weight.flatten())
-        ys.append(labels.flatten())
-        rs.append(torch.stack([it["realism"] for it in items]).flatten())
-    w, y, r = torch.cat(ws), torch.cat(ys), torch.cat(rs)
-    known = (y != IGNORE_INDEX) & (r != 255)
-    lines = [f"weights of {run_dir} on {n} source images (combined weight)", "",
-             "| class | share of pixels | realistic share | mean w realistic | mean w deviating | AUC within class |",
-             "|---|---|---|---|---|---|"]
-    total = int(known.sum())
-    for c in range(19):
-        m = known & (y == c)
-        if int(m.sum()) < 100:
-            continue
-        real, dev = m & (r == 1), m & (r == 0)
-        auc = roc_auc(w[m], r[m] == 1) if int(real.sum()) and int(dev.sum()) else math.nan
-        lines.append(f"| {CLASS_NAMES[c]} | {int(m.sum()) / total:.3f} | {int(real.sum()) / int(m.sum()):.2f} | "
-                     f"{_fmt(w[real].mean().item() if real.any() else None)} | "
-                     f"{_fmt(w[dev].mean().item() if dev.any() else None)} | {_fmt(auc)} |")
-    overall = roc_auc(w[known], r[known] == 1)
-    lines.append(f"\noverall AUC {overall:.3f}")
+    by = _by_variant(rows)
+    head = "| class | share | realistic share | " + " | ".join(f"{v}: w real / dev, AUC" for v in variants) + " |"
+    lines = [head, "|---" * (len(variants) + 3) + "|"]
+    first = next((r for v in variants for r in by.get(v, {}).values() if r.get("per_class")), None)
+    if first is None:
+        return ""
+    for c, info in first["per_class"].items():
+        cells = []
+        for v in variants:
+            stats = [r["per_class"][c] for r in by.get(v, {}).values() if c in r.get("per_class", {})]
+            if not stats:
+                cells.append("—")
+                continue
+            mean = {k: statistics.fmean(s[k] for s in stats if not math.isnan(s[k])) if any(
+                not math.isnan(s[k]) for s in stats) else math.nan for k in ("w_realistic", "w_deviating", "auc")}
+            cells.append(f"{_fmt(mean['w_realistic'])} / {_fmt(mean['w_deviating'])}, {_fmt(mean['auc'])}")
+        lines.append(f"| {CLASS_NAMES[int(c)]} | {info['share']:.3f} | {info['realistic_share']:.2f} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -223,40 +378,50 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/hrseg-variants"))
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/variants.jsonl"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/variants-results.jsonl"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--variants", nargs="+", default=["target-only", "joint", "oracle", "w19"], choices=list(VARIANTS))
     ap.add_argument("--iters", type=int, default=None, help="override the quick budget's iterations")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--table", type=Path, default=None, help="print the markdown table of a results file")
-    ap.add_argument("--inspect", type=Path, default=None, help="per-class weights of a finished w1/w19 run dir")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (one thread each)")
+    ap.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
+    ap.add_argument("--generator", default=None, help="with --table: only rows measured on these scenes")
+    ap.add_argument("--classes", nargs="*", default=["oracle", "w19"], help="with --table: per-class columns")
+    ap.add_argument("--only-seeds", type=int, nargs="*", default=None, help="with --table: only these seeds")
     args = ap.parse_args()
-    if args.inspect is not None:
-        torch.set_num_threads(args.threads)
-        print(inspect(args.inspect))
-        return
     if args.table is not None:
-        rows = load_rows(args.table)
+        rows = [r for r in load_rows(args.table, args.generator)
+                if args.only_seeds is None or r["seed"] in args.only_seeds]
         print(table(rows))
         print()
+        print(per_seed(rows, [v for v in VARIANTS if any(r["variant"] == v for r in rows)]))
+        print()
         present = {r["variant"] for r in rows}
-        print(class_table(rows, [v for v in ("target-only", "oracle", "w19-product-batch", "w19-mean-batch", "w19-ratio-batch-c3",
-                                             "w1-mean-batch", "w19-product-none") if v in present]))
+        print(class_table(rows, [v for v in ["target-only", *args.classes] if v in present]))
+        print()
+        print(pick_table(rows, [v for v in args.classes if v in present and SCHEMES[VARIANTS[v][0]].weighting]))
         return
-    torch.set_num_threads(args.threads)  # 1: oversubscribed OpenMP threads on a shared machine crawl
-    budget = {} if args.iters is None else {"optim.iters": args.iters}
-    done = {(r["variant"], r["seed"]) for r in load_rows(args.out)}
-    print(f"budget: {json.dumps({**QUICK_BUDGET, **budget})}", flush=True)
-    for seed in args.seeds:
-        for name in args.variants:
-            if (name, seed) in done:
-                continue
-            row = run_one(name, seed, args.data, args.work, budget)
+    if args.data is None:
+        raise SystemExit("--data is required to train (or give --table)")
+    scenes = scenes_of(args.data)
+    done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
+            if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
+    todo = [(name, seed) for seed in args.seeds for name in args.variants if (name, seed) not in done]
+    budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
+    print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)
+    from hrseg.data.workers import pool_context
+
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=pool_context()) as pool:
+        futures: dict[Future[dict[str, Any]], tuple[str, int]] = {
+            pool.submit(run_one, name, seed, str(args.data), str(args.work), args.iters): (name, seed)
+            for name, seed in todo}
+        for fut in as_completed(futures):
+            row = fut.result()
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{name} seed {seed}: val mIoU {100 * row['val_miou']:.1f}  train {row['train_seconds']}s  "
-                  f"w real/dev {row['train_weight_realistic']}/{row['train_weight_deviating']}  "
-                  f"auc {row.get('source_auc')}", flush=True)
+            print(f"{row['variant']} seed {row['seed']}: val mIoU {100 * row['val_miou']:.1f}  "
+                  f"train {row['train_seconds']}s  w real/dev {_fmt(row.get('source_weight_realistic'))}/"
+                  f"{_fmt(row.get('source_weight_deviating'))}  auc {_fmt(row.get('source_auc'))} "
+                  f"within {_fmt(row.get('within_class_auc'))}", flush=True)
 
 
 if __name__ == "__main__":

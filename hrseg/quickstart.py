@@ -39,6 +39,7 @@ class QuickstartConfig:
     out: str = "hrseg-quickstart"
     seeds: int = 3
     schemes: tuple[str, ...] = QUICKSTART_SCHEMES
+    oracle: bool = False  # also train the perfect-selection upper bound (weight = realism mask); costs ~25 % more
     iters: int | None = None  # None: the training engineer's QUICK_BUDGET
     scene_seed: int = 0
     scene_size: tuple[int, int] = SceneConfig.size  # (W, H) of the generated target scenes
@@ -64,6 +65,11 @@ class QuickstartConfig:
         if self.threads < 1:
             raise HrsegError(f"--threads: must be >= 1, got {self.threads}")
         return self
+
+    @property
+    def trained_schemes(self) -> tuple[str, ...]:
+        """The schemes every seed trains: ``schemes``, plus the oracle row when asked for."""
+        return self.schemes + (("oracle",) if self.oracle and "oracle" not in self.schemes else ())
 
     @property
     def data_dir(self) -> Path:
@@ -209,8 +215,8 @@ def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> Quicks
                       show_progress=cfg.show_progress)
     seconds["prepare"] = time.perf_counter() - t0
 
-    runs = [cfg.run_dir(scheme, seed).path for seed in range(cfg.seeds) for scheme in cfg.schemes]
-    jobs = [(seed, scheme) for seed in range(cfg.seeds) for scheme in cfg.schemes]
+    runs = [cfg.run_dir(scheme, seed).path for seed in range(cfg.seeds) for scheme in cfg.trained_schemes]
+    jobs = [(seed, scheme) for seed in range(cfg.seeds) for scheme in cfg.trained_schemes]
     t = time.perf_counter()
     if cfg.jobs > 1:
         t_eval = _train_parallel(cfg, jobs, say)

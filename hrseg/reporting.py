@@ -5,6 +5,11 @@ device, logging) are one configuration: their mIoU is reported as mean ± std
 with the number of runs. The delta column compares each configuration with
 the target-only configuration of the same backbone and target-image budget,
 which is the question the paper asks: did the synthetic data help?
+
+Where an oracle row (perfect selection from the realism mask) and a direct
+joint row share a backbone and budget, every row also gets the share of the
+oracle's gain it captures, (mIoU - joint) / (oracle - joint): how much of
+what selection could gain the method gets.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any, Sequence
 
 from hrseg.atomic import atomic_path, write_json
 from hrseg.errors import HrsegError
-from hrseg.models import SEGMENTERS
+from hrseg.models import LEVELS, SEGMENTERS
+from hrseg.training.config import WeightingConfig
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 # fields that change how a run executed, not what it learned
@@ -36,6 +42,7 @@ class RunResult:
     auc: float | None = None  # weighting quality, when eval/source.json exists
     weight_realistic: float | None = None
     weight_deviating: float | None = None
+    level_auc: dict[str, float] = field(default_factory=dict)  # per level (pixel, region, image)
 
     @property
     def scheme(self) -> str:
@@ -68,6 +75,7 @@ class ReportRow:
     target_images: str
     runs: list[RunResult] = field(default_factory=list)
     delta: float | None = None
+    captured: float | None = None  # share of the oracle's gain over joint training
 
     @property
     def mious(self) -> list[float]:
@@ -92,6 +100,15 @@ class ReportRow:
     def weight_means(self) -> tuple[float | None, float | None]:
         return self._mean_of("weight_realistic"), self._mean_of("weight_deviating")
 
+    def level_aucs(self) -> dict[str, float]:
+        """Mean AUC per weighting level over the runs that report it (image level included)."""
+        levels = [lvl for lvl in LEVELS if any(lvl in r.level_auc for r in self.runs)]
+        return {lvl: statistics.fmean(r.level_auc[lvl] for r in self.runs if lvl in r.level_auc) for lvl in levels}
+
+    def level_auc_text(self) -> str:
+        aucs = self.level_aucs()
+        return " / ".join(f"{aucs[lvl]:.2f}" if lvl in aucs else "—" for lvl in LEVELS) if aucs else "—"
+
     def miou_text(self) -> str:
         text = f"{100 * self.mean:.1f}"
         if self.std is not None:
@@ -109,7 +126,9 @@ class ReportRow:
             "miou_std": self.std,
             "mious": self.mious,
             "delta_to_target_only": self.delta,
+            "captured_oracle_gain": self.captured,
             "weighting_auc": self.auc,
+            "weighting_auc_levels": self.level_aucs(),
             "weight_realistic": self._mean_of("weight_realistic"),
             "weight_deviating": self._mean_of("weight_deviating"),
             "runs": [r.path for r in self.runs],
@@ -125,21 +144,41 @@ class Report:
         return {"split": self.split, "metric": "mIoU (fraction; the tables show percent)",
                 "rows": [r.to_dict() for r in self.rows]}
 
+    @property
+    def has_oracle(self) -> bool:
+        return any(r.captured is not None for r in self.rows)
+
+    @property
+    def has_level_auc(self) -> bool:
+        return any(r.level_aucs() for r in self.rows)
+
     def markdown(self) -> str:
         has_auc = any(r.auc is not None for r in self.rows)
         head = ["configuration", "backbone", "target images", "runs", f"mIoU {self.split} (%)", "Δ vs target only"]
+        if self.has_oracle:
+            head.append("share of oracle gain")
         if has_auc:
             head += ["weighting AUC", "mean weight realistic / deviating"]
+        if self.has_level_auc:
+            head.append("AUC pixel / region / image")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), r.miou_text(),
                      _delta_text(r.delta)]
+            if self.has_oracle:
+                cells.append(captured_text(r.captured))
             if has_auc:
                 cells.append(f"{r.auc:.3f}" if r.auc is not None else "—")
                 real, dev = r.weight_means()
                 cells.append(f"{real:.2f} / {dev:.2f}" if real is not None and dev is not None else "—")
+            if self.has_level_auc:
+                cells.append(r.level_auc_text())
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
+
+
+def captured_text(captured: float | None) -> str:
+    return "—" if captured is None else f"{100 * captured:.0f} %"
 
 
 def _delta_text(delta: float | None) -> str:
@@ -167,6 +206,9 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
         result.auc = src.get("auc")
         result.weight_realistic = src.get("mean_weight_realistic")
         result.weight_deviating = src.get("mean_weight_deviating")
+        levels = src.get("levels") or {}
+        result.level_auc = {k: float(v["auc"]) for k, v in levels.items()
+                            if isinstance(v, dict) and isinstance(v.get("auc"), (int, float))}
     return result
 
 
@@ -175,9 +217,14 @@ def _title(result: RunResult) -> str:
     title = scheme.title if scheme is not None else result.scheme
     if result.config.get("gan", {}).get("enabled"):
         title += " + GAN"
-    if scheme is not None and scheme.weighting is not None and result.config.get("weighting", {}).get("input") == "image":
-        title += " (image input)"
+    w_input = result.config.get("weighting", {}).get("input")
+    if scheme is not None and scheme.weighting is not None and w_input != WeightingConfig.input:
+        title += f" ({_INPUT_NAMES.get(str(w_input), str(w_input))} input)"
     return title
+
+
+# W's input is named in a row's title when it is not the default (WeightingConfig.input)
+_INPUT_NAMES = {"pred": "prediction", "image": "image", "pred+image": "prediction + image"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -240,7 +287,18 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
                 and r.target_images == row.target_images]
         if len(base) == 1:
             row.delta = row.mean - base[0].mean
+    _capture_ratios(rows)
     return Report(rows=rows, split=split)
+
+
+def _capture_ratios(rows: list[ReportRow]) -> None:
+    """(mIoU - joint) / (oracle - joint) per row, where one joint and one oracle row share its backbone and budget."""
+    for row in rows:
+        same = [r for r in rows if r.backbone == row.backbone and r.target_images == row.target_images]
+        joint = [r for r in same if r.runs[0].scheme == "joint" and not r.runs[0].config.get("gan", {}).get("enabled")]
+        oracle = [r for r in same if r.runs[0].scheme == "oracle"]
+        if len(joint) == 1 and len(oracle) == 1 and oracle[0].mean != joint[0].mean:
+            row.captured = (row.mean - joint[0].mean) / (oracle[0].mean - joint[0].mean)
 
 
 def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:

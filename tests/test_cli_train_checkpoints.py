@@ -36,8 +36,11 @@ def test_save_every_keeps_weight_snapshots_and_final_is_last(data: Path, tmp_pat
                     "--checkpoint-every", "1", *SMALL, "--json", "-")
     assert result.exit_code == 0, text(result)
     ckpts = run / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["final.pt", "iter_000002.pt", "iter_000004.pt", "last.pt"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["final.pt", "iter_000002.pt", "iter_000004.pt", "last.pt",
+                                                      "previous.pt"]
     assert os.path.samefile(ckpts / "final.pt", ckpts / "last.pt")  # one file on disk, two names
+    previous = torch.load(ckpts / "previous.pt", weights_only=True)
+    assert previous["iteration"] == 4 and "optimizers" in previous  # the resumable state before the last
     assert stdout_json(result)["checkpoint"] == str(ckpts / "final.pt")
     snap = torch.load(ckpts / "iter_000002.pt", weights_only=True)
     assert snap["iteration"] == 2 and set(snap["models"]) == {"segmenter", "weighting"}

@@ -6,9 +6,11 @@ import fcntl
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -40,8 +42,22 @@ def cfg_for(data: Path, out: Path, scheme: str = "joint", **extra: object) -> Tr
 
 
 def _flip(path: Path, offset_fraction: float = 0.5) -> None:
+    """Flip one byte of record data at or after ``offset_fraction`` of the file.
+
+    Bytes outside the records' data (local header padding, data descriptors)
+    are covered by no checksum and ignored by loading, so a flip there is no
+    damage; the offset moves to the next byte of record data.
+    """
     raw = bytearray(path.read_bytes())
-    raw[int(len(raw) * offset_fraction)] ^= 0xFF
+    offset = int(len(raw) * offset_fraction)
+    with zipfile.ZipFile(path) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.header_offset):
+            name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+            data_start = info.header_offset + 30 + name_len + extra_len
+            if offset < data_start + info.compress_size and info.compress_size > 0:
+                offset = max(offset, data_start)
+                break
+    raw[offset] ^= 0xFF
     path.write_bytes(bytes(raw))
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
-from hrseg.models import HierarchicalWeighting, count_parameters
+from hrseg.models import WEIGHTING_NETWORKS, HierarchicalWeighting, count_parameters
 from hrseg.models.weighting import w1_trunk, w19_trunk
 
 
@@ -321,5 +321,151 @@ def test_trained_classifiers_give_target_like_inputs_higher_weight() -> None:
     ({"clamp": 0.0}, "weighting clamp"),
 ])
 def test_bad_options_are_user_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(HrsegError, match=match):
+        HierarchicalWeighting(**kwargs)
+
+
+def test_w19_default_has_an_activation_after_each_instance_norm_and_the_literal_table_stays() -> None:
+    assert {"w19", "w19-literal"} <= set(WEIGHTING_NETWORKS.names())
+    for network, activations in (("w19", 5), ("w19-literal", 2)):
+        trunk = HierarchicalWeighting(network, levels=("image",)).trunks["image"]
+        layers = list(trunk.children())
+        assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in layers) == activations
+        after_norm = [layers[i + 1] for i, m in enumerate(layers) if isinstance(m, nn.InstanceNorm2d)]
+        assert all(isinstance(m, nn.LeakyReLU) for m in after_norm) == (network == "w19")
+        assert count_parameters(trunk) == 530_067
+
+
+def test_w19_image_level_depends_on_its_input_the_literal_one_does_not() -> None:
+    """The literal table ends in InstanceNorm + a linear 1x1 layer: its image level is the bias for every input."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 19, 32, 64, generator=g).softmax(1)
+    b = (3 * torch.randn(2, 19, 32, 64, generator=g)).softmax(1)
+    for network, depends in (("w19", True), ("w19-literal", False)):
+        torch.manual_seed(0)
+        w = HierarchicalWeighting(network, levels=("image",), width=0.25).eval()
+        za, zb = w.level_logits(a)["image"], w.level_logits(b)["image"]
+        bias = w.trunks["image"][-1].bias.view(1, -1, 1, 1)
+        if depends:
+            assert (za - zb).abs().max() > 1e-3
+            assert (za[0] - za[1]).abs().max() > 1e-3  # also between the images of one batch
+        else:
+            torch.testing.assert_close(za, bias.expand_as(za), atol=1e-5, rtol=0)
+            torch.testing.assert_close(zb, bias.expand_as(zb), atol=1e-5, rtol=0)
+
+
+def test_soft_threshold_gives_near_binary_maps_on_a_toy_input() -> None:
+    """Two groups of pixels per level, far apart in score: the weight is ~0 on one side, ~constant on the other."""
+    g = torch.Generator().manual_seed(1)
+    high = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    high[:, :, :, :4] = True  # left half scores high at every level
+    z = torch.where(high, 2.0, -2.0) + 0.05 * torch.randn(2, 1, 8, 8, generator=g)
+    w = with_fixed(HierarchicalWeighting("w1", levels=("pixel", "region"), combine="softthreshold",
+                                         normalize="batch", steepness=5.0, width=0.125),
+                   {"pixel": z, "region": z})
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    weight = w(torch.zeros(2, 19, 8, 8), labels).weight
+    left, right = weight[:, :, :4], weight[:, :, 4:]
+    assert right.max() < 0.02 * left.min()
+    assert (left - 2.0).abs().max() < 0.05  # half the pixels carry the batch's mean weight of 1
+    torch.testing.assert_close(weight.mean(), torch.tensor(1.0))
+    soft = with_fixed(HierarchicalWeighting("w1", levels=("pixel", "region"), combine="product", normalize="batch",
+                                            width=0.125), {"pixel": z, "region": z})
+    plain = soft(torch.zeros(2, 19, 8, 8), labels).weight
+    assert plain[:, :, 4:].min() > 0.01 * plain[:, :, :4].max()  # the product of sigmoids is far from binary
+
+
+@pytest.mark.parametrize("combine", ["softthreshold", "softthreshold-sum"])
+def test_soft_threshold_follows_the_scores(combine: str) -> None:
+    """Shifting (or scaling) all logits changes nothing: the threshold is relative to the batch's scores."""
+    z = level_logits(7)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    labels[0, :3] = 255
+
+    def weight(shift: float, scale: float = 1.0) -> Tensor:
+        moved = {k: scale * v + shift for k, v in z.items()}
+        w = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", width=0.125), moved)
+        return w(torch.zeros(2, 19, 16, 16), labels).weight
+
+    base = weight(0.0)
+    for shift, scale in ((-6.0, 1.0), (4.0, 1.0), (-3.0, 2.5)):
+        torch.testing.assert_close(weight(shift, scale), base, rtol=1e-3, atol=1e-4)
+    assert base.max() > 3 * base.min()
+
+
+def test_soft_threshold_of_the_sum_is_one_threshold_on_the_summed_logits() -> None:
+    z = level_logits(11)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold-sum", normalize="batch", steepness=2.0,
+                                         width=0.125), z)
+    weight = w(torch.zeros(2, 19, 16, 16), labels).weight
+    total = sum(per_pixel(z, (16, 16)).values())
+    u = (total - total.mean()) / total.std(unbiased=False)
+    expected = torch.sigmoid(2.0 * u)
+    torch.testing.assert_close(weight, expected / expected.mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_soft_threshold_is_per_class_for_w19() -> None:
+    """Each class is judged against its own pixels: a class whose every score is low still has a selected half."""
+    z = torch.zeros(1, 19, 8, 8)
+    z[0, 3] = torch.linspace(-9.0, -8.0, 64).view(8, 8)  # class 3: all low, but ordered
+    z[0, 5] = torch.linspace(5.0, 6.0, 64).view(8, 8)    # class 5: all high, same order
+    labels = torch.full((1, 8, 8), 3, dtype=torch.long)
+    labels[0, 4:] = 5
+    w = with_fixed(HierarchicalWeighting("w19", levels=("pixel",), combine="softthreshold", normalize="batch",
+                                         steepness=4.0, width=0.125), {"pixel": z})
+    weight = w(torch.zeros(1, 19, 8, 8), labels).weight[0]
+    cls3, cls5 = weight[:4].flatten(), weight[4:].flatten()
+    assert cls3[-8:].mean() > 10 * cls3[:8].mean() and cls5[-8:].mean() > 10 * cls5[:8].mean()
+    assert 0.5 < float(cls3.mean() / cls5.mean()) < 2.0  # not all of class 3 thrown away
+    product = with_fixed(HierarchicalWeighting("w19", levels=("pixel",), normalize="batch", width=0.125),
+                         {"pixel": z})(torch.zeros(1, 19, 8, 8), labels).weight[0]
+    assert product[:4].mean() < 1e-3 * product[4:].mean()
+
+
+def test_constant_scores_give_uniform_soft_threshold_weights() -> None:
+    z = {k: torch.full_like(v, 2.5) for k, v in level_logits(8).items()}
+    w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold", normalize="batch", width=0.125), z)
+    weight = w(torch.zeros(2, 19, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long)).weight
+    torch.testing.assert_close(weight, torch.ones_like(weight))
+
+
+def test_warmup_then_ramp_from_uniform_to_full_weights_counted_by_training_calls() -> None:
+    z = level_logits(9)
+    labels = torch.zeros(2, 16, 16, dtype=torch.long)
+    full = with_fixed(HierarchicalWeighting("w1", normalize="batch", width=0.125), z)
+    target = full(torch.zeros(2, 19, 16, 16), labels, update_running=False).weight
+    w = with_fixed(HierarchicalWeighting("w1", normalize="batch", warmup=2, ramp=4, width=0.125), z)
+    seen = [w(torch.zeros(2, 19, 16, 16), labels).weight for _ in range(8)]  # training mode: one call per step
+    assert [w.strength(t) for t in range(8)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    for t in (0, 1, 2):
+        torch.testing.assert_close(seen[t], torch.ones_like(target))
+    expected = target.pow(0.5)
+    torch.testing.assert_close(seen[4], expected / expected.mean(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(seen[7], target, rtol=1e-5, atol=1e-6)
+    w.eval()
+    torch.testing.assert_close(w(torch.zeros(2, 19, 16, 16), labels).weight, target, rtol=1e-5, atol=1e-6)
+    assert int(w.num_updates) == 8  # evaluation does not advance the schedule
+
+
+def test_label_smoothing_moves_the_classifier_targets() -> None:
+    z = level_logits(10, (2, 1, 2, 2))
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    plain = with_fixed(HierarchicalWeighting("w1", levels=("pixel",), width=0.125), {"pixel": z["pixel"]})
+    smooth = with_fixed(HierarchicalWeighting("w1", levels=("pixel",), smoothing=0.1, width=0.125),
+                        {"pixel": z["pixel"]})
+    up = per_pixel(z, (8, 8))["pixel"]
+    for domain, target in ((1.0, 0.9), (0.0, 0.1)):
+        expected = F.binary_cross_entropy_with_logits(up, torch.full_like(up, target))
+        torch.testing.assert_close(smooth.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain), expected)
+        assert not torch.allclose(plain.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain), expected)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"steepness": 0.0}, "weighting steepness"),
+    ({"smoothing": 0.5}, "weighting smoothing"),
+    ({"warmup": -1}, "warmup / ramp"),
+])
+def test_bad_selection_options_are_user_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(HrsegError, match=match):
         HierarchicalWeighting(**kwargs)

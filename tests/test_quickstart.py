@@ -53,15 +53,26 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
     assert again.output.count("already trained with this configuration") == 8
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
-    # one run retrained in this process (--jobs 1) equals the one the worker process trained
+    # one run retrained in this process (--jobs 1) equals the one the worker process trained;
+    # --oracle adds the perfect-selection row and the share of its gain every row captures
     w19 = out / "runs" / "w19-s1"
     before = json.loads((w19 / "eval" / "val.json").read_text())
     shutil.rmtree(w19)
-    third = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY, "--jobs", "1"])
+    third = CliRunner().invoke(app, ["quickstart", "--out", str(out), *TOY, "--jobs", "1", "--oracle"])
     assert third.exit_code == 0, third.output
     assert third.output.count("already trained with this configuration") == 7
     after = json.loads((w19 / "eval" / "val.json").read_text())
     assert after["confusion_matrix"] == before["confusion_matrix"]
+    assert sorted(p.name for p in (out / "runs").glob("oracle-s*")) == ["oracle-s0", "oracle-s1"]
+    rows = {r["configuration"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert set(rows) == {"target only", "direct joint", "Ours with W^1", "Ours with W^19", "oracle (realism mask)"}
+    joint, oracle = rows["direct joint"]["miou_mean"], rows["oracle (realism mask)"]["miou_mean"]
+    if oracle != joint:
+        captured = (rows["Ours with W^19"]["miou_mean"] - joint) / (oracle - joint)
+        assert rows["Ours with W^19"]["captured_oracle_gain"] == pytest.approx(captured)
+        assert rows["oracle (realism mask)"]["captured_oracle_gain"] == pytest.approx(1.0)
+    assert set(rows["Ours with W^19"]["weighting_auc_levels"]) == {"pixel", "region", "image"}
+    assert "AUC pixel / region / image" in (out / "report.md").read_text()
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
@@ -84,3 +95,5 @@ def test_default_budget_is_the_same_for_every_scheme() -> None:
         assert all(d[k] == first[k] for k in keys), scheme
         assert not d["gan"]["enabled"]
     assert cfg.seeds == 3 and cfg.jobs == 2 and cfg.threads == 1
+    assert not cfg.oracle and "oracle" not in cfg.trained_schemes  # the default quick start pays nothing for it
+    assert QuickstartConfig(oracle=True).trained_schemes == (*cfg.schemes, "oracle")

@@ -28,6 +28,9 @@ def quickstart_command(
         None, "--val-scenes", show_default="50", help="Procedural target val scenes."),
     scene_size: str = typer.Option(
         "256x128", "--scene-size", metavar="WxH", help="Size of the generated target scenes."),
+    oracle: bool = typer.Option(False, "--oracle", help="Also train the perfect-selection upper bound (weight 1 on "
+                                "realistic, 0 on deviating source pixels) and show the share of its gain each row "
+                                "captures."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars."),
     json_path: Optional[str] = json_option(
         "Also write the summary (OUT/quickstart.json) to PATH ('-': standard output)."),
@@ -35,7 +38,7 @@ def quickstart_command(
     target_images: Optional[int] = old_spelling("--target-images"),
     val_images: Optional[int] = old_spelling("--val-images"),
 ) -> None:
-    """Generate scenes, train target-only / joint / w1 / w19, evaluate, draw weight maps, print the report.
+    """Generate scenes, train target-only / joint / w1 / w19 (and the oracle), evaluate, draw weights, report.
 
     What the schemes are and what the numbers mean: docs/method.md.
     """
@@ -50,7 +53,7 @@ def quickstart_command(
                          QuickstartConfig.target_images)[0]
         n_val = given({"--val-scenes": val_scenes, "--val-images": val_images}, QuickstartConfig.val_images)[0]
         cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
-                               workers=workers, source_images=n_source, target_images=n_target, val_images=n_val,
+                               workers=workers, oracle=oracle, source_images=n_source, target_images=n_target, val_images=n_val,
                                scene_size=parse_size(scene_size, "--scene-size", "256x128"),
                                show_progress=not no_progress)
         result = run_quickstart(cfg)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from hrseg.cli.common import emit_json, json_option, json_target, user_errors
 from hrseg.console import console
-from hrseg.reporting import Report, build_report, write_report
+from hrseg.reporting import Report, build_report, captured_text, write_report
 
 
 def print_report(report: Report) -> None:
@@ -22,13 +22,21 @@ def print_report(report: Report) -> None:
     table.add_column("runs", justify="right")
     table.add_column("mIoU", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
+    if report.has_oracle:
+        table.add_column("of oracle gain", justify="right", no_wrap=True)
     if has_auc:
         table.add_column("weight AUC", justify="right")
+    if report.has_level_auc:
+        table.add_column("AUC pixel / region / image", justify="right")
     for row in report.rows:
         delta = "—" if row.delta is None else f"{100 * row.delta:+.1f}"
         cells = [row.configuration, row.backbone, row.target_images, str(len(row.runs)), row.miou_text(), delta]
+        if report.has_oracle:
+            cells.append(captured_text(row.captured))
         if has_auc:
             cells.append("—" if row.auc is None else f"{row.auc:.3f}")
+        if report.has_level_auc:
+            cells.append(row.level_auc_text())
         table.add_row(*cells)
     console.print(table)
 

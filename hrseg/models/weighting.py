@@ -1,9 +1,10 @@
 """Weighting networks W^1 / W^19 and their hierarchical combination (docs/method.md: "Networks", "Combining ...").
 
 Each level (pixel, region, image) has its own trunk, as in the paper's figure
-(three networks W_p, W_r, W_i). A trunk is a domain classifier on predictions:
-trained to say 1 on target and 0 on source, its sigmoid on a source prediction is
-"how real does this area look", which becomes the source pixel's loss weight.
+(three networks W_p, W_r, W_i). A trunk is a domain classifier on its input
+(the image, S's prediction or both; see ``weighting_input``): trained to say 1
+on target and 0 on source, its sigmoid on a source area is "how real does this
+area look", which becomes the source pixel's loss weight.
 
 How the levels reach the label resolution (B, H, W):
 - pixel: trunk logits resized bilinearly (``align_corners=False``);
@@ -15,11 +16,15 @@ level (ignore pixels read channel 0; the caller masks them).
 
 Everything between the trunks and the loss weight happens here, in one
 place that training, evaluation and visualisation share: level maps ->
-combination (``COMBINATIONS``) -> normalisation (``NORMALIZATIONS``) -> clamp ->
-optional sharpening (re-normalised, re-clamped). Combination and normalisation
-work on log-weights so the density ratio exp(sum of logits) neither overflows
-nor underflows before normalising. Adding a weighting network, a combination
-or a normalisation rule is one function plus its registration below.
+combination (``COMBINATIONS``) -> schedule (warm-up / ramp) -> normalisation
+(``NORMALIZATIONS``) -> clamp -> optional sharpening (re-normalised,
+re-clamped). Combination and normalisation work on log-weights so the density
+ratio exp(sum of logits) neither overflows nor underflows before normalising.
+A combination sees the stacked level logits and a ``CombineContext`` (the
+groups each pixel is judged in: its class for W^19; the valid mask; the soft
+threshold's steepness), so relative rules such as ``softthreshold`` (the paper's
+Figure 3, the measured default) need nothing else. Adding a weighting network, a
+combination or a normalisation rule is one function plus its registration below.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from hrseg.models.common import check_width, scaled
 from hrseg.registry import Registry
 
 LEVELS: tuple[str, ...] = ("pixel", "region", "image")
-INPUTS: tuple[str, ...] = ("pred", "image")
+INPUTS: tuple[str, ...] = ("pred", "image", "pred+image")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -53,12 +58,16 @@ def w1_trunk(in_channels: int = 19, width: float = 1.0) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0) -> nn.Sequential:
+def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0,
+              activation: bool = True) -> nn.Sequential:
     """W^19 (one channel per class): two Conv(k3 s2)+LeakyReLU, 3x(Conv+InstanceNorm), 1x1 ConvTranspose; stride 4.
 
-    InstanceNorm without affine parameters and no activation after it, as the table
-    lists; the 1x1 ConvTranspose is kept (not a Conv) so the parameter names read
-    like the table.
+    ``activation`` adds LeakyReLU(0.2) after each InstanceNorm (the default
+    "w19"). Without it ("w19-literal", the table as printed) the trunk ends in
+    a non-affine InstanceNorm and a linear 1x1 layer, so every output channel's
+    spatial mean is that layer's bias whatever the input: the image level is a
+    constant. The 1x1 ConvTranspose is kept (not a Conv) so the parameter names
+    read like the table; the activation adds no parameters.
     """
     c1, c2 = scaled(64, width), scaled(128, width)
     layers: list[nn.Module] = [
@@ -69,6 +78,8 @@ def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0) 
     ]
     for _ in range(3):
         layers += [nn.Conv2d(c2, c2, 3, 1, 1), nn.InstanceNorm2d(c2, affine=False)]
+        if activation:
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
     layers.append(nn.ConvTranspose2d(c2, num_classes, 1, 1, 0))
     return nn.Sequential(*layers)
 
@@ -85,25 +96,89 @@ class WeightingNetwork:
 WEIGHTING_NETWORKS: Registry[WeightingNetwork] = Registry("weighting network", "--weight-network")
 WEIGHTING_NETWORKS.add("w1", WeightingNetwork("w1", lambda cin, ncls, width: w1_trunk(cin, width), per_class=False))
 WEIGHTING_NETWORKS.add("w19", WeightingNetwork("w19", w19_trunk, per_class=True))
+WEIGHTING_NETWORKS.add("w19-literal", WeightingNetwork(
+    "w19-literal", lambda cin, ncls, width: w19_trunk(cin, ncls, width, activation=False), per_class=True))
 
-# name -> (stacked per-pixel level logits (L, B, H, W)) -> log-weight (B, H, W)
-COMBINATIONS: Registry[Callable[[Tensor], Tensor]] = Registry("weight combination", "--weight-combine")
+
+@dataclass(frozen=True)
+class CombineContext:
+    """What a combination may look at besides the logits: the batch it weights.
+
+    ``groups`` (B, H, W) assigns each pixel to the score distribution it is
+    judged against (its ground-truth class for W^19, one group for W^1);
+    ``valid`` marks the labelled pixels; ``steepness`` is the soft threshold's.
+    """
+
+    groups: Tensor
+    num_groups: int
+    valid: Tensor
+    steepness: float = 2.0
+
+
+# name -> (stacked per-pixel level logits (L, B, H, W), context) -> log-weight (B, H, W)
+COMBINATIONS: Registry[Callable[[Tensor, CombineContext], Tensor]] = Registry("weight combination",
+                                                                             "--weight-combine")
 
 
 @COMBINATIONS.register("product")
-def _product(z: Tensor) -> Tensor:
+def _product(z: Tensor, ctx: CombineContext) -> Tensor:
     return F.logsigmoid(z).sum(0)
 
 
 @COMBINATIONS.register("mean")
-def _mean(z: Tensor) -> Tensor:
+def _mean(z: Tensor, ctx: CombineContext) -> Tensor:
     return torch.logsumexp(F.logsigmoid(z), 0) - math.log(z.shape[0])
 
 
 @COMBINATIONS.register("ratio")
-def _ratio(z: Tensor) -> Tensor:
+def _ratio(z: Tensor, ctx: CombineContext) -> Tensor:
     # log prod s/(1-s) = sum of logits: the density-ratio estimate p_target/p_source
     return z.sum(0)
+
+
+@COMBINATIONS.register("softthreshold")
+def _soft_threshold(z: Tensor, ctx: CombineContext) -> Tensor:
+    """The paper's Figure 3: each level's map thresholded softly, relative to the batch, then multiplied.
+
+    A fixed threshold on the sigmoid collapses as the classifiers separate the
+    domains, so each level's logits are standardised over the batch's valid
+    pixels of the same group (class, for W^19) and the threshold sits at that
+    group's mean: sigmoid(steepness * z-score) is near 0 below it and near 1
+    above it. Shifting or scaling a group's logits changes nothing.
+    """
+    return F.logsigmoid(ctx.steepness * standardise(z, ctx.groups, ctx.valid, ctx.num_groups)).sum(0)
+
+
+@COMBINATIONS.register("softthreshold-sum")
+def _soft_threshold_sum(z: Tensor, ctx: CombineContext) -> Tensor:
+    """One soft threshold on the summed level logits (the log density ratio), relative to the batch per group.
+
+    Unlike ``softthreshold`` a pixel need not clear every level's threshold:
+    a level that cannot rank a class (thin objects, a weak image level) only
+    adds its evidence, and every class keeps about half its pixels.
+    """
+    summed = z.sum(0, keepdim=True)
+    return F.logsigmoid(ctx.steepness * standardise(summed, ctx.groups, ctx.valid, ctx.num_groups))[0]
+
+
+# below this spread a group's logits count as constant (a z-score would only amplify rounding)
+_MIN_STD = 1e-4
+
+
+def standardise(z: Tensor, groups: Tensor, valid: Tensor, num_groups: int) -> Tensor:
+    """Z-scores of (L, B, H, W) logits per level and group, over valid pixels; 0 where a group is constant."""
+    levels = z.shape[0]
+    g = torch.where(valid, groups.long(), torch.zeros_like(groups, dtype=torch.long)).flatten()
+    g = g.clamp(0, num_groups - 1)
+    m = valid.flatten().to(z.dtype)
+    zf = z.flatten(1)
+    count = torch.zeros(num_groups, dtype=z.dtype, device=z.device).index_add_(0, g, m).clamp_min(1.0)
+    mean = torch.zeros(levels, num_groups, dtype=z.dtype, device=z.device).index_add_(1, g, zf * m) / count
+    dev = zf - mean[:, g]
+    var = torch.zeros(levels, num_groups, dtype=z.dtype, device=z.device).index_add_(1, g, dev * dev * m) / count
+    std = var.sqrt()[:, g]
+    u = torch.where(std > _MIN_STD, dev / std.clamp_min(_MIN_STD), torch.zeros_like(dev))
+    return u.view_as(z)
 
 
 NORMALIZATIONS: Registry[str] = Registry("weight normalisation", "--weight-normalize")
@@ -113,16 +188,27 @@ for _name, _doc in (("none", "raw weights: the classifiers may drive every sourc
     NORMALIZATIONS.add(_name, _doc)
 
 
+def input_channels(kind: str, num_classes: int) -> int:
+    """Channels of W's input for ``weighting_input(..., kind)``."""
+    return {"pred": num_classes, "image": 3, "pred+image": num_classes + 3}[kind]
+
+
 def weighting_input(logits: Tensor, normalized_image: Tensor, kind: str) -> Tensor:
-    """What W sees: the softmax of S's (detached) logits ("pred") or the normalised RGB image ("image").
+    """What W sees: the softmax of S's (detached) logits ("pred"), the normalised RGB image ("image"), or both.
 
     Training, evaluation and visualisation all call this, so the weights they
-    compute come from the same input.
+    compute come from the same input. "pred+image" stacks the softmax and the
+    image (resized to the prediction's size when they differ).
     """
     if kind == "image":
         return normalized_image.float()
     if kind == "pred":
         return torch.softmax(logits.detach().float(), dim=1)
+    if kind == "pred+image":
+        image = normalized_image.float()
+        if image.shape[-2:] != logits.shape[-2:]:
+            image = F.interpolate(image, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([torch.softmax(logits.detach().float(), dim=1), image], dim=1)
     raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {kind!r}")
 
 
@@ -152,6 +238,14 @@ class HierarchicalWeighting(nn.Module):
     mean weight; the EMA is a buffer (``running_log_mean``, the log of the mean)
     so checkpoints keep it. It is updated by :meth:`forward` / :meth:`weight` in
     training mode only, which therefore should only see source batches.
+
+    ``num_updates`` counts those training calls (one per iteration), so the
+    schedule resumes exactly and evaluation sees the schedule's final state:
+    for the first ``warmup`` steps every weight is 1 while the classifiers
+    learn, then over ``ramp`` steps the weight goes from uniform to W's
+    (w ** a, a rising linearly from 0 to 1, before normalisation).
+    ``smoothing`` moves the classifiers' BCE targets from 1 / 0 to
+    1 - smoothing / smoothing.
     """
 
     def __init__(
@@ -166,6 +260,10 @@ class HierarchicalWeighting(nn.Module):
         width: float = 1.0,
         momentum: float = 0.1,
         sharpen: float = 1.0,
+        steepness: float = 2.0,
+        smoothing: float = 0.0,
+        warmup: int = 0,
+        ramp: int = 0,
     ) -> None:
         super().__init__()
         design = WEIGHTING_NETWORKS[network]
@@ -186,6 +284,15 @@ class HierarchicalWeighting(nn.Module):
             raise HrsegError(f"weighting momentum: must be in (0, 1], got {momentum!r}")
         if not sharpen > 0:
             raise HrsegError(f"weighting sharpen: must be positive, got {sharpen!r}")
+        if not (math.isfinite(steepness) and steepness > 0):
+            raise HrsegError(f"weighting steepness: must be a finite number > 0, got {steepness!r}")
+        if not 0 <= smoothing < 0.5:
+            raise HrsegError(f"weighting smoothing: must be in [0, 0.5), got {smoothing!r}")
+        if warmup < 0 or ramp < 0:
+            raise HrsegError(f"weighting warmup / ramp: must be >= 0 iterations, got {warmup!r} / {ramp!r}")
+        self.steepness = float(steepness)
+        self.smoothing = float(smoothing)
+        self.warmup, self.ramp = int(warmup), int(ramp)
         self.clamp = clamp
         self.momentum = momentum
         self.sharpen = float(sharpen)
@@ -232,7 +339,11 @@ class HierarchicalWeighting(nn.Module):
 
     # -- combination and normalisation ---------------------------------------------------
     def _normalise(self, log_w: Tensor, valid: Tensor, update_running: bool) -> Tensor:
-        """Subtract the log of the normaliser: none, the batch mean, or the running mean of batch means."""
+        """Subtract the log of the normaliser: none, the batch mean, or the running mean of batch means.
+
+        The running mean starts from the first training step's batch mean (from 1
+        if that batch had no valid pixel).
+        """
         if self.normalize == "none":
             return log_w
         count = int(valid.sum())
@@ -249,17 +360,40 @@ class HierarchicalWeighting(nn.Module):
                     old = self.running_log_mean + math.log(1 - self.momentum) if self.momentum < 1 else None
                     new = batch_log_mean + math.log(self.momentum)
                     self.running_log_mean.copy_(new if old is None else torch.logaddexp(old, new))
-                self.num_updates += 1
         return log_w - self.running_log_mean
 
-    def combine_weight(self, level_pixel_logits: dict[str, Tensor], labels: Tensor, update_running: bool) -> Tensor:
-        """The loss weight of every pixel: combine, normalise, clamp, then sharpen (no autograd history)."""
-        z = torch.stack([level_pixel_logits[level].detach().float() for level in self.levels])
-        log_w = COMBINATIONS[self.combine](z)
+    def strength(self, step: int | None = None) -> float:
+        """The schedule's exponent on W's weight at a training step (default: the current one): 0 .. 1."""
+        if self.warmup == 0 and self.ramp == 0:
+            return 1.0
+        t = int(self.num_updates) if step is None else step
+        if t < self.warmup:
+            return 0.0
+        if self.ramp == 0:
+            return 1.0
+        return min(1.0, (t - self.warmup) / self.ramp)
+
+    def context(self, labels: Tensor) -> CombineContext:
+        """The batch a combination judges scores against: W^19 per ground-truth class, W^1 as one group."""
         valid = labels != IGNORE_INDEX
-        log_w = self._normalise(log_w, valid, update_running)
+        if self.out_channels > 1:
+            groups = torch.where(valid, labels.long(), torch.zeros_like(labels, dtype=torch.long))
+            return CombineContext(groups, self.out_channels, valid, self.steepness)
+        return CombineContext(torch.zeros_like(labels, dtype=torch.long), 1, valid, self.steepness)
+
+    def combine_weight(self, level_pixel_logits: dict[str, Tensor], labels: Tensor, update_running: bool) -> Tensor:
+        """The loss weight of every pixel: combine, schedule, normalise, clamp, then sharpen (no autograd history)."""
+        z = torch.stack([level_pixel_logits[level].detach().float() for level in self.levels])
+        ctx = self.context(labels)
+        log_w = COMBINATIONS[self.combine](z, ctx)
+        a = self.strength()
+        if a < 1.0:
+            log_w = log_w * a
+        log_w = self._normalise(log_w, ctx.valid, update_running)
+        if update_running:
+            self.num_updates += 1
         cap = MAX_LOG_WEIGHT if self.clamp is None else min(MAX_LOG_WEIGHT, math.log(self.clamp))
-        return self._sharpen(log_w.clamp(max=cap).exp(), valid)
+        return self._sharpen(log_w.clamp(max=cap).exp(), ctx.valid)
 
     def _sharpen(self, weight: Tensor, valid: Tensor) -> Tensor:
         """w**power, back to batch mean 1 when W normalises: a soft step toward hard selection."""
@@ -290,7 +424,7 @@ class HierarchicalWeighting(nn.Module):
     def classifier_loss(
         self, inp: Tensor, labels: Tensor, domain: float, logits: dict[str, Tensor] | None = None
     ) -> Tensor:
-        """Sum over levels of the mean BCE-with-logits against ``domain`` (1 target, 0 source).
+        """Sum over levels of the mean BCE-with-logits against ``domain`` (1 target, 0 source; smoothed).
 
         W^1: pixel level over valid pixels, region level over valid cells (a cell is
         valid if any of its pixels is, cells being what nearest up-sampling maps
@@ -319,7 +453,7 @@ class HierarchicalWeighting(nn.Module):
             if picked.numel() == 0:
                 total = total + pred.sum() * 0.0  # keep the graph connected for DDP
                 continue
-            target = torch.full_like(picked, float(domain))
+            target = torch.full_like(picked, self.smoothing + float(domain) * (1.0 - 2.0 * self.smoothing))
             total = total + F.binary_cross_entropy_with_logits(picked, target)
         return total
 

@@ -57,6 +57,8 @@ class TrainData:
             self.target_indices = pick_subset(len(target_full), d.target_images, d.target_fraction, cfg.run.seed,
                                               f"{d.target}/{d.target_split}")
         self.target = target_full.subset(self.target_indices)
+        self.heldout_indices = self._heldout(len(target_full))
+        self.heldout = target_full.subset(self.heldout_indices) if self.heldout_indices else None
         self.signature: dict[str, Any] = {"target": data_signature(target_full.manifest)}
         self.source: ShardDataset | None = None
         self.source_indices: list[int] = []
@@ -66,8 +68,27 @@ class TrainData:
             self._check_unchanged(resumed["signature"])
         self.streams: dict[str, DomainStream] = {}
         # one augmentation generator per domain: a scheme that adds source batches leaves the target crops alone
+        domains = ("source", "target", "heldout") if self.heldout is not None else ("source", "target")
         self.generators = {dom: torch.Generator().manual_seed(mix_seed(cfg.run.seed, 3, i, dist.rank))
-                           for i, dom in enumerate(("source", "target"))}
+                           for i, dom in enumerate(domains)}
+
+    def _heldout(self, n: int) -> list[int]:
+        """Labelled target images W may learn "target" from, disjoint from S's subset (a pure function of the seed).
+
+        S never trains on them, so its predictions there are not memorised: W
+        cannot learn "confident = target" from them.
+        """
+        k = self.cfg.weighting.heldout_images
+        if k == 0 or self.scheme.weighting is None:
+            return []
+        d = self.cfg.data
+        used = set(self.target_indices)
+        rest = [i for i in range(n) if i not in used]
+        if k > len(rest):
+            raise HrsegError(f"weighting.heldout_images: asked for {k} held-out images but {d.target}/"
+                             f"{d.target_split} has only {len(rest)} beside the {len(self.target_indices)} "
+                             "S trains on")
+        return [rest[i] for i in pick_subset(len(rest), k, None, mix_seed(self.cfg.run.seed, 17), "held-out")]
 
     def _open_source(self, resumed: dict[str, Any] | None) -> None:
         d = self.cfg.data
@@ -96,7 +117,8 @@ class TrainData:
         """What data_subset.json records: the images this run trains on."""
         d = self.cfg.data
         return {
-            "target": {"dataset": d.target, "split": d.target_split, "indices": self.target_indices},
+            "target": {"dataset": d.target, "split": d.target_split, "indices": self.target_indices,
+                       **({"heldout_indices": self.heldout_indices} if self.heldout_indices else {})},
             "source": {"dataset": d.source, "split": d.source_split, "count": len(self.source_indices),
                        "indices": self.source_indices if self.scheme.source_filter is not None else None},
         }
@@ -109,6 +131,10 @@ class TrainData:
         self.streams = {"target": DomainStream(self.target, domain="target", start=int(pos["target"]), **common)}
         if self.source is not None:
             self.streams["source"] = DomainStream(self.source, domain="source", start=int(pos["source"]), **common)
+        if self.heldout is not None:
+            order = {**common, "seed": mix_seed(cfg.run.seed, 17) % (2**31)}
+            self.streams["heldout"] = DomainStream(self.heldout, domain="target", start=int(pos.get("heldout", 0)),
+                                                   **order)
 
     def positions(self) -> dict[str, int]:
         """Batches consumed per domain: with the seeded sampler, all a checkpoint needs to continue the order."""
@@ -117,7 +143,18 @@ class TrainData:
         return out
 
     def batch(self, domain: str) -> dict[str, torch.Tensor]:
-        """The next batch of ``domain``, on the device, augmented (and relabelled by the scheme's filter)."""
+        """The next batch of ``domain``, on the device, augmented (and relabelled by the scheme's filter).
+
+        With held-out images a target batch also carries W's own target batch as
+        ``heldout_image`` / ``heldout_label``.
+        """
+        out = self._draw(domain)
+        if domain == "target" and self.heldout is not None:
+            held = self._draw("heldout")
+            out["heldout_image"], out["heldout_label"] = held["image"], held["label"]
+        return out
+
+    def _draw(self, domain: str) -> dict[str, torch.Tensor]:
         raw = self.streams[domain].next()
         batch = {k: v.to(self.device, non_blocking=True) for k, v in raw.items() if isinstance(v, torch.Tensor)}
         d, gen = self.cfg.data, self.generators[domain]

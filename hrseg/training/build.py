@@ -15,6 +15,7 @@ from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
 from hrseg.models.batchnorm import apply_bn_mode
+from hrseg.models.weighting import input_channels
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import SCHEMES, phase_at
 
@@ -70,9 +71,10 @@ def build_weighting(cfg: TrainConfig) -> HierarchicalWeighting:
     if w.network is None:
         raise HrsegError(f"scheme {cfg.scheme!r} has no weighting network (weighting.network is unset)")
     return HierarchicalWeighting(
-        network=w.network, in_channels=cfg.model.num_classes if w.input == "pred" else 3,
+        network=w.network, in_channels=input_channels(w.input, cfg.model.num_classes),
         num_classes=cfg.model.num_classes, levels=tuple(w.levels), combine=w.combine, normalize=w.normalize,
-        clamp=w.clamp, width=w.width, sharpen=w.sharpen,
+        clamp=w.clamp, width=w.width, sharpen=w.sharpen, steepness=w.steepness, smoothing=w.smoothing,
+        warmup=w.warmup, ramp=w.ramp,
     )
 
 

@@ -74,14 +74,20 @@ class DataConfig:
 class WeightingConfig:
     """The hierarchical weighting networks W (schemes w1 / w19)."""
 
-    network: str | None = None  # "w1" | "w19"; None: the scheme's (its table row)
-    input: str = "pred"  # "pred" (softmax of S) | "image" (ablation "W^1 (Image)")
+    network: str | None = None  # "w1" | "w19" | "w19-literal"; None: the scheme's (its table row)
+    # defaults = the variant that captured most of the oracle's gain in docs/weighting-variants.md;
+    # the paper's own rows (presets) keep W on predictions
+    input: str = "image"  # "image" (RGB) | "pred" (softmax of S, the paper's) | "pred+image"
     levels: tuple[str, ...] = ("pixel", "region", "image")
-    # default = the best variant of the study in docs/weighting-variants.md
-    combine: str = "product"
+    combine: str = "softthreshold"
     normalize: str = "batch"
     clamp: float | None = None
     sharpen: float = 1.0  # exponent on the combined weight, re-normalised (>1 moves toward hard selection)
+    steepness: float = 2.0  # combine "softthreshold": slope on each level's batch z-score
+    smoothing: float = 0.0  # label smoothing of the classifiers' targets (1 - s for target, s for source)
+    warmup: int = 0  # iterations with every weight 1 while W already learns
+    ramp: int = 0  # iterations after warm-up over which the weight goes from uniform to W's (soft to hard)
+    heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
     width: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -224,6 +230,13 @@ class TrainConfig:
             _positive(option, value)
         if self.weighting.clamp is not None:
             _positive("--weight-clamp", self.weighting.clamp)
+        _positive("weighting.steepness", self.weighting.steepness)
+        if not 0 <= self.weighting.smoothing < 0.5:
+            raise HrsegError(f"weighting.smoothing: must be in [0, 0.5), got {self.weighting.smoothing}")
+        for option, count in (("weighting.warmup", self.weighting.warmup), ("weighting.ramp", self.weighting.ramp),
+                              ("weighting.heldout_images", self.weighting.heldout_images)):
+            if count < 0:
+                raise HrsegError(f"{option}: must be >= 0, got {count}")
         for option, value in (("optim.weight_decay", self.optim.weight_decay),
                               ("optim.poly_power", self.optim.poly_power)):
             if not (math.isfinite(value) and value >= 0):

@@ -82,9 +82,9 @@ class Objective:
             stats.update(weight_stats(weight, src))
 
         if p.weighting and src is not None and tgt is not None:
-            w_in_t = weighting_input(logits[n_s:], tgt["image"], self.cfg.weighting.input)
+            w_in_t, w_labels_t = self._weighting_target(logits[n_s:], tgt)
             result.weighting = losses.weighting_loss(self.nets["weighting"], w_in_s, src["label"], w_in_t,
-                                                     tgt["label"], source_logits=w_logits_s)
+                                                     w_labels_t, source_logits=w_logits_s)
             terms["w_cls"] = result.weighting
 
         s_loss = result.segmenter
@@ -98,6 +98,20 @@ class Objective:
             s_loss = s_loss + s_adv
         terms["total_s"] = result.segmenter = s_loss
         return result
+
+    def _weighting_target(self, target_logits: Tensor, tgt: Batch) -> tuple[Tensor, Tensor]:
+        """W's "target" examples: S's predictions on its own target batch, or on held-out labelled images.
+
+        The held-out pass needs no gradient; S stays in training mode so W sees
+        predictions made the same way as the source ones it weights.
+        """
+        kind = self.cfg.weighting.input
+        if "heldout_image" not in tgt:
+            return weighting_input(target_logits, tgt["image"], kind), tgt["label"]
+        image = tgt["heldout_image"]
+        with torch.no_grad(), self.autocast():
+            held = self.segmenter(image).logits
+        return weighting_input(held, image, kind), tgt["heldout_label"]
 
     def _gan_terms(self, features: Tensor, src: Batch, tgt: Batch, n_s: int,
                    terms: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:

@@ -11,7 +11,6 @@ folder in ``rundir.py``.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
@@ -33,7 +32,8 @@ from hrseg.training.objective import Objective, StepLosses
 from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
-from hrseg.training.tensorboard import TensorBoardLog, check_available
+from hrseg.training.runlog import RunLog, describe
+from hrseg.training.tensorboard import check_available
 
 
 class NonFiniteLoss(HrsegError):
@@ -259,14 +259,12 @@ class Trainer:
             run.write_config(cfg)
             run.write_subset(self.data.subset_record())
             run.truncate_metrics(self.iteration)
-        tb = (TensorBoardLog(str(run.tensorboard_dir), cfg.run.tensorboard_every, cfg.weighting.input)
-              if self.is_main and cfg.run.tensorboard else None)
         start_iter, t_start = self.iteration, time.perf_counter()
         last: dict[str, Any] = {}
         status, images_per_iter = "finished", 0
         interrupt = InterruptFlag()
         bar = progress("it", disable=not (self.is_main and cfg.run.progress))
-        log = run.metrics_path.open("a") if self.is_main else None
+        log = RunLog(run, cfg, self.is_main)
         try:
             with interrupt, bar:
                 task = bar.add_task("train", total=cfg.optim.iters, completed=self.iteration, rate="")
@@ -280,15 +278,10 @@ class Trainer:
                     images_per_iter = cfg.data.batch_size * (int(p.source) + int(p.target)) * self.dist.world_size
                     last = {"iter": self.iteration, "phase": p.phase, "lr": lr,
                             "images_per_s": images_per_iter / dt if dt > 0 else 0.0, **values}
-                    if log is not None and (self.iteration % cfg.run.log_every == 0
-                                            or self.iteration == cfg.optim.iters):
-                        log.write(json.dumps(last) + "\n")
-                        log.flush()
-                        if tb is not None:
-                            tb.scalars(last, self.iteration)
-                    if tb is not None and tb.wants_image(self.iteration):
-                        self._weight_image(tb)
-                    bar.update(task, completed=self.iteration, description=_describe(values),
+                    log.record(last, self.iteration)
+                    if log.wants_image(self.iteration):
+                        self._weight_image(log.tb)
+                    bar.update(task, completed=self.iteration, description=describe(values),
                                rate=f"{last['images_per_s']:.1f} img/s")
                     stop = self._agree(interrupt.requested or (
                         stop_after is not None and self.iteration - start_iter >= stop_after))
@@ -301,10 +294,7 @@ class Trainer:
                         status = "interrupted"
                         break
         finally:
-            if log is not None:
-                log.close()
-            if tb is not None:
-                tb.close()
+            log.close()
             self.data.close()
         path = self.save(LAST)
         if status == "finished" and self.is_main:
@@ -326,7 +316,7 @@ class Trainer:
         ddp.barrier(self.dist)
         return result
 
-    def _weight_image(self, tb: TensorBoardLog) -> None:
+    def _weight_image(self, tb: Any) -> None:
         """The weight-map panel of the source batch just trained on (schemes with a weighting network)."""
         if "weighting" not in self.nets or self.last_source is None:
             return
@@ -344,13 +334,6 @@ class Trainer:
     def close(self) -> None:
         self._owner.close()
         ddp.shutdown(self.dist)
-
-
-def _describe(values: dict[str, float]) -> str:
-    parts = [f"{k} {values[k]:.3f}" for k in ("target", "source", "w_cls", "g", "d") if k in values]
-    if "weight_mean" in values:
-        parts.append(f"w {values['weight_mean']:.2f}")
-    return "train " + " ".join(parts)
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,

@@ -1,0 +1,49 @@
+"""What a run records as it trains: metrics.jsonl, TensorBoard on request, and the progress bar's text.
+
+Only the main process writes; on other ranks every method does nothing, so the
+loop calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+from hrseg.training.config import TrainConfig
+from hrseg.training.rundir import RunDir
+from hrseg.training.tensorboard import TensorBoardLog
+
+
+class RunLog:
+    """metrics.jsonl (every ``log_every`` iterations and the last) and, with ``--tensorboard``, event files."""
+
+    def __init__(self, run: RunDir, cfg: TrainConfig, is_main: bool) -> None:
+        self.cfg = cfg
+        self.file: IO[str] | None = run.metrics_path.open("a") if is_main else None
+        self.tb = (TensorBoardLog(str(run.tensorboard_dir), cfg.run.tensorboard_every, cfg.weighting.input)
+                   if is_main and cfg.run.tensorboard else None)
+
+    def record(self, values: dict[str, Any], iteration: int) -> None:
+        if self.file is None or not (iteration % self.cfg.run.log_every == 0 or iteration == self.cfg.optim.iters):
+            return
+        self.file.write(json.dumps(values) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            self.tb.scalars(values, iteration)
+
+    def wants_image(self, iteration: int) -> bool:
+        return self.tb is not None and self.tb.wants_image(iteration)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def describe(values: dict[str, float]) -> str:
+    """The progress bar's text: the main losses and the mean weight."""
+    parts = [f"{k} {values[k]:.3f}" for k in ("target", "source", "w_cls", "g", "d") if k in values]
+    if "weight_mean" in values:
+        parts.append(f"w {values['weight_mean']:.2f}")
+    return "train " + " ".join(parts)
