@@ -92,7 +92,7 @@ def _per_item_sizes(ds: ShardDataset, clip_to_canvas: bool) -> list[tuple[int, i
     per_shard: dict[int, np.ndarray] = {}
     for shard, info in enumerate(ds.manifest.shards):
         with ShardReader(ds.split_dir / info.file) as reader:
-            per_shard[shard] = np.asarray(reader.dataset("orig_sizes")[()])
+            per_shard[shard] = np.asarray(reader.read_all("orig_sizes"))  # checked row by row
             full = reader.dataset("full_labels") if reader.has("full_labels") else reader.dataset("labels")
             canvas[shard] = (int(full.shape[1]), int(full.shape[2]))
     sizes = []
