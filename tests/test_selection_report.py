@@ -50,7 +50,21 @@ def test_capture_ratio_and_level_auc(runs: list[Path], tmp_path: Path, monkeypat
     monkeypatch.setattr(console, "width", 200)  # a wide terminal: every column whole
     result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
-    assert "60 %" in result.output and "0.80 / 0.75 / 0.60" in result.output
+    assert "60 %" in result.output and "0.80/0.75/0.60" in result.output
+
+
+def test_the_printed_table_fits_80_columns_whole(runs: list[Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every column shown, nothing is cut: shared settings move into the title."""
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    table = result.stderr.split("wrote ")[0]
+    assert "…" not in table
+    assert max(len(line) for line in table.splitlines()) <= 80
+    assert "FCN-8s / VGG16, 16 target images, 2 runs" in table
+    for cell in ("oracle (realism mask)", "54.0 ± 1.4", "60 %", "0.800", "0.80/0.75/0.60"):
+        assert cell in table
 
 
 def test_no_oracle_row_no_capture_column(runs: list[Path]) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich import box
 from rich.table import Table
 
 from hrseg.cli.common import emit_json, json_option, json_target, user_errors
@@ -14,29 +15,45 @@ from hrseg.reporting import Report, build_report, captured_text, write_report
 
 
 def print_report(report: Report) -> None:
+    """The comparison as a rich table that fits an 80-column terminal (report.md has every column).
+
+    Settings every row shares (backbone, labelled target images, runs) go into
+    the title instead of a column each.
+    """
     has_auc = any(r.auc is not None for r in report.rows)
-    table = Table(title=f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only")
+    shared = {
+        "backbone": {r.backbone for r in report.rows}, "target images": {r.target_images for r in report.rows},
+        "runs": {str(len(r.runs)) for r in report.rows},
+    }
+    common = [f"{values.pop()} {name}" if name != "backbone" else values.pop()
+              for name, values in shared.items() if len(values) == 1]
+    title = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
+    if common:
+        title += "\n" + ", ".join(common)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("configuration", no_wrap=True)
-    table.add_column("backbone", no_wrap=True)
-    table.add_column("target imgs", justify="right")
-    table.add_column("runs", justify="right")
+    varying = [name for name, values in shared.items() if values]  # emptied by pop() when shared
+    for name in varying:
+        table.add_column(name, justify="right" if name != "backbone" else "left", no_wrap=True)
     table.add_column("mIoU", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
     if report.has_oracle:
-        table.add_column("of oracle gain", justify="right", no_wrap=True)
+        table.add_column("of oracle", justify="right", no_wrap=True)
     if has_auc:
-        table.add_column("weight AUC", justify="right")
+        table.add_column("AUC", justify="right", no_wrap=True)
     if report.has_level_auc:
-        table.add_column("AUC pixel / region / image", justify="right")
+        table.add_column("pix/reg/img", justify="right", no_wrap=True)
     for row in report.rows:
-        delta = "—" if row.delta is None else f"{100 * row.delta:+.1f}"
-        cells = [row.configuration, row.backbone, row.target_images, str(len(row.runs)), row.miou_text(), delta]
+        cells = [row.configuration]
+        cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs))}[n]
+                  for n in varying]
+        cells += [row.miou_text(), "—" if row.delta is None else f"{100 * row.delta:+.1f}"]
         if report.has_oracle:
             cells.append(captured_text(row.captured))
         if has_auc:
             cells.append("—" if row.auc is None else f"{row.auc:.3f}")
         if report.has_level_auc:
-            cells.append(row.level_auc_text())
+            cells.append(row.level_auc_text().replace(" / ", "/"))
         table.add_row(*cells)
     console.print(table)
 
