@@ -79,3 +79,13 @@ def test_titles_name_w_input_only_when_it_is_not_the_default(tmp_path: Path) -> 
         _run(tmp_path, "pred", "w19", 0, 0.4, **{"weighting.input": "pred"}),
     ]).rows
     assert sorted(r.configuration for r in rows) == ["Ours with W^19", "Ours with W^19 (prediction input)"]
+
+
+def test_the_heading_is_not_wrapped_to_a_narrow_table(runs: list[Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs make a narrow table; its heading stays two whole lines, as wide as it needs."""
+    monkeypatch.setattr(console, "width", 200)
+    result = CliRunner().invoke(app, ["report", *map(str, runs[:2]), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert any(line.strip() == "mIoU on val (%), mean ± std over runs; Δ: vs target only" for line in lines), lines

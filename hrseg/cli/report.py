@@ -14,23 +14,30 @@ from hrseg.console import console
 from hrseg.reporting import Report, build_report, captured_text, write_report
 
 
+def _shared_text(name: str, value: str) -> str:
+    if name == "backbone":
+        return value
+    return f"{value} {name.removesuffix('s')}" if value == "1" else f"{value} {name}"
+
+
 def print_report(report: Report) -> None:
     """The comparison as a rich table that fits an 80-column terminal (report.md has every column).
 
     Settings every row shares (backbone, labelled target images, runs) go into
-    the title instead of a column each.
+    the heading instead of a column each. The heading is printed above the
+    table, not as its title: rich wraps a title to the table's width, which
+    broke it over five lines for a narrow two-row table.
     """
     has_auc = any(r.auc is not None for r in report.rows)
     shared = {
         "backbone": {r.backbone for r in report.rows}, "target images": {r.target_images for r in report.rows},
         "runs": {str(len(r.runs)) for r in report.rows},
     }
-    common = [f"{values.pop()} {name}" if name != "backbone" else values.pop()
-              for name, values in shared.items() if len(values) == 1]
+    common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
     title = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
     if common:
         title += "\n" + ", ".join(common)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("configuration", no_wrap=True)
     varying = [name for name, values in shared.items() if values]  # emptied by pop() when shared
     for name in varying:
@@ -55,6 +62,7 @@ def print_report(report: Report) -> None:
         if report.has_level_auc:
             cells.append(row.level_auc_text().replace(" / ", "/"))
         table.add_row(*cells)
+    console.print(title, highlight=False)
     console.print(table)
 
 
