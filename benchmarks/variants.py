@@ -242,18 +242,37 @@ def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> di
     return row
 
 
-def load_rows(path: Path, generator: str | None = None) -> list[dict[str, Any]]:
+def load_rows(path: Path, generator: str | None = None, source: int = 0) -> list[dict[str, Any]]:
+    """Rows of one results file; ``source`` tags them so pairs are only formed within one file."""
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if generator is None or r.get("scenes", {}).get("generator") == generator]
+    return [{**r, "_source": source} for r in rows
+            if generator is None or r.get("scenes", {}).get("generator") == generator]
 
 
-def _by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
-    by: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in rows:
-        by.setdefault(r["variant"], {})[r["seed"]] = r
-    return by
+class ByVariant(dict):
+    """variant -> seed -> row, plus each row's partners from the same results file.
+
+    Results files from different machines differ run by run (CPU rounding
+    grows over training), so a paired difference only pairs rows of one
+    file. The first file's row is the one shown; a later file only adds the
+    (variant, seed) pairs the earlier ones lack.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self._same_file: dict[tuple[int, str, int], dict[str, Any]] = {}
+        for r in rows:
+            self.setdefault(r["variant"], {}).setdefault(r["seed"], r)
+            self._same_file[(r.get("_source", 0), r["variant"], r["seed"])] = r
+
+    def partner(self, row: dict[str, Any], variant: str) -> dict[str, Any] | None:
+        return self._same_file.get((row.get("_source", 0), variant, row["seed"]))
+
+
+def _by_variant(rows: list[dict[str, Any]]) -> ByVariant:
+    return ByVariant(rows)
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:
@@ -268,18 +287,24 @@ def _mean_sd(xs: list[float]) -> str:
     return f"{statistics.fmean(xs):+.1f} ± {statistics.stdev(xs):.1f} ({len(xs)})"
 
 
-def paired(by: dict[str, dict[int, dict[str, Any]]], a: str, b: str) -> dict[int, float]:
-    """mIoU(a) - mIoU(b) in points, per seed both ran."""
-    return {s: 100 * (r["val_miou"] - by[b][s]["val_miou"]) for s, r in by.get(a, {}).items() if s in by.get(b, {})}
+def paired(by: ByVariant, a: str, b: str) -> dict[int, float]:
+    """mIoU(a) - mIoU(b) in points, per seed both ran (in the same results file)."""
+    out = {}
+    for s, r in by.get(a, {}).items():
+        other = by.partner(r, b)
+        if other is not None:
+            out[s] = 100 * (r["val_miou"] - other["val_miou"])
+    return out
 
 
-def capture(by: dict[str, dict[int, dict[str, Any]]], name: str) -> float | None:
-    """(W - joint) / (oracle - joint), means over the seeds where all three ran."""
-    seeds = [s for s in by.get(name, {}) if s in by.get("joint", {}) and s in by.get("oracle", {})]
-    if not seeds:
+def capture(by: ByVariant, name: str) -> float | None:
+    """(W - joint) / (oracle - joint), means over the seeds where all three ran (in one file each)."""
+    trios = [(r, by.partner(r, "joint"), by.partner(r, "oracle")) for r in by.get(name, {}).values()]
+    trios = [(w, j, o) for w, j, o in trios if j is not None and o is not None]
+    if not trios:
         return None
-    gain = statistics.fmean(100 * (by["oracle"][s]["val_miou"] - by["joint"][s]["val_miou"]) for s in seeds)
-    got = statistics.fmean(100 * (by[name][s]["val_miou"] - by["joint"][s]["val_miou"]) for s in seeds)
+    gain = statistics.fmean(100 * (o["val_miou"] - j["val_miou"]) for _, j, o in trios)
+    got = statistics.fmean(100 * (w["val_miou"] - j["val_miou"]) for w, j, _ in trios)
     return got / gain if gain else None
 
 
@@ -312,7 +337,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             within = "—"
             weights = "1 / 0" if name == "oracle" else ("1 / 1" if SCHEMES[rs[0]["scheme"]].uses_source else "—")
         secs = statistics.fmean(r["train_seconds"] for r in rs)
-        seeds = ",".join(str(r["seed"]) for r in rs)
+        seeds = ",".join(f"{r['seed']}{'*' * r.get('_source', 0)}" for r in rs)
         lines.append(f"| {name} | {seeds} | {m:.1f} | {_mean_sd(d_joint)} | {_mean_sd(d_target)} | "
                      f"{'—' if cap is None else f'{100 * cap:.0f} %'} | {auc} | {within} | {weights} | {secs:.0f} |")
     return "\n".join(lines)
@@ -325,7 +350,8 @@ def per_seed(rows: list[dict[str, Any]], variants: list[str]) -> str:
     lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for v in variants:
         if v in by:
-            cells = [f"{100 * by[v][s]['val_miou']:.1f}" if s in by[v] else "—" for s in seeds]
+            cells = [f"{100 * by[v][s]['val_miou']:.1f}{'*' * by[v][s].get('_source', 0)}" if s in by[v] else "—"
+                     for s in seeds]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -342,8 +368,8 @@ def class_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
         base = statistics.fmean(100 * (r["val_iou"][c] or 0) for r in joint.values())
         cells = []
         for v in variants:
-            ds = [100 * ((by[v][s]["val_iou"][c] or 0) - (joint[s]["val_iou"][c] or 0)) for s in by.get(v, {})
-                  if s in joint]
+            pairs = [(r, by.partner(r, "joint")) for r in by.get(v, {}).values()]
+            ds = [100 * ((r["val_iou"][c] or 0) - (j["val_iou"][c] or 0)) for r, j in pairs if j is not None]
             cells.append(f"{statistics.fmean(ds):+.1f}" if ds else "—")
         lines.append(f"| {c} | {base:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -383,13 +409,15 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["target-only", "joint", "oracle", "w19"], choices=list(VARIANTS))
     ap.add_argument("--iters", type=int, default=None, help="override the quick budget's iterations")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (one thread each)")
-    ap.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
+    ap.add_argument("--table", type=Path, nargs="+", default=None,
+                    help="print the markdown tables of results files (pairs within a file; later files only add "
+                         "(variant, seed) rows the earlier lack, marked * in the seeds)")
     ap.add_argument("--generator", default=None, help="with --table: only rows measured on these scenes")
     ap.add_argument("--classes", nargs="*", default=["oracle", "w19"], help="with --table: per-class columns")
     ap.add_argument("--only-seeds", type=int, nargs="*", default=None, help="with --table: only these seeds")
     args = ap.parse_args()
     if args.table is not None:
-        rows = [r for r in load_rows(args.table, args.generator)
+        rows = [r for i, path in enumerate(args.table) for r in load_rows(path, args.generator, source=i)
                 if args.only_seeds is None or r["seed"] in args.only_seeds]
         print(table(rows))
         print()
