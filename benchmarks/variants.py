@@ -101,6 +101,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "w19-predimage": ("w19", {**W19, "weighting.input": "pred+image"}),
     "w19-predimage-soft3": ("w19", {**W19, "weighting.input": "pred+image", **SOFT}),
     "w19-image-soft3+gan": ("w19", {**W19, **IMAGE, **SOFT, "gan.enabled": True}),
+    "w19-image-soft2+gan": ("w19", {**W19, **IMAGE, **SOFT, "weighting.steepness": 2.0, "gan.enabled": True}),
+    "w19-image-soft2-width0.5": ("w19", {**W19, **IMAGE, **SOFT, "weighting.steepness": 2.0, "weighting.width": 0.5}),
     "w19-image+gan": ("w19", {**W19, **IMAGE, "gan.enabled": True}),
     "w19-lr1e-3+gan": ("w19", {**W19, **LR3, "gan.enabled": True}),
     "w19+gan": ("w19", {**W19, "gan.enabled": True}),
