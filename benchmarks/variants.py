@@ -259,22 +259,31 @@ class ByVariant(dict):
     Results files from different machines differ run by run (CPU rounding
     grows over training), so a paired difference only pairs rows of one
     file. The first file's row is the one shown; a later file only adds the
-    (variant, seed) pairs the earlier ones lack.
+    (variant, seed) pairs the earlier ones lack. Within one file a later row
+    replaces an earlier one, for display and pairing alike.
     """
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         super().__init__()
         self._same_file: dict[tuple[int, str, int], dict[str, Any]] = {}
         for r in rows:
-            self.setdefault(r["variant"], {}).setdefault(r["seed"], r)
-            self._same_file[(r.get("_source", 0), r["variant"], r["seed"])] = r
+            seeds = self.setdefault(r["variant"], {})
+            shown = seeds.get(r["seed"])
+            if shown is None or _source(shown) == _source(r):
+                seeds[r["seed"]] = r
+            self._same_file[(_source(r), r["variant"], r["seed"])] = r
 
     def partner(self, row: dict[str, Any], variant: str) -> dict[str, Any] | None:
-        return self._same_file.get((row.get("_source", 0), variant, row["seed"]))
+        return self._same_file.get((_source(row), variant, row["seed"]))
 
 
-def _by_variant(rows: list[dict[str, Any]]) -> ByVariant:
-    return ByVariant(rows)
+def _source(row: dict[str, Any]) -> int:
+    return row.get("_source", 0)
+
+
+def _mark(row: dict[str, Any]) -> str:
+    """Rows from a later results file are marked * in the tables."""
+    return "*" if _source(row) else ""
 
 
 def _fmt(v: float | None, nd: int = 2) -> str:
@@ -312,7 +321,7 @@ def capture(by: ByVariant, name: str) -> float | None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: mIoU, paired Δ vs joint and target-only, capture ratio, AUCs and weights, per variant."""
-    by = _by_variant(rows)
+    by = ByVariant(rows)
     lines = ["| variant | seeds | val mIoU | Δ vs joint (mean ± sd, n) | Δ vs target-only | capture ratio "
              "| AUC combined (pixel / region / image) | AUC within class | weight realistic / deviating "
              "| train s/run |",
@@ -339,7 +348,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             within = "—"
             weights = "1 / 0" if name == "oracle" else ("1 / 1" if SCHEMES[rs[0]["scheme"]].uses_source else "—")
         secs = statistics.fmean(r["train_seconds"] for r in rs)
-        seeds = ",".join(f"{r['seed']}{'*' * r.get('_source', 0)}" for r in rs)
+        seeds = ",".join(f"{r['seed']}{_mark(r)}" for r in rs)
         lines.append(f"| {name} | {seeds} | {m:.1f} | {_mean_sd(d_joint)} | {_mean_sd(d_target)} | "
                      f"{'—' if cap is None else f'{100 * cap:.0f} %'} | {auc} | {within} | {weights} | {secs:.0f} |")
     return "\n".join(lines)
@@ -347,20 +356,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def per_seed(rows: list[dict[str, Any]], variants: list[str]) -> str:
     """Val mIoU per seed for the named variants (the raw numbers behind the paired columns)."""
-    by = _by_variant(rows)
+    by = ByVariant(rows)
     seeds = sorted({s for v in variants for s in by.get(v, {})})
     lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for v in variants:
         if v in by:
-            cells = [f"{100 * by[v][s]['val_miou']:.1f}{'*' * by[v][s].get('_source', 0)}" if s in by[v] else "—"
-                     for s in seeds]
+            cells = [f"{100 * by[v][s]['val_miou']:.1f}{_mark(by[v][s])}" if s in by[v] else "—" for s in seeds]
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def class_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
     """Per-class IoU change against joint (mean over shared seeds), for classes any run segments at all."""
-    by = _by_variant(rows)
+    by = ByVariant(rows)
     joint = by.get("joint", {})
     classes = [c for c in next(iter(joint.values()))["val_iou"]
                if any((r["val_iou"].get(c) or 0) > 0.01 for v in by.values() for r in v.values())]
@@ -381,7 +389,7 @@ def pick_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
     """What the weights pick, per source class (mean over seeds): weight on realistic / deviating, AUC within class."""
     from hrseg.evaluation.metrics import CLASS_NAMES
 
-    by = _by_variant(rows)
+    by = ByVariant(rows)
     head = "| class | share | realistic share | " + " | ".join(f"{v}: w real / dev, AUC" for v in variants) + " |"
     lines = [head, "|---" * (len(variants) + 3) + "|"]
     first = next((r for v in variants for r in by.get(v, {}).values() if r.get("per_class")), None)

@@ -40,7 +40,7 @@ def test_a_second_file_adds_seeds_paired_with_its_own_references(variants: Modul
                                       _row("joint", 1, 30), _row("oracle", 1, 34)])
     b = _write(tmp_path / "b.jsonl", [_row("joint", 1, 20), _row("oracle", 1, 24), _row("x", 1, 24)])
     rows = variants.load_rows(a, source=0) + variants.load_rows(b, source=1)
-    by = variants._by_variant(rows)
+    by = variants.ByVariant(rows)
     assert by["joint"][1]["val_miou"] == pytest.approx(0.30)  # the first file's row is shown
     assert by["x"][1]["val_miou"] == pytest.approx(0.24)  # a later file fills a missing seed
     assert variants.paired(by, "x", "joint") == pytest.approx({0: 2.0, 1: 4.0})  # not 24 - 30 = -6
@@ -55,6 +55,13 @@ def test_a_second_file_adds_seeds_paired_with_its_own_references(variants: Modul
 def test_one_file_pairs_by_seed_as_before(variants: ModuleType, tmp_path: Path) -> None:
     a = _write(tmp_path / "a.jsonl", [_row("joint", 0, 30), _row("x", 0, 31), _row("joint", 1, 28),
                                       _row("x", 1, 31)])
-    by = variants._by_variant(variants.load_rows(a))
+    by = variants.ByVariant(variants.load_rows(a))
     assert variants.paired(by, "x", "joint") == pytest.approx({0: 1.0, 1: 3.0})
     assert variants.capture(by, "x") is None  # no oracle: no capture ratio
+
+
+def test_within_one_file_a_later_row_replaces_an_earlier_one(variants: ModuleType, tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.jsonl", [_row("joint", 0, 30), _row("x", 0, 31), _row("x", 0, 33)])
+    by = variants.ByVariant(variants.load_rows(a))
+    assert by["x"][0]["val_miou"] == pytest.approx(0.33)
+    assert variants.paired(by, "x", "joint") == pytest.approx({0: 3.0})

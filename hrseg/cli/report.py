@@ -34,9 +34,9 @@ def print_report(report: Report) -> None:
         "runs": {str(len(r.runs)) for r in report.rows},
     }
     common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
-    title = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
+    heading = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
     if common:
-        title += "\n" + ", ".join(common)
+        heading += "\n" + ", ".join(common)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("configuration", no_wrap=True)
     varying = [name for name, values in shared.items() if values]  # emptied by pop() when shared
@@ -62,7 +62,7 @@ def print_report(report: Report) -> None:
         if report.has_level_auc:
             cells.append(row.level_auc_text().replace(" / ", "/"))
         table.add_row(*cells)
-    console.print(title, highlight=False)
+    console.print(heading, highlight=False)
     console.print(table)
 
 
