@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1] / "hrseg"
 
 #: bottom to top; a module belongs to the layer of the longest prefix that names it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("hrseg", "hrseg.errors", "hrseg.atomic", "hrseg.console", "hrseg.registry", "hrseg.device")),
+    ("base", ("hrseg", "hrseg.errors", "hrseg.atomic", "hrseg.console", "hrseg.registry", "hrseg.device",
+              "hrseg.ownership", "hrseg.locking")),
     ("data", ("hrseg.data",)),
     ("models", ("hrseg.models",)),
     ("inference", ("hrseg.inference",)),
