@@ -23,6 +23,7 @@ from hrseg.data.labels import IGNORE_INDEX
 from hrseg.evaluation.metrics import AucAccumulator
 from hrseg.evaluation.results import LevelQuality, WeightingReport
 from hrseg.models import logits_of, weighting_input
+from hrseg.models.common import eval_mode
 
 COMBINED = "combined"
 AUC_PIXELS_PER_IMAGE = 50_000  # caps memory on full-size splits; the quick-start scenes stay exact
@@ -103,15 +104,9 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
     ``batch_size`` matters when W normalises by the batch mean; evaluate_run
     passes the run's training batch size so the weights are the ones training used.
     """
-    modes = [(m, m.training) for m in (segmenter, weighting)]
-    for m, _ in modes:
-        m.eval()  # no batch-norm or running-mean updates while measuring; restored below
-    try:
+    with eval_mode(segmenter, weighting):  # no batch-norm or running-mean updates while measuring
         return _measure(segmenter, weighting, ds, weight_input, scheme, torch.device(device), batch_size,
                         show_progress, seed)
-    finally:
-        for m, training in modes:
-            m.train(training)
 
 
 def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDataset, weight_input: str,

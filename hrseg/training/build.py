@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from hrseg.console import console
+from hrseg.device import autocast_dtype
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
 from hrseg.models.batchnorm import apply_bn_mode
@@ -20,23 +21,11 @@ from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import SCHEMES, phase_at
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HrsegError(f"--device: not a device: {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HrsegError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it (no loss scaling needed), else fp16; never on the CPU."""
+    """Training's autocast dtype (``run.amp``): the device's (:func:`hrseg.device.autocast_dtype`); never on the CPU."""
     if not cfg.run.amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return autocast_dtype(device)
 
 
 def build_segmenter_of(cfg: TrainConfig, pretrained: str | None = None) -> nn.Module:

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from hrseg.console import console, progress
+from hrseg.device import resolve_device
 from hrseg.errors import HrsegError
 from hrseg.training import distributed as ddp
 from hrseg.training.batches import TrainData
-from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers, resolve_device
+from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers
 from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
@@ -33,7 +34,7 @@ from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoin
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
 from hrseg.training.runlog import RunLog, describe
-from hrseg.training.tensorboard import check_available
+from hrseg.training.tensorboard import WeightPicture, check_available
 
 
 class NonFiniteLoss(HrsegError):
@@ -62,7 +63,7 @@ class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
-                 resume_from: str = LAST) -> None:
+                 resume_from: str = LAST, weight_picture: WeightPicture | None = None) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -71,6 +72,7 @@ class Trainer:
             check_available()  # a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
+        self.weight_picture = weight_picture
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -264,7 +266,7 @@ class Trainer:
         status, images_per_iter = "finished", 0
         interrupt = InterruptFlag()
         bar = progress("it", disable=not (self.is_main and cfg.run.progress))
-        log = RunLog(run, cfg, self.is_main)
+        log = RunLog(run, cfg, self.is_main, self.weight_picture)
         try:
             with interrupt, bar:
                 task = bar.add_task("train", total=cfg.optim.iters, completed=self.iteration, rate="")
@@ -337,12 +339,14 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False, resume_from: str = LAST) -> TrainResult:
+          overwrite: bool = False, resume_from: str = LAST, weight_picture: WeightPicture | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
+    ``weight_picture`` draws TensorBoard's weight maps (``--tensorboard``); without it only values are logged.
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
+                      weight_picture=weight_picture)
     try:
         return trainer.run(stop_after=stop_after)
     finally:

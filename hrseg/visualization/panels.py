@@ -108,10 +108,6 @@ def heatmap(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0,
     return rgb
 
 
-def blend(image: np.ndarray, overlay: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    return cv2.addWeighted(overlay, alpha, image, 1.0 - alpha, 0.0)
-
-
 def weight_over_image(image: np.ndarray, weight: np.ndarray, vmax: float) -> np.ndarray:
     """Darkens the image where the weight is low, so the selected areas stand out."""
     w = np.clip(np.nan_to_num(np.asarray(weight, np.float32)) / max(vmax, 1e-12), 0.0, 1.0)

@@ -25,7 +25,7 @@ from hrseg.evaluation.metrics import per_class_iou, roc_auc
 from hrseg.evaluation.predictions import relative_stem
 from hrseg.evaluation.weighting import weight_maps
 from hrseg.models import logits_of
-from hrseg.training.build import resolve_device
+from hrseg.device import resolve_device
 from hrseg.training.rundir import LoadedRun, RunDir
 from hrseg.visualization.gallery import GalleryItem, Metric, write_gallery
 from hrseg.visualization.panels import class_weight_panel, prediction_panel, weight_panel
