@@ -283,7 +283,7 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
     rows = sorted(groups.values(), key=_order)
     _disambiguate(rows)
     for row in rows:
-        base = [r for r in rows if r.runs[0].scheme == "target-only" and r.backbone == row.backbone
+        base = [r for r in rows if _role(r) == "baseline" and r.backbone == row.backbone
                 and r.target_images == row.target_images]
         if len(base) == 1:
             row.delta = row.mean - base[0].mean
@@ -291,12 +291,19 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
     return Report(rows=rows, split=split)
 
 
+def _role(row: ReportRow) -> str:
+    """The scheme table's role for a row's runs ("method" for a scheme this version does not know)."""
+    scheme = row.runs[0].scheme
+    return SCHEMES[scheme].role if scheme in SCHEMES else "method"
+
+
 def _capture_ratios(rows: list[ReportRow]) -> None:
-    """(mIoU - joint) / (oracle - joint) per row, where one joint and one oracle row share its backbone and budget."""
+    """(mIoU - reference) / (upper bound - reference) per row, where one row of each (the reference without the
+    GAN) shares its backbone and budget: with today's table, (mIoU - joint) / (oracle - joint)."""
     for row in rows:
         same = [r for r in rows if r.backbone == row.backbone and r.target_images == row.target_images]
-        joint = [r for r in same if r.runs[0].scheme == "joint" and not r.runs[0].config.get("gan", {}).get("enabled")]
-        oracle = [r for r in same if r.runs[0].scheme == "oracle"]
+        joint = [r for r in same if _role(r) == "reference" and not r.runs[0].config.get("gan", {}).get("enabled")]
+        oracle = [r for r in same if _role(r) == "upper bound"]
         if len(joint) == 1 and len(oracle) == 1 and oracle[0].mean != joint[0].mean:
             row.captured = (row.mean - joint[0].mean) / (oracle[0].mean - joint[0].mean)
 

@@ -226,7 +226,8 @@ class WeightOutput:
     weight: Tensor
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` where ``mask`` holds; 0 (not NaN) where it never does."""
     m = mask.float()
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
@@ -401,7 +402,7 @@ class HierarchicalWeighting(nn.Module):
             return weight
         out = weight.pow(self.sharpen)
         if self.normalize != "none":
-            out = out / _masked_mean(out, valid).clamp_min(1e-12)
+            out = out / masked_mean(out, valid).clamp_min(1e-12)
         return out if self.clamp is None else out.clamp(max=self.clamp)
 
     # -- public entry points -------------------------------------------------------------
