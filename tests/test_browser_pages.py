@@ -13,12 +13,15 @@ from typing import Iterator
 
 import pytest
 
+from hrseg.reporting import build_report
 from hrseg.training.config import override
 from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 from hrseg.visualization.render import VisualizeOptions, visualize_predictions, visualize_weights
+from hrseg.visualization.report_page import GalleryLink, write_report_page
 from tests.browser import Browser, find_chromium
 from tests.data_fixtures import cached_synthetic_data
+from tests.test_report_page import fake_runs
 
 TINY = {
     "model.width": 0.0625, "weighting.width": 0.125, "data.batch_size": 2, "data.crop": (64, 32),
@@ -127,3 +130,20 @@ def test_a_missing_image_is_caught(browser: Browser, w19_run: Path, tmp_path: Pa
     browser.open(gallery.index.resolve().as_uri())
     with pytest.raises(AssertionError):
         assert_page_sound(browser, 2)
+
+
+def test_report_page_in_a_browser(browser: Browser, w19_run: Path, tmp_path: Path) -> None:
+    gallery = visualize_weights(w19_run, VisualizeOptions(out=str(tmp_path / "weights"), num=2, device="cpu",
+                                                          show_progress=False))
+    report = build_report(fake_runs(tmp_path / "runs", val_every=5))
+    page = write_report_page(report, tmp_path / "report" / "report.html",
+                             [GalleryLink("weight maps", gallery.index.parent)])
+    browser.open(page.resolve().as_uri())
+    assert_page_sound(browser, 2)  # the per-class bars and the curves
+    links = browser.eval("Array.from(document.querySelectorAll('a')).map(a => a.href)")
+    assert links == [gallery.index.resolve().as_uri()]  # the relative link lands on the gallery
+    sizes = browser.eval("Array.from(document.images).map(i => [i.naturalWidth, i.getBoundingClientRect().width])")
+    assert all(natural >= 1000 and shown > 900 for natural, shown in sizes)
+    assert browser.eval("document.querySelectorAll('table.results tbody tr').length") == 2
+    browser.open(links[0])
+    assert_page_sound(browser, 2)
