@@ -43,6 +43,7 @@ class RunResult:
     weight_realistic: float | None = None
     weight_deviating: float | None = None
     level_auc: dict[str, float] = field(default_factory=dict)  # per level (pixel, region, image)
+    iou: dict[str, float | None] = field(default_factory=dict)  # per class, as the evaluation wrote it
 
     @property
     def scheme(self) -> str:
@@ -200,7 +201,8 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
     miou = ev.get("miou")
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
         raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")
-    result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]))
+    result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]),
+                       iou=dict(ev.get("iou") or {}))
     src = run.eval_results("source")
     if src is not None:
         result.auc = src.get("auc")
