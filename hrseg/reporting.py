@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from hrseg.atomic import atomic_path, write_json
 from hrseg.errors import HrsegError
 from hrseg.models import LEVELS, SEGMENTERS
-from hrseg.training.config import WeightingConfig
+from hrseg.models.weighting import INPUTS, WeightingConfig
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 # fields that change how a run executed, not what it learned
@@ -221,12 +221,10 @@ def _title(result: RunResult) -> str:
         title += " + GAN"
     w_input = result.config.get("weighting", {}).get("input")
     if scheme is not None and scheme.weighting is not None and w_input != WeightingConfig.input:
-        title += f" ({_INPUT_NAMES.get(str(w_input), str(w_input))} input)"
+        title += f" ({INPUTS[str(w_input)].title if w_input in INPUTS else w_input} input)"
     return title
 
 
-# W's input is named in a row's title when it is not the default (WeightingConfig.input)
-_INPUT_NAMES = {"pred": "prediction", "image": "image", "pred+image": "prediction + image"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
