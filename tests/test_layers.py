@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hrseg"
 #: bottom to top; a module belongs to the layer of the longest prefix that names it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("hrseg", "hrseg.errors", "hrseg.atomic", "hrseg.console", "hrseg.registry", "hrseg.device",
-              "hrseg.ownership", "hrseg.locking")),
+              "hrseg.ownership", "hrseg.locking", "hrseg.toml")),
     ("data", ("hrseg.data",)),
     ("models", ("hrseg.models",)),
     ("inference", ("hrseg.inference",)),
@@ -33,7 +33,8 @@ def layer_of(module: str) -> int:
     best, rank = "", -1
     for i, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+            nested = prefix != "hrseg" and module.startswith(prefix + ".")  # the package itself: __init__ only
+            if (module == prefix or nested) and len(prefix) > len(best):
                 best, rank = prefix, i
     if rank < 0:
         raise KeyError(module)
@@ -96,3 +97,9 @@ def test_no_import_runs_up_the_layers() -> None:
 ])
 def test_the_check_sees_upward_imports(source: str, module: str, expected: list[str]) -> None:
     assert violations(source, module) == expected
+
+
+def test_a_module_no_layer_names_is_refused_not_taken_for_the_base() -> None:
+    assert layer_of("hrseg") == 0 and layer_of("hrseg.device") == 0 and layer_of("hrseg.cli.train") == len(LAYERS) - 1
+    with pytest.raises(KeyError):
+        layer_of("hrseg.newthing")

@@ -30,7 +30,7 @@ ArchChoice = SEGMENTERS.choices()
 NetworkChoice = WEIGHTING_NETWORKS.choices()
 CombineChoice = COMBINATIONS.choices()
 NormalizeChoice = NORMALIZATIONS.choices()
-InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+InputChoice = INPUTS.choices()
 BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 

@@ -227,7 +227,7 @@ class _Run:
         self.records[source.path] = {
             "input": str(source.path), "name": source.name.as_posix(), "kind": "video",
             "size": [reader.width, reader.height], "fps": reader.fps, "frames": sink.frames,
-            "outputs": outputs, "seconds": round(time.perf_counter() - t0, 4),
+            "outputs": outputs, "video_codec": sink.codec, "seconds": round(time.perf_counter() - t0, 4),
             **({"name_note": source.note} if source.note else {}),
         }
 

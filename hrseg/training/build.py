@@ -16,7 +16,6 @@ from hrseg.device import autocast_dtype
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
 from hrseg.models.batchnorm import apply_bn_mode
-from hrseg.models.weighting import input_channels
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import SCHEMES, phase_at
 
@@ -59,12 +58,7 @@ def build_weighting(cfg: TrainConfig) -> HierarchicalWeighting:
     w = cfg.weighting
     if w.network is None:
         raise HrsegError(f"scheme {cfg.scheme!r} has no weighting network (weighting.network is unset)")
-    return HierarchicalWeighting(
-        network=w.network, in_channels=input_channels(w.input, cfg.model.num_classes),
-        num_classes=cfg.model.num_classes, levels=tuple(w.levels), combine=w.combine, normalize=w.normalize,
-        clamp=w.clamp, width=w.width, sharpen=w.sharpen, steepness=w.steepness, smoothing=w.smoothing,
-        warmup=w.warmup, ramp=w.ramp,
-    )
+    return HierarchicalWeighting(w, num_classes=cfg.model.num_classes)
 
 
 def build_networks(cfg: TrainConfig) -> dict[str, nn.Module]:

@@ -218,21 +218,15 @@ class Trainer:
         logged = self._sync(out)
         for opt in self.opts.values():
             opt.zero_grad(set_to_none=True)
-        seg_params = [q for q in self.nets["segmenter"].parameters() if q.requires_grad]
-        scale = self.scaler.scale
-        scale(out.segmenter).backward(inputs=seg_params, retain_graph=out.generator is not None)
-        if out.generator is not None and out.discriminator is not None:
-            scale(out.generator).backward(inputs=list(self.nets["generator"].parameters()), retain_graph=True)
-            scale(out.discriminator).backward(inputs=list(self.nets["discriminator"].parameters()))
-        if out.weighting is not None:
-            scale(out.weighting).backward(inputs=list(self.nets["weighting"].parameters()))
-        for name in ("weighting", "generator", "discriminator"):
-            if name in self.nets:
+        params = {name: [q for q in self.nets[name].parameters() if q.requires_grad] for name in out.losses}
+        last = len(out.losses) - 1
+        for i, (name, loss) in enumerate(out.losses.items()):  # each loss into its own network only
+            self.scaler.scale(loss).backward(inputs=params[name], retain_graph=i < last)
+        for name in self.opts:
+            if name != "segmenter":  # S is DDP-wrapped: its gradients are averaged in backward
                 ddp.average_gradients(self.nets[name], self.dist)
-        trained = {"segmenter": any(q.grad is not None for q in seg_params), "weighting": out.weighting is not None,
-                   "generator": out.generator is not None, "discriminator": out.generator is not None}
         for name, opt in self.opts.items():
-            if trained[name]:
+            if any(q.grad is not None for q in params.get(name, ())):
                 self.scaler.step(opt)
         self.scaler.update()
         for sched in self.scheds.values():
