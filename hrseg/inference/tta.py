@@ -31,10 +31,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from hrseg.data.resize import RESIZE_MODES
 from hrseg.errors import HrsegError
+from hrseg.models.registry import logits_of
 
 ALIGN_CORNERS = False  # the evaluation's rule for every bilinear resize of logits
-RESIZE_MODES = ("area", "bilinear")
 
 Segmenter = Callable[[torch.Tensor], Any]
 Size = tuple[int, int]
@@ -113,16 +114,10 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return [min(i * stride, length - window) for i in range(count)]
 
 
-def _logits(segmenter: Segmenter, x: torch.Tensor) -> torch.Tensor:
-    """SegOutput-like objects or plain tensors, as evaluation accepts."""
-    out = segmenter(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _forward(segmenter: Segmenter, x: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
     ctx = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     with ctx:
-        logits = _logits(segmenter, x)
+        logits = logits_of(segmenter(x))
     return logits.float()
 
 
