@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from hrseg import toml
 from hrseg.errors import HrsegError
 from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
@@ -403,9 +404,7 @@ def load_config_file(path: str | Path) -> TrainConfig:
     text = file.read_bytes()
     try:
         if file.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text.decode("utf-8"))
+            data = toml.loads(text.decode("utf-8"))
         else:
             data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
