@@ -283,7 +283,9 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
     rows = sorted(groups.values(), key=_order)
     _disambiguate(rows)
     for row in rows:
-        base = [r for r in rows if r.runs[0].scheme == "target-only" and r.backbone == row.backbone
+        # without labelled target images (UDA) there is no target-only row: compare with source only
+        baseline = "source-only" if row.target_images == "0" else "target-only"
+        base = [r for r in rows if r.runs[0].scheme == baseline and r.backbone == row.backbone
                 and r.target_images == row.target_images]
         if len(base) == 1:
             row.delta = row.mean - base[0].mean

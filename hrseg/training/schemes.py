@@ -45,6 +45,8 @@ class Scheme:
     oracle: bool = False  # the source weight is the realism mask (upper bound of selection)
     source_filter: str | None = None  # a name in sampling.SOURCE_FILTERS
     gan: bool = False  # G and D on by default (the paper's "Ours" rows)
+    # what S learns from unlabelled target images: "minent" (ADVENT) | "self-training" (mean teacher, DACS)
+    unlabelled: str | None = None
     public: bool = True  # offered by `hrseg train --scheme`
     quickstart: bool = False  # trained by the default quick start
     # Table 1 (docs/method.md) by configuration key: arch, "+gan" when G/D are on, "+image" for the RGB-input W
@@ -76,6 +78,12 @@ for _row in (
     Scheme("w19", "Ours with W^19", weighting="w19", gan=True, quickstart=True,
            paper_miou={"fcn8s-vgg16+gan": 68.1}),
     Scheme("oracle", "oracle (realism mask)", oracle=True, public=False),
+    Scheme("source-only", "source only", phases=(SOURCE_ONLY,)),
+    Scheme("minent", "MinEnt (entropy on unlabelled target)", unlabelled="minent"),
+    Scheme("self-training", "self-training (mean teacher + ClassMix)", unlabelled="self-training"),
+    Scheme("w19+self-training", "W^19 + self-training", weighting="w19", unlabelled="self-training"),
+    Scheme("oracle+self-training", "oracle + self-training", oracle=True, unlabelled="self-training",
+           public=False),
 ):
     SCHEMES.add(_row.name, _row)
 
@@ -93,6 +101,7 @@ class StepPlan:
     oracle: bool  # the weight is the realism mask
     gan: bool  # G and D take part
     phase: str  # logged, and the LR schedule restarts at a phase switch
+    unlabelled: str | None = None  # the term on an unlabelled target batch: "minent" | "self-training" | None
 
 
 def check_scheme(cfg: "TrainConfig") -> None:
@@ -126,11 +135,14 @@ def plan(cfg: "TrainConfig", iteration: int) -> StepPlan:
     """The step plan for 0-based ``iteration``."""
     scheme = SCHEMES[cfg.scheme]
     phase, _ = phase_at(cfg, iteration)
-    both = phase.source and phase.target
+    target = phase.target and cfg.data.target_images != 0  # 0 labelled images: W learns from pseudo-labels
+    both = phase.source and target
+    self_training = scheme.unlabelled == "self-training"
     return StepPlan(
-        source=phase.source, target=phase.target,
-        weighting=both and scheme.weighting is not None, oracle=phase.source and scheme.oracle,
-        gan=both and bool(cfg.gan.enabled), phase=phase.name,
+        source=phase.source, target=target,
+        weighting=phase.source and scheme.weighting is not None and (target or self_training),
+        oracle=phase.source and scheme.oracle, gan=both and bool(cfg.gan.enabled), phase=phase.name,
+        unlabelled=scheme.unlabelled if phase.target else None,
     )
 
 
