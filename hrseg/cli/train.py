@@ -30,7 +30,7 @@ ArchChoice = SEGMENTERS.choices()
 NetworkChoice = WEIGHTING_NETWORKS.choices()
 CombineChoice = COMBINATIONS.choices()
 NormalizeChoice = NORMALIZATIONS.choices()
-InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+InputChoice = INPUTS.choices()
 BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 
@@ -173,6 +173,7 @@ def register(app: typer.Typer) -> None:
         """
         from hrseg.training.rundir import RunDir
         from hrseg.training.trainer import train
+        from hrseg.visualization.tensorboard import weight_picture
 
         given = locals()
         with user_errors():
@@ -207,7 +208,8 @@ def register(app: typer.Typer) -> None:
                                    sets=set_ or (), flags=flags)
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
-            result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from).to_dict()
+            result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from,
+                           weight_picture=weight_picture).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, json_path)
