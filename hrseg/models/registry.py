@@ -57,5 +57,6 @@ def build_segmenter(
 
 
 def logits_of(output: SegOutput | Tensor) -> Tensor:
-    """The logits of a segmenter's output: every hrseg segmenter returns SegOutput, a bare model a tensor."""
-    return output.logits if isinstance(output, SegOutput) else output
+    """The logits of a segmenter's output: every hrseg segmenter returns SegOutput (or a look-alike with
+    ``.logits``), a bare model a tensor."""
+    return output.logits if hasattr(output, "logits") else output
