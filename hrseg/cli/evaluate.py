@@ -80,6 +80,9 @@ def eval_command(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt)."),
+    network: str = typer.Option(
+        "student", "--model", help="student (the trained S) or teacher (a self-training run's mean teacher; its "
+                                   "report goes to RUN/eval/<split>-teacher.json)."),
     split: str = typer.Option(
         "val", "--split", help="Target split (val; test writes a server submission), 'source' for weighting "
                                "quality, or dataset/split."),
@@ -142,7 +145,7 @@ def eval_command(
                            data=str(data) if data else None,
                            save_predictions=str(save_predictions) if save_predictions else None,
                            colour=colour, device=device, batch_size=batch_size, max_images=max_images,
-                           threads=threads, show_progress=progress, tta=tta, amp=amp)
+                           threads=threads, show_progress=progress, tta=tta, amp=amp, model=network)
         written = None if json_path == "-" else json_path
         full, path = evaluate_and_save(run, opts, written)
         if isinstance(full, WeightingReport):
