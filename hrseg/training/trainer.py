@@ -55,6 +55,7 @@ class TrainResult:
     checkpoint: str = ""
     target_images: int = 0
     source_images: int = 0
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -315,7 +316,7 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices),
+            source_images=len(self.data.source_indices), stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
