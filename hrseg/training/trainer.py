@@ -179,9 +179,9 @@ class Trainer:
         payload = self.state()
         if not self.is_main:
             return None
-        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
-            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
-        save_checkpoint(self.run_dir.checkpoint_path(name), payload)
+        # the old last.pt becomes previous.pt once the new one is complete: a damaged last.pt never costs the run
+        previous = self.run_dir.checkpoint_path(PREVIOUS) if name == LAST else None
+        save_checkpoint(self.run_dir.checkpoint_path(name), payload, previous=previous)
         return self.run_dir.checkpoint_path(name)
 
     def snapshot(self) -> Any:
