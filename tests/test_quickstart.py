@@ -41,7 +41,8 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
         assert row["delta_to_target_only"] == pytest.approx(row["miou_mean"] - rows["target only"]["miou_mean"])
     assert rows["Ours with W^19"]["weighting_auc"] is not None
     md = (out / "report.md").read_text()
-    assert md.count("\n") == 2 + 4 and " ± " in md
+    assert md.count("\n") == 2 + 4 + 2 and " ± " in md
+    assert md.endswith("\nEvery row scored checkpoints/final.pt.\n")  # which checkpoint the rows used
     assert "Ours with W^19" in result.output and "wall time" in result.output and "report.md" in result.output
     summary = json.loads((out / "quickstart.json").read_text())
     assert summary["seconds"]["total"] > 0 and len(summary["runs"]) == 8

@@ -17,6 +17,8 @@ from hrseg.reporting import Report, build_report, captured_text, write_report
 def _shared_text(name: str, value: str) -> str:
     if name == "backbone":
         return value
+    if name == "checkpoint":
+        return f"checkpoint {value}"
     return f"{value} {name.removesuffix('s')}" if value == "1" else f"{value} {name}"
 
 
@@ -31,7 +33,7 @@ def print_report(report: Report) -> None:
     has_auc = any(r.auc is not None for r in report.rows)
     shared = {
         "backbone": {r.backbone for r in report.rows}, "target images": {r.target_images for r in report.rows},
-        "runs": {str(len(r.runs)) for r in report.rows},
+        "runs": {str(len(r.runs)) for r in report.rows}, "checkpoint": {r.checkpoint for r in report.rows} - {"?"},
     }
     common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
     heading = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
@@ -41,7 +43,7 @@ def print_report(report: Report) -> None:
     table.add_column("configuration", no_wrap=True)
     varying = [name for name, values in shared.items() if values]  # emptied by pop() when shared
     for name in varying:
-        table.add_column(name, justify="right" if name != "backbone" else "left", no_wrap=True)
+        table.add_column(name, justify="left" if name in ("backbone", "checkpoint") else "right", no_wrap=True)
     table.add_column("mIoU", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
     if report.has_oracle:
@@ -52,8 +54,8 @@ def print_report(report: Report) -> None:
         table.add_column("pix/reg/img", justify="right", no_wrap=True)
     for row in report.rows:
         cells = [row.configuration]
-        cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs))}[n]
-                  for n in varying]
+        cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs)),
+                   "checkpoint": row.checkpoint}[n] for n in varying]
         cells += [row.miou_text(), "—" if row.delta is None else f"{100 * row.delta:+.1f}"]
         if report.has_oracle:
             cells.append(captured_text(row.captured))
@@ -70,6 +72,8 @@ def report_command(
     runs: List[Path] = typer.Argument(..., help="Run directories (already evaluated with hrseg eval)."),
     split: str = typer.Option("val", "--split", help="Which evaluation to compare (RUN/eval/<split>.json)."),
     out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on a run without the evaluation instead of "
+                                                         "skipping it with a warning."),
     json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
 ) -> None:
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
@@ -78,7 +82,9 @@ def report_command(
     """
     with user_errors():
         json_target(json_path)
-        report = build_report(runs, split)
+        report = build_report(runs, split, strict=strict)
+        for run, why in report.skipped:
+            console.print(f"[yellow]skipped {run}: {why}[/]", highlight=False, soft_wrap=True)
         md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
         print_report(report)
         console.print(f"wrote {md} and {js}")

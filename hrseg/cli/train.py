@@ -46,6 +46,7 @@ FLAG_KEYS: dict[str, str] = {
     "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
     "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
     "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
+    "val_every": "run.val_every", "val_images": "run.val_images",
     "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
     "select_nonroad_keep": "image_select.nonroad_keep",
 }
@@ -158,6 +159,11 @@ def register(app: typer.Typer) -> None:
                                                          "(needs the tensorboard package)."),
         tensorboard_every: Optional[int] = typer.Option(
             None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
+        val_every: Optional[int] = typer.Option(
+            None, "--val-every", help="Score S on the target val split every N iterations and at the end; keeps "
+                                      "checkpoints/best.pt by val mIoU (0: never; presets: 2000)."),
+        val_images: Optional[int] = typer.Option(
+            None, "--val-images", help="With --val-every: only the first K val images (default: all)."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
         select_road_share: Optional[float] = typer.Option(
@@ -171,8 +177,8 @@ def register(app: typer.Typer) -> None:
 
         The schemes, presets and what each loss term is: docs/method.md.
         """
+        from hrseg.evaluation.validation import train_with_validation as train
         from hrseg.training.rundir import RunDir
-        from hrseg.training.trainer import train
 
         given = locals()
         with user_errors():

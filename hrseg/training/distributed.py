@@ -138,6 +138,15 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values / info.world_size
 
 
+def all_reduce_sum(values: torch.Tensor, info: DistInfo, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The element-wise sum over the ranks (on ``device`` for the collective: NCCL needs the GPU), back on the CPU."""
+    if not info.enabled:
+        return values
+    moved = values.to(device).clone()
+    dist.all_reduce(moved)
+    return moved.cpu()
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -3,10 +3,11 @@
 ```
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
 RUN/data_subset.json    which target (and filtered source) images the run used
-RUN/metrics.jsonl       one JSON object per logged iteration
+RUN/metrics.jsonl       one JSON object per logged iteration; validations add {"kind": "val", ...} lines
 RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, a hard link),
                         final.pt (a hard link to the last last.pt),
-                        iter_XXXXXX.pt (snapshots: network weights, with --save-every)
+                        iter_XXXXXX.pt (snapshots: network weights, with --save-every),
+                        best.pt (weights with the best val mIoU so far, with --val-every)
 RUN/summary.json        what train() returned
 RUN/eval/<split>.json   full evaluations; eval/<split>-first<N>.json partial ones
 RUN/tb/                 TensorBoard events (when enabled)
@@ -39,6 +40,7 @@ from hrseg.training.checkpoint import load_checkpoint
 from hrseg.training.config import TrainConfig
 
 FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
+BEST = "best.pt"  # weights of the best validation so far (with --val-every)
 
 _HELD_LOCKS: set[int] = set()
 

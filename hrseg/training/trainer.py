@@ -29,11 +29,12 @@ from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
+from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
 from hrseg.training.runlog import RunLog, describe
 from hrseg.training.tensorboard import check_available
+from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
 class NonFiniteLoss(HrsegError):
@@ -53,6 +54,7 @@ class TrainResult:
     checkpoint: str = ""
     target_images: int = 0
     source_images: int = 0
+    best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,7 +64,7 @@ class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
-                 resume_from: str = LAST) -> None:
+                 resume_from: str = LAST, validator: Validator | None = None) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -71,6 +73,7 @@ class Trainer:
             check_available()  # a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
+        self.validator, self.best = validator, None
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -94,6 +97,9 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
             console.print("[yellow]--amp has no effect on the CPU; training in float32[/]")
+        if cfg.run.val_every and self.validator is None and self.is_main:
+            console.print("[yellow]run.val_every is set but no validator was given: not validating "
+                          "(hrseg.evaluation.validation.train_with_validation validates)[/]")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -147,6 +153,7 @@ class Trainer:
             self.scheds[name].load_state_dict(payload["schedulers"][name])
         self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
+        self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
     def state(self) -> dict[str, Any]:
@@ -161,6 +168,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
             "scaler": self.scaler.state_dict(),
+            "best": self.best,
             "rng": ddp.gather_objects(capture_rng(self.data.generators), self.dist),
             "data": {"positions": self.data.positions(), "target_indices": list(self.data.target_indices),
                      "source_indices": list(self.data.source_indices), "signature": self.data.signature},
@@ -190,6 +198,35 @@ class Trainer:
         path = self.run_dir.checkpoint_path(self.run_dir.snapshot_name(self.iteration))
         save_checkpoint(path, full)
         return path
+
+    def validate(self) -> ValResult:
+        """Score S with the validator (every rank); no random source or batch-norm statistic is touched.
+
+        The RNG states are put back afterwards (a data loader draws a seed from
+        the global generator even without workers), so validating never changes
+        what is trained: a run with ``--val-every`` ends with the same weights.
+        """
+        assert self.validator is not None
+        rng = capture_rng(self.data.generators)
+        seg = ddp.unwrap(self.nets["segmenter"])
+        was_training = seg.training
+        seg.eval()
+        try:
+            with torch.no_grad():
+                return self.validator(seg, self.dist)
+        finally:
+            seg.train(was_training)
+            restore_rng(rng, self.data.generators)
+
+    def _validate(self, log: RunLog) -> None:
+        result = self.validate()
+        better = improves(result, self.best)
+        if better:
+            self.best = {"miou": result.miou, "iteration": self.iteration, "split": result.split,
+                         "images": result.images}
+            if self.is_main:
+                save_checkpoint(self.run_dir.checkpoint_path(BEST), {**self.state_models(), "best": self.best})
+        log.record_val(result.record(self.iteration, better), self.iteration)
 
     def state_models(self) -> dict[str, Any]:
         """The part of :meth:`state` inference needs: S and W (never G and D), with what identifies them."""
@@ -281,6 +318,8 @@ class Trainer:
                     log.record(last, self.iteration)
                     if log.wants_image(self.iteration):
                         self._weight_image(log.tb)
+                    if self.validator is not None and validation_due(cfg, self.iteration):
+                        self._validate(log)
                     bar.update(task, completed=self.iteration, description=describe(values),
                                rate=f"{last['images_per_s']:.1f} img/s")
                     stop = self._agree(interrupt.requested or (
@@ -309,7 +348,7 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices),
+            source_images=len(self.data.source_indices), best=self.best,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
@@ -337,12 +376,14 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False, resume_from: str = LAST) -> TrainResult:
+          overwrite: bool = False, resume_from: str = LAST, validator: Validator | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
+    ``validator`` scores S every ``run.val_every`` iterations (``hrseg.evaluation.validation``
+    builds the one ``hrseg train`` uses); without one, ``run.val_every`` is not acted on (said in one line).
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from, validator=validator)
     try:
         return trainer.run(stop_after=stop_after)
     finally:
