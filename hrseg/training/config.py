@@ -116,6 +116,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    restarts: tuple[int, ...] = ()  # iterations where the poly schedule starts again from lr (an extended run)
 
 
 @dataclass
@@ -244,6 +245,10 @@ class TrainConfig:
                               ("optim.poly_power", self.optim.poly_power)):
             if not (math.isfinite(value) and value >= 0):
                 raise HrsegError(f"{option}: must be a finite number >= 0, got {value}")
+        if list(self.optim.restarts) != sorted(set(self.optim.restarts)) or any(
+                not 0 < r < self.optim.iters for r in self.optim.restarts):
+            raise HrsegError(f"optim.restarts: increasing iterations inside (0, optim.iters), "
+                             f"got {list(self.optim.restarts)}")
         if not 0 <= self.optim.momentum < 1:
             raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:

@@ -9,6 +9,7 @@ RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt befo
                         iter_XXXXXX.pt (snapshots: network weights, with --save-every),
                         best.pt (weights with the best val mIoU so far, with --val-every)
 RUN/summary.json        what train() returned
+RUN/config_history.json each start, resume and extension: at which iteration, which config keys changed
 RUN/eval/<split>.json   full evaluations; eval/<split>-first<N>.json partial ones
 RUN/tb/                 TensorBoard events (when enabled)
 RUN/.lock               held (flock) by the training process that owns the folder
@@ -98,6 +99,10 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def history_path(self) -> Path:
+        return self.path / "config_history.json"
+
+    @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
@@ -134,7 +139,7 @@ class RunDir:
 
     def _owned(self) -> list[Path]:
         return [self.config_path, self.subset_path, self.metrics_path, self.summary_path, self.checkpoint_dir,
-                self.eval_dir, self.tensorboard_dir]
+                self.eval_dir, self.tensorboard_dir, self.history_path]
 
     # -- reading ------------------------------------------------------------------------------
     def is_run(self) -> bool:
@@ -336,6 +341,21 @@ class RunDir:
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_json(self.config_path, cfg.to_dict())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The run's config history (oldest first); empty for a run started before hrseg 0.2."""
+        if not self.history_path.is_file():
+            return []
+        try:
+            data = json.loads(self.history_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HrsegError(f"{self.history_path}: unreadable config history ({exc})") from None
+        if not isinstance(data, list):
+            raise HrsegError(f"{self.history_path}: config history is not a JSON list")
+        return data
+
+    def append_history(self, entry: dict[str, Any]) -> None:
+        write_json(self.history_path, [*self.history(), entry])
 
     def write_subset(self, subset: dict[str, Any]) -> None:
         write_json(self.subset_path, subset)

@@ -32,6 +32,7 @@ from hrseg.training.objective import Objective, StepLosses
 from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
+from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.runlog import RunLog, describe
 from hrseg.training.tensorboard import check_available
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
@@ -64,7 +65,7 @@ class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
-                 resume_from: str = LAST, validator: Validator | None = None) -> None:
+                 resume_from: str = LAST, validator: Validator | None = None, auto_resume: bool = False) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -74,6 +75,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
         self.validator, self.best = validator, None
+        self.resumed = self.finished = False
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -83,14 +85,41 @@ class Trainer:
         self.is_main = self.dist.is_main
         self._owner = contextlib.ExitStack()
         try:
+            if auto_resume:
+                if resume or overwrite:
+                    raise HrsegError("--auto-resume decides by itself whether to resume; drop --resume/--overwrite")
+                mode = self._auto_resume_mode()
+                resume, overwrite, self.finished = mode in ("resume", "finished"), mode == "restart", mode == "finished"
+                resume_from = LAST
             if self.is_main:
                 self._owner.enter_context(self.run_dir.claim(resume=resume, overwrite=overwrite))
+            if self.finished:
+                return
             self._setup(resume_from if resume else None)
         except BaseException:
             self.close()  # a refused run must not keep the folder locked or the process group alive
             if self.is_main:
                 self.run_dir.abandon()
             raise
+
+    def _auto_resume_mode(self) -> str:
+        """Rank 0 decides (fresh / resume / restart / finished) and every rank follows, or every rank raises."""
+        decision: tuple[str, str]
+        if self.is_main:
+            try:
+                decision = ("ok", auto_resume_mode(self.run_dir, self.cfg))
+            except HrsegError as exc:
+                decision = ("error", str(exc))
+        else:
+            decision = ("", "")
+        kind, value = ddp.broadcast_object(decision if self.is_main else None, self.dist)
+        if kind == "error":
+            raise HrsegError(value)
+        if self.is_main and value != "fresh":
+            console.print(f"--auto-resume: {self.run_dir} holds this run: "
+                          + {"resume": "continuing from last.pt", "restart": "no checkpoint yet, starting it again",
+                             "finished": "already finished"}[value], highlight=False)
+        return value
 
     def _setup(self, resume_from: str | None) -> None:
         cfg = self.cfg
@@ -150,9 +179,15 @@ class Trainer:
             load_state(net, payload["models"].get(name), path, name)
         for name, opt in self.opts.items():
             opt.load_state_dict(payload["optimizers"][name])
-            self.scheds[name].load_state_dict(payload["schedulers"][name])
+            sched = self.scheds[name]
+            sched.load_state_dict(payload["schedulers"][name])
+            # the rate the next step uses, from this config's schedule: the same value for a plain resume,
+            # the re-planned one for an extended run (whose saved rate is the old plan's ~0)
+            for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * factor(sched.last_epoch)
         self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
+        self.resumed = True
         self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
@@ -292,7 +327,13 @@ class Trainer:
     def run(self, stop_after: int | None = None) -> TrainResult:
         """Train to ``optim.iters``; ``stop_after`` ends this call early, as a Ctrl-C would (resumable)."""
         cfg, run = self.cfg, self.run_dir
+        if self.finished:
+            summary = run.summary() or {}
+            return TrainResult(**{k: v for k, v in summary.items() if k in TrainResult.__dataclass_fields__})
         if self.is_main:
+            before = run.config() if self.resumed else None
+            event = "start" if before is None else "extend" if before.optim.iters != cfg.optim.iters else "resume"
+            run.append_history(history_entry(event, self.iteration, before, cfg))
             run.write_config(cfg)
             run.write_subset(self.data.subset_record())
             run.truncate_metrics(self.iteration)
@@ -376,14 +417,19 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False, resume_from: str = LAST, validator: Validator | None = None) -> TrainResult:
+          overwrite: bool = False, resume_from: str = LAST, validator: Validator | None = None,
+          auto_resume: bool = False) -> TrainResult:
     """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
     ``validator`` scores S every ``run.val_every`` iterations (``hrseg.evaluation.validation``
     builds the one ``hrseg train`` uses); without one, ``run.val_every`` is not acted on (said in one line).
+    ``auto_resume`` (for preemptible jobs, torchrun restarts): start ``cfg`` fresh, continue it exactly
+    from ``last.pt`` when the folder holds this same run, refuse a folder holding another
+    (:func:`hrseg.training.resume.auto_resume_mode`).
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from, validator=validator)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from, validator=validator,
+                      auto_resume=auto_resume)
     try:
         return trainer.run(stop_after=stop_after)
     finally:
