@@ -48,7 +48,8 @@ from hrseg.data.augment import normalize
 from hrseg.data.dataset import open_split
 from hrseg.evaluation.evaluate import evaluate_segmenter, full_label_sizes
 from hrseg.models import SEGMENTERS
-from hrseg.training.build import amp_dtype, build_segmenter_of, resolve_device
+from hrseg.device import resolve_device
+from hrseg.training.build import amp_dtype, build_segmenter_of
 from hrseg.training.config import TrainConfig, override
 from hrseg.training.presets import PRESET_BUDGETS
 from hrseg.training.rundir import RunDir

@@ -56,7 +56,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "target-only": ("target-only", {}),
     "joint": ("joint", {}),
     "oracle": ("oracle", {}),
-    "oracle-normalised": ("oracle", {}),  # diagnostic: the mask divided by its batch mean (see run_one)
+    "oracle-normalised": ("oracle-normalised", {}),  # diagnostic: the mask divided by its batch mean
     "w19": ("w19", W19),
     "w1": ("w1", W1),
     "w19-literal": ("w19", {**W19, "weighting.network": "w19-literal"}),
@@ -170,26 +170,6 @@ def within_class(run_dir: Path, max_images: int = 100) -> tuple[dict[int, dict[s
     return out, mean_auc
 
 
-def _normalise_oracle() -> None:
-    """Study instrument, in this worker process only: the oracle's 1/0 mask rescaled to mean 1 over valid pixels.
-
-    It is what a perfect selector under ``normalize=batch`` would give, so it
-    separates what selection gains from what the weight's scale does.
-    """
-    from hrseg.data.labels import IGNORE_INDEX
-    from hrseg.training import losses
-
-    plain = losses.weighted_source_loss
-
-    def normalised(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-        if weight is not None:
-            valid = labels != IGNORE_INDEX
-            weight = weight / weight[valid].float().mean().clamp_min(1e-6)
-        return plain(logits, labels, weight)
-
-    losses.weighted_source_loss = normalised  # type: ignore[assignment]
-
-
 def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> dict[str, Any]:
     """Train one (variant, seed), score val mIoU and the weights; the run's checkpoints are dropped after."""
     torch.set_num_threads(1)  # runs share few cores: one thread each is fastest (OpenMP oversubscription crawls)
@@ -200,16 +180,8 @@ def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> di
     cfg = quick_config(scheme, data, str(run), seed=seed,
                        **{"gan.enabled": False, **budget, **changes, "run.progress": False, "run.device": "cpu",
                           "run.threads": 1})
-    from hrseg.training import losses
-
-    plain_loss = losses.weighted_source_loss
-    if name == "oracle-normalised":
-        _normalise_oracle()
     t0 = time.perf_counter()
-    try:
-        result = train(cfg)
-    finally:
-        losses.weighted_source_loss = plain_loss  # pool workers are reused: never leak the instrument
+    result = train(cfg)
     train_s = time.perf_counter() - t0
     records = list(RunDir(run).metrics())
     tail = records[-max(1, len(records) // 4):]  # last quarter: the weights the model finished with

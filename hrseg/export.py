@@ -34,6 +34,7 @@ from hrseg.data.shards import Manifest
 from hrseg.errors import HrsegError
 from hrseg.inference.tta import InferenceOptions
 from hrseg.models import SEGMENTERS, build_segmenter
+from hrseg.ownership import check_replace, torch_owned
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from hrseg.training.checkpoint import load_checkpoint, verify_checkpoint
 from hrseg.training.config import TrainConfig
@@ -101,15 +102,25 @@ def working_size(cfg: TrainConfig) -> Size | None:
     return None
 
 
+def check_export_target(out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Refuse an ``--out`` that holds something else than an earlier export (a checkpoint: even with overwrite)."""
+    path = Path(out)
+    if path.is_file() and torch_owned(CHECKPOINT_FORMAT)(path):
+        raise HrsegError(f"--out {path}: is a training checkpoint; an export never replaces one, "
+                         "choose another name")
+    return check_replace(path, torch_owned(FORMAT), overwrite, "an exported model")
+
+
 def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                  checkpoint: str | os.PathLike[str] | None = None, half: bool = False,
-                 size: Size | None = None) -> ExportResult:
+                 size: Size | None = None, overwrite: bool = False) -> ExportResult:
     """Write a run's segmenter (its final checkpoint, or ``checkpoint``) to ``out`` as an exported model.
 
     ``size`` overrides the working resolution read from the run's prepared
     data; without either the export is refused (a model without its input
     size would segment user images at the wrong scale without saying so).
     """
+    path = check_export_target(out, overwrite)
     run = RunDir(run_dir)
     loaded = run.load_for_inference(checkpoint, device="cpu")
     cfg = loaded.config
@@ -138,9 +149,6 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
         "config": cfg.to_dict(),
         "state_dict": state,
     }
-    path = Path(out)
-    if path.is_dir():
-        raise HrsegError(f"--out {path}: is a folder; give a file name such as {path / 'model.pt'}")
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
     params = sum(v.numel() for v in state.values() if v.is_floating_point())

@@ -93,11 +93,13 @@ class QuickstartResult:
     galleries: dict[str, Gallery]
     seconds: dict[str, float] = field(default_factory=dict)
     runs: list[Path] = field(default_factory=list)
+    report_page: Path | None = None  # report.html (None: matplotlib is not installed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "report": self.report.to_dict(),
             "report_files": [str(p) for p in self.report_files],
+            "report_page": None if self.report_page is None else str(self.report_page),
             "galleries": {k: g.to_dict() for k, g in self.galleries.items()},
             "seconds": self.seconds,
             "runs": [str(r) for r in self.runs],
@@ -203,6 +205,18 @@ def run_quickstart(cfg: QuickstartConfig, on_step: Callable[[str], None] | None 
         torch.set_num_threads(threads)
 
 
+def _report_page(report: Report, cfg: QuickstartConfig, galleries: dict[str, Gallery],
+                 say: Callable[[str], None]) -> Path | None:
+    """report.html beside report.md, linking the weight-map galleries; skipped, in one line, without matplotlib."""
+    from hrseg.visualization.report_page import MISSING, GalleryLink, plots_available, write_report_page
+
+    if not plots_available():
+        say(f"no report.html: {MISSING}")
+        return None
+    links = [GalleryLink(f"weight maps, {SCHEMES[s].title}, seed 0", g.index.parent) for s, g in galleries.items()]
+    return write_report_page(report, Path(cfg.out) / "report.html", links, title="hrseg quick start")
+
+
 def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> QuickstartResult:
     say = on_step or (lambda text: console.print(f"[bold cyan]{text}[/]"))
     seconds: dict[str, float] = {}
@@ -237,7 +251,9 @@ def _run(cfg: QuickstartConfig, on_step: Callable[[str], None] | None) -> Quicks
 
     report = build_report(runs, "val")
     files = write_report(report, cfg.out)
+    page = _report_page(report, cfg, galleries, say)
     seconds["total"] = time.perf_counter() - t0
-    result = QuickstartResult(report=report, report_files=files, galleries=galleries, seconds=seconds, runs=runs)
+    result = QuickstartResult(report=report, report_files=files, galleries=galleries, seconds=seconds, runs=runs,
+                              report_page=page)
     write_json(Path(cfg.out) / "quickstart.json", result.to_dict())
     return result

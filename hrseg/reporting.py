@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from hrseg.atomic import atomic_path, write_json
 from hrseg.errors import HrsegError
 from hrseg.models import LEVELS, SEGMENTERS
-from hrseg.training.config import WeightingConfig
+from hrseg.models.weighting import INPUTS, WeightingConfig
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 # fields that change how a run executed, not what it learned
@@ -44,6 +44,7 @@ class RunResult:
     weight_deviating: float | None = None
     level_auc: dict[str, float] = field(default_factory=dict)  # per level (pixel, region, image)
     checkpoint: str = "?"  # the checkpoint the evaluation scored (final.pt, best.pt, iter_XXXXXX.pt, ...)
+    iou: dict[str, float | None] = field(default_factory=dict)  # per class, as the evaluation wrote it
 
     @property
     def scheme(self) -> str:
@@ -219,7 +220,7 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
         raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")
     result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]),
-                       checkpoint=Path(str(ev.get("checkpoint") or "?")).name)
+                       checkpoint=Path(str(ev.get("checkpoint") or "?")).name, iou=dict(ev.get("iou") or {}))
     src = run.eval_results("source")
     if src is not None:
         result.auc = src.get("auc")
@@ -238,12 +239,10 @@ def _title(result: RunResult) -> str:
         title += " + GAN"
     w_input = result.config.get("weighting", {}).get("input")
     if scheme is not None and scheme.weighting is not None and w_input != WeightingConfig.input:
-        title += f" ({_INPUT_NAMES.get(str(w_input), str(w_input))} input)"
+        title += f" ({INPUTS[str(w_input)].title if w_input in INPUTS else w_input} input)"
     return title
 
 
-# W's input is named in a row's title when it is not the default (WeightingConfig.input)
-_INPUT_NAMES = {"pred": "prediction", "image": "image", "pred+image": "prediction + image"}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -318,7 +317,7 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val", strict: boo
     rows = sorted(groups.values(), key=_order)
     _disambiguate(rows)
     for row in rows:
-        base = [r for r in rows if r.runs[0].scheme == "target-only" and r.backbone == row.backbone
+        base = [r for r in rows if _role(r) == "baseline" and r.backbone == row.backbone
                 and r.target_images == row.target_images]
         if len(base) == 1:
             row.delta = row.mean - base[0].mean
@@ -326,12 +325,19 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val", strict: boo
     return Report(rows=rows, split=split, skipped=skipped)
 
 
+def _role(row: ReportRow) -> str:
+    """The scheme table's role for a row's runs ("method" for a scheme this version does not know)."""
+    scheme = row.runs[0].scheme
+    return SCHEMES[scheme].role if scheme in SCHEMES else "method"
+
+
 def _capture_ratios(rows: list[ReportRow]) -> None:
-    """(mIoU - joint) / (oracle - joint) per row, where one joint and one oracle row share its backbone and budget."""
+    """(mIoU - reference) / (upper bound - reference) per row, where one row of each (the reference without the
+    GAN) shares its backbone and budget: with today's table, (mIoU - joint) / (oracle - joint)."""
     for row in rows:
         same = [r for r in rows if r.backbone == row.backbone and r.target_images == row.target_images]
-        joint = [r for r in same if r.runs[0].scheme == "joint" and not r.runs[0].config.get("gan", {}).get("enabled")]
-        oracle = [r for r in same if r.runs[0].scheme == "oracle"]
+        joint = [r for r in same if _role(r) == "reference" and not r.runs[0].config.get("gan", {}).get("enabled")]
+        oracle = [r for r in same if _role(r) == "upper bound"]
         if len(joint) == 1 and len(oracle) == 1 and oracle[0].mean != joint[0].mean:
             row.captured = (row.mean - joint[0].mean) / (oracle[0].mean - joint[0].mean)
 

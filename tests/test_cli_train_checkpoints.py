@@ -17,6 +17,7 @@ from hrseg.training import tensorboard as tb
 from hrseg.training.config import TrainConfig, override
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import train
+from hrseg.visualization.tensorboard import weight_picture
 from tests.cli_fixtures import TINY, invoke, stdout_json, text
 from tests.data_fixtures import cached_synthetic_data
 
@@ -130,7 +131,7 @@ def test_tensorboard_logs_losses_and_weight_panels_without_changing_training(
     with_tb = override(TrainConfig(scheme="w19"), {**common, "run.out": str(tmp_path / "tb"), "run.tensorboard": True,
                                                     "run.tensorboard_every": 2})
     without = override(TrainConfig(scheme="w19"), {**common, "run.out": str(tmp_path / "plain")})
-    train(with_tb)
+    train(with_tb, weight_picture=weight_picture)
     train(without)
     (writer,) = _Writer.made
     assert writer.log_dir == str(tmp_path / "tb" / "tb") and writer.closed

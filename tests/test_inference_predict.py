@@ -13,7 +13,8 @@ import torch
 from hrseg.data.labels import KNOWN_LABEL_IDS, PALETTE, TRAIN_TO_LABEL
 from hrseg.errors import HrsegError
 from hrseg.inference.outputs import OutputSpec
-from hrseg.inference.engine import resolve_amp, segment_image
+from hrseg.device import resolve_amp
+from hrseg.inference.engine import segment_image
 from hrseg.inference.predictor import predict
 from hrseg.inference.tta import InferenceOptions
 from tests.inference_fixtures import PaletteModel, block_ids, painted_image, write_image, write_video

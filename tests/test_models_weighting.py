@@ -27,6 +27,16 @@ class Fixed(nn.Module):
         return self.logits
 
 
+def paper_w(*args: object, **changes: object) -> HierarchicalWeighting:
+    """W with the paper's combination (product), no normalisation, on S's prediction, unless told otherwise."""
+    return HierarchicalWeighting(*args, **{"input": "pred", "combine": "product", "normalize": "none", **changes})
+
+
+def weight_of(w: HierarchicalWeighting, inp: Tensor, labels: Tensor) -> Tensor:
+    with torch.no_grad():
+        return w(inp, labels).weight
+
+
 def with_fixed(w: HierarchicalWeighting, logits: dict[str, Tensor]) -> HierarchicalWeighting:
     for level, z in logits.items():
         w.trunks[level] = Fixed(z)
@@ -62,16 +72,16 @@ def test_w19_trunk_is_the_table() -> None:
 
 
 def test_each_level_has_its_own_trunk() -> None:
-    w = HierarchicalWeighting("w1")
+    w = paper_w("w1")
     assert count_parameters(w) == 3 * 2_781_121
     assert len({id(t) for t in w.trunks.values()}) == 3
-    assert count_parameters(HierarchicalWeighting("w19", levels=("pixel", "image"))) == 2 * 530_067
+    assert count_parameters(paper_w("w19", levels=("pixel", "image"))) == 2 * 530_067
 
 
 @pytest.mark.parametrize("scheme,channels,native", [("w1", 1, (2, 4)), ("w19", 19, (16, 32))])
 def test_level_shapes(scheme: str, channels: int, native: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    w = HierarchicalWeighting(scheme, width=0.125)
+    w = paper_w(scheme, width=0.125)
     inp = torch.randn(2, 19, 64, 128).softmax(1)
     labels = torch.randint(0, 19, (2, 96, 200))  # label resolution differs from the input's
     out = w(inp, labels)
@@ -84,7 +94,7 @@ def test_level_shapes(scheme: str, channels: int, native: tuple[int, int]) -> No
 
 
 def test_image_input_ablation() -> None:
-    w = HierarchicalWeighting("w1", in_channels=3, width=0.125)
+    w = paper_w("w1", in_channels=3, width=0.125)
     out = w(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.long))
     assert out.weight.shape == (1, 64, 64)
 
@@ -92,7 +102,7 @@ def test_image_input_ablation() -> None:
 def test_region_cells_share_a_score_pixel_level_is_smooth_image_level_constant() -> None:
     torch.manual_seed(0)
     z = torch.randn(2, 1, 4, 8)
-    w = with_fixed(HierarchicalWeighting("w1", width=0.125), {"pixel": z, "region": z, "image": z})
+    w = with_fixed(paper_w("w1", width=0.125), {"pixel": z, "region": z, "image": z})
     labels = torch.zeros(2, 32, 64, dtype=torch.long)
     out = w(torch.zeros(2, 19, 32, 64), labels)
     region = out.scores["region"].view(2, 4, 8, 8, 8)
@@ -107,7 +117,7 @@ def test_region_cells_share_a_score_pixel_level_is_smooth_image_level_constant()
 def test_w19_reads_the_ground_truth_channel_at_every_level() -> None:
     classes = torch.arange(19, dtype=torch.float32) - 9.0  # channel k holds the logit k - 9
     z = classes.view(1, 19, 1, 1).expand(2, 19, 4, 4).contiguous()
-    w = with_fixed(HierarchicalWeighting("w19", width=0.125),
+    w = with_fixed(paper_w("w19", width=0.125),
                    {"pixel": z, "region": z, "image": z[:, :, :1, :1]})
     labels = torch.randint(0, 19, (2, 16, 16), generator=torch.Generator().manual_seed(0))
     labels[0, 0, :5] = 255
@@ -121,7 +131,7 @@ def test_w19_reads_the_ground_truth_channel_at_every_level() -> None:
 def test_w19_picks_the_one_high_channel_only_where_it_is_the_class() -> None:
     z = torch.full((1, 19, 2, 2), -8.0)
     z[0, 5, 0, 0] = 8.0  # class 5 looks real in the top-left region only
-    w = with_fixed(HierarchicalWeighting("w19", levels=("region",), width=0.125), {"region": z})
+    w = with_fixed(paper_w("w19", levels=("region",), width=0.125), {"region": z})
     labels = torch.full((1, 8, 8), 3, dtype=torch.long)
     labels[0, :2, :2] = 5   # class-5 pixels inside the top-left region
     labels[0, 6:, 6:] = 5   # class-5 pixels elsewhere
@@ -147,7 +157,7 @@ def per_pixel(z: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
 @pytest.mark.parametrize("combine", ["product", "mean", "ratio"])
 def test_combinations(combine: str) -> None:
     z = level_logits()
-    w = with_fixed(HierarchicalWeighting("w1", combine=combine, width=0.125), z)
+    w = with_fixed(paper_w("w1", combine=combine, width=0.125), z)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
     weight = w(torch.zeros(2, 19, 16, 16), labels).weight
     p = per_pixel({k: v.double() for k, v in z.items()}, (16, 16))
@@ -162,7 +172,7 @@ def test_combinations(combine: str) -> None:
 
 def test_single_level_weight_is_its_score() -> None:
     z = level_logits()
-    w = with_fixed(HierarchicalWeighting("w1", levels=("region",), width=0.125), {"region": z["region"]})
+    w = with_fixed(paper_w("w1", levels=("region",), width=0.125), {"region": z["region"]})
     out = w(torch.zeros(2, 19, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long))
     assert set(out.scores) == {"region"}
     torch.testing.assert_close(out.weight, out.scores["region"])
@@ -172,8 +182,8 @@ def test_batch_normalisation_gives_mean_one_over_valid_pixels() -> None:
     z = level_logits(1)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
     labels[1, 8:] = 255
-    plain = with_fixed(HierarchicalWeighting("w1", width=0.125), z)
-    normed = with_fixed(HierarchicalWeighting("w1", normalize="batch", width=0.125), z)
+    plain = with_fixed(paper_w("w1", width=0.125), z)
+    normed = with_fixed(paper_w("w1", normalize="batch", width=0.125), z)
     w0 = plain(torch.zeros(2, 19, 16, 16), labels).weight
     w1 = normed(torch.zeros(2, 19, 16, 16), labels).weight
     valid = labels != 255
@@ -183,7 +193,7 @@ def test_batch_normalisation_gives_mean_one_over_valid_pixels() -> None:
 
 
 def test_running_normalisation_is_an_ema_buffer_updated_in_training_only() -> None:
-    w = HierarchicalWeighting("w1", normalize="running", momentum=0.1, width=0.125)
+    w = paper_w("w1", normalize="running", momentum=0.1, width=0.125)
     assert "running_log_mean" in w.state_dict()
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
     means = []
@@ -192,26 +202,26 @@ def test_running_normalisation_is_an_ema_buffer_updated_in_training_only() -> No
         with_fixed(w, z)
         raw = math.prod(torch.sigmoid(v) for v in per_pixel(z, (16, 16)).values())
         means.append(float(raw.mean()))
-        weight = w.weight(torch.zeros(2, 19, 16, 16), labels)
+        weight = weight_of(w, torch.zeros(2, 19, 16, 16), labels)
         ema = means[0] if seed == 1 else 0.9 * means[0] + 0.1 * means[1]
-        assert w.running_mean == pytest.approx(ema, rel=1e-5)
+        assert float(w.running_log_mean.exp()) == pytest.approx(ema, rel=1e-5)
         torch.testing.assert_close(weight, raw / ema, rtol=1e-5, atol=1e-6)
     w.eval()
-    before = w.running_mean
+    before = float(w.running_log_mean.exp())
     with_fixed(w, level_logits(3))
-    w.weight(torch.zeros(2, 19, 16, 16), labels)
-    assert w.running_mean == before and int(w.num_updates) == 2
-    fresh = HierarchicalWeighting("w1", normalize="running", momentum=0.1, width=0.125)
+    weight_of(w, torch.zeros(2, 19, 16, 16), labels)
+    assert float(w.running_log_mean.exp()) == before and int(w.num_updates) == 2
+    fresh = paper_w("w1", normalize="running", momentum=0.1, width=0.125)
     fresh.load_state_dict(w.state_dict(), strict=False)
-    assert fresh.running_mean == pytest.approx(before)
+    assert float(fresh.running_log_mean.exp()) == pytest.approx(before)
 
 
 @pytest.mark.parametrize("combine", ["product", "ratio"])
 def test_clamp_applies_after_normalisation(combine: str) -> None:
     z = level_logits(4)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
-    free = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", width=0.125), z)
-    capped = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", clamp=1.5, width=0.125), z)
+    free = with_fixed(paper_w("w1", combine=combine, normalize="batch", width=0.125), z)
+    capped = with_fixed(paper_w("w1", combine=combine, normalize="batch", clamp=1.5, width=0.125), z)
     a = free(torch.zeros(2, 19, 16, 16), labels).weight
     b = capped(torch.zeros(2, 19, 16, 16), labels).weight
     assert a.max() > 1.5 and b.max() <= 1.5 + 1e-6
@@ -222,20 +232,19 @@ def test_ratio_is_stable_for_extreme_logits() -> None:
     z = {"pixel": torch.full((1, 1, 2, 2), -150.0), "region": torch.full((1, 1, 2, 2), -120.0),
          "image": torch.full((1, 1, 1, 1), -90.0)}
     z["pixel"][0, 0, 0, 0] = -140.0
-    w = with_fixed(HierarchicalWeighting("w1", combine="ratio", normalize="batch", width=0.125), z)
+    w = with_fixed(paper_w("w1", combine="ratio", normalize="batch", width=0.125), z)
     weight = w(torch.zeros(1, 19, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)).weight
     assert torch.isfinite(weight).all() and weight.max() > weight.min() > 0
     assert weight.detach().mean().item() == pytest.approx(1.0, rel=1e-4)
     z = {k: -v for k, v in z.items()}
-    w = with_fixed(HierarchicalWeighting("w1", combine="ratio", width=0.125), z)
+    w = with_fixed(paper_w("w1", combine="ratio", width=0.125), z)
     assert torch.isfinite(w(torch.zeros(1, 19, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long)).weight).all()
 
 
 def test_weight_is_a_constant_the_logits_train() -> None:
     """The loss weight carries no gradient (METHOD §3); W trains through its level logits only."""
-    w = HierarchicalWeighting("w19", width=0.125)
+    w = paper_w("w19", width=0.125)
     inp, labels = torch.randn(1, 19, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long)
-    assert not w.weight(inp, labels).requires_grad
     out = w(inp, labels)
     assert not out.weight.requires_grad
     assert all(z.requires_grad for z in out.logits.values())
@@ -251,7 +260,7 @@ def test_w1_classifier_loss_counts_valid_pixels_cells_and_images() -> None:
     labels[0, :4, :4] = 255  # one whole region cell ignored
     labels[0, 4, 4] = 255    # one pixel of another cell: that cell stays valid
     labels[2] = 255          # a whole image ignored
-    w = with_fixed(HierarchicalWeighting("w1", width=0.125), z)
+    w = with_fixed(paper_w("w1", width=0.125), z)
     loss = w.classifier_loss(torch.zeros(3, 19, 8, 8), labels, domain=1.0)
     valid = labels != 255
     cells = torch.tensor([[[False, True], [True, True]], [[True, True], [True, True]], [[False, False], [False, False]]])
@@ -269,7 +278,7 @@ def test_w19_classifier_loss_reads_gt_channel_per_pixel_and_domain_flips() -> No
          "image": torch.randn(2, 19, 1, 1, generator=g)}
     labels = torch.randint(0, 19, (2, 8, 8), generator=g)
     labels[1, :3] = 255
-    w = with_fixed(HierarchicalWeighting("w19", width=0.125), z)
+    w = with_fixed(paper_w("w19", width=0.125), z)
     valid = labels != 255
     idx = labels.clamp(max=18).unsqueeze(1)
     expected = 0
@@ -278,13 +287,13 @@ def test_w19_classifier_loss_reads_gt_channel_per_pixel_and_domain_flips() -> No
         expected = expected + manual_bce(up.gather(1, idx)[:, 0][valid], 0.0)
     loss = w.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain=0.0)
     torch.testing.assert_close(loss, expected)
-    flipped = with_fixed(HierarchicalWeighting("w19", width=0.125), {k: -v for k, v in z.items()})
+    flipped = with_fixed(paper_w("w19", width=0.125), {k: -v for k, v in z.items()})
     torch.testing.assert_close(flipped.classifier_loss(torch.zeros(2, 19, 8, 8), labels, domain=1.0), loss)
 
 
 def test_classifier_loss_reuses_forward_logits_and_survives_all_ignore() -> None:
     torch.manual_seed(0)
-    w = HierarchicalWeighting("w1", width=0.125)
+    w = paper_w("w1", width=0.125)
     inp, labels = torch.randn(2, 19, 64, 64), torch.randint(0, 19, (2, 64, 64))
     out = w(inp, labels)
     torch.testing.assert_close(w.classifier_loss(inp, labels, 0.0, logits=out.logits),
@@ -298,7 +307,7 @@ def test_classifier_loss_reuses_forward_logits_and_survives_all_ignore() -> None
 def test_trained_classifiers_give_target_like_inputs_higher_weight() -> None:
     """The real trunks learn the domain task: after a few steps sharp "target" predictions outweigh flat ones."""
     torch.manual_seed(0)
-    w = HierarchicalWeighting("w19", width=0.25)
+    w = paper_w("w19", width=0.25)
     labels = torch.randint(0, 19, (4, 32, 32))
     target = F.one_hot(labels, 19).permute(0, 3, 1, 2).float() * 0.9 + 0.1 / 19
     source = torch.randn(4, 19, 32, 32).softmax(1)
@@ -308,17 +317,17 @@ def test_trained_classifiers_give_target_like_inputs_higher_weight() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert w.weight(target, labels).mean() > 2 * w.weight(source, labels).mean()
+    assert weight_of(w, target, labels).mean() > 2 * weight_of(w, source, labels).mean()
 
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"network": "w7"}, "--weight-network: unknown weighting network 'w7'"),
     ({"combine": "max"}, "--weight-combine: unknown weight combination 'max'"),
     ({"normalize": "l2"}, "--weight-normalize: unknown weight normalisation"),
-    ({"levels": ("pixel", "scene")}, "weighting levels: unknown level 'scene'"),
-    ({"sharpen": 0.0}, "weighting sharpen"),
+    ({"levels": ("pixel", "scene")}, "weighting.levels: unknown level 'scene'"),
+    ({"sharpen": 0.0}, "weighting.sharpen"),
     ({"levels": ()}, "at least one"),
-    ({"clamp": 0.0}, "weighting clamp"),
+    ({"clamp": 0.0}, "weighting.clamp"),
 ])
 def test_bad_options_are_user_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(HrsegError, match=match):
@@ -328,7 +337,7 @@ def test_bad_options_are_user_errors(kwargs: dict, match: str) -> None:
 def test_w19_default_has_an_activation_after_each_instance_norm_and_the_literal_table_stays() -> None:
     assert {"w19", "w19-literal"} <= set(WEIGHTING_NETWORKS.names())
     for network, activations in (("w19", 5), ("w19-literal", 2)):
-        trunk = HierarchicalWeighting(network, levels=("image",)).trunks["image"]
+        trunk = paper_w(network, levels=("image",)).trunks["image"]
         layers = list(trunk.children())
         assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in layers) == activations
         after_norm = [layers[i + 1] for i, m in enumerate(layers) if isinstance(m, nn.InstanceNorm2d)]
@@ -343,7 +352,7 @@ def test_w19_image_level_depends_on_its_input_the_literal_one_does_not() -> None
     b = (3 * torch.randn(2, 19, 32, 64, generator=g)).softmax(1)
     for network, depends in (("w19", True), ("w19-literal", False)):
         torch.manual_seed(0)
-        w = HierarchicalWeighting(network, levels=("image",), width=0.25).eval()
+        w = paper_w(network, levels=("image",), width=0.25).eval()
         za, zb = w.level_logits(a)["image"], w.level_logits(b)["image"]
         bias = w.trunks["image"][-1].bias.view(1, -1, 1, 1)
         if depends:
@@ -360,7 +369,7 @@ def test_soft_threshold_gives_near_binary_maps_on_a_toy_input() -> None:
     high = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
     high[:, :, :, :4] = True  # left half scores high at every level
     z = torch.where(high, 2.0, -2.0) + 0.05 * torch.randn(2, 1, 8, 8, generator=g)
-    w = with_fixed(HierarchicalWeighting("w1", levels=("pixel", "region"), combine="softthreshold",
+    w = with_fixed(paper_w("w1", levels=("pixel", "region"), combine="softthreshold",
                                          normalize="batch", steepness=5.0, width=0.125),
                    {"pixel": z, "region": z})
     labels = torch.zeros(2, 8, 8, dtype=torch.long)
@@ -369,7 +378,7 @@ def test_soft_threshold_gives_near_binary_maps_on_a_toy_input() -> None:
     assert right.max() < 0.02 * left.min()
     assert (left - 2.0).abs().max() < 0.05  # half the pixels carry the batch's mean weight of 1
     torch.testing.assert_close(weight.mean(), torch.tensor(1.0))
-    soft = with_fixed(HierarchicalWeighting("w1", levels=("pixel", "region"), combine="product", normalize="batch",
+    soft = with_fixed(paper_w("w1", levels=("pixel", "region"), combine="product", normalize="batch",
                                             width=0.125), {"pixel": z, "region": z})
     plain = soft(torch.zeros(2, 19, 8, 8), labels).weight
     assert plain[:, :, 4:].min() > 0.01 * plain[:, :, :4].max()  # the product of sigmoids is far from binary
@@ -384,7 +393,7 @@ def test_soft_threshold_follows_the_scores(combine: str) -> None:
 
     def weight(shift: float, scale: float = 1.0) -> Tensor:
         moved = {k: scale * v + shift for k, v in z.items()}
-        w = with_fixed(HierarchicalWeighting("w1", combine=combine, normalize="batch", width=0.125), moved)
+        w = with_fixed(paper_w("w1", combine=combine, normalize="batch", width=0.125), moved)
         return w(torch.zeros(2, 19, 16, 16), labels).weight
 
     base = weight(0.0)
@@ -396,7 +405,7 @@ def test_soft_threshold_follows_the_scores(combine: str) -> None:
 def test_soft_threshold_of_the_sum_is_one_threshold_on_the_summed_logits() -> None:
     z = level_logits(11)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
-    w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold-sum", normalize="batch", steepness=2.0,
+    w = with_fixed(paper_w("w1", combine="softthreshold-sum", normalize="batch", steepness=2.0,
                                          width=0.125), z)
     weight = w(torch.zeros(2, 19, 16, 16), labels).weight
     total = sum(per_pixel(z, (16, 16)).values())
@@ -412,20 +421,20 @@ def test_soft_threshold_is_per_class_for_w19() -> None:
     z[0, 5] = torch.linspace(5.0, 6.0, 64).view(8, 8)    # class 5: all high, same order
     labels = torch.full((1, 8, 8), 3, dtype=torch.long)
     labels[0, 4:] = 5
-    w = with_fixed(HierarchicalWeighting("w19", levels=("pixel",), combine="softthreshold", normalize="batch",
+    w = with_fixed(paper_w("w19", levels=("pixel",), combine="softthreshold", normalize="batch",
                                          steepness=4.0, width=0.125), {"pixel": z})
     weight = w(torch.zeros(1, 19, 8, 8), labels).weight[0]
     cls3, cls5 = weight[:4].flatten(), weight[4:].flatten()
     assert cls3[-8:].mean() > 10 * cls3[:8].mean() and cls5[-8:].mean() > 10 * cls5[:8].mean()
     assert 0.5 < float(cls3.mean() / cls5.mean()) < 2.0  # not all of class 3 thrown away
-    product = with_fixed(HierarchicalWeighting("w19", levels=("pixel",), normalize="batch", width=0.125),
+    product = with_fixed(paper_w("w19", levels=("pixel",), normalize="batch", width=0.125),
                          {"pixel": z})(torch.zeros(1, 19, 8, 8), labels).weight[0]
     assert product[:4].mean() < 1e-3 * product[4:].mean()
 
 
 def test_constant_scores_give_uniform_soft_threshold_weights() -> None:
     z = {k: torch.full_like(v, 2.5) for k, v in level_logits(8).items()}
-    w = with_fixed(HierarchicalWeighting("w1", combine="softthreshold", normalize="batch", width=0.125), z)
+    w = with_fixed(paper_w("w1", combine="softthreshold", normalize="batch", width=0.125), z)
     weight = w(torch.zeros(2, 19, 16, 16), torch.zeros(2, 16, 16, dtype=torch.long)).weight
     torch.testing.assert_close(weight, torch.ones_like(weight))
 
@@ -433,9 +442,9 @@ def test_constant_scores_give_uniform_soft_threshold_weights() -> None:
 def test_warmup_then_ramp_from_uniform_to_full_weights_counted_by_training_calls() -> None:
     z = level_logits(9)
     labels = torch.zeros(2, 16, 16, dtype=torch.long)
-    full = with_fixed(HierarchicalWeighting("w1", normalize="batch", width=0.125), z)
+    full = with_fixed(paper_w("w1", normalize="batch", width=0.125), z)
     target = full(torch.zeros(2, 19, 16, 16), labels, update_running=False).weight
-    w = with_fixed(HierarchicalWeighting("w1", normalize="batch", warmup=2, ramp=4, width=0.125), z)
+    w = with_fixed(paper_w("w1", normalize="batch", warmup=2, ramp=4, width=0.125), z)
     seen = [w(torch.zeros(2, 19, 16, 16), labels).weight for _ in range(8)]  # training mode: one call per step
     assert [w.strength(t) for t in range(8)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     for t in (0, 1, 2):
@@ -451,8 +460,8 @@ def test_warmup_then_ramp_from_uniform_to_full_weights_counted_by_training_calls
 def test_label_smoothing_moves_the_classifier_targets() -> None:
     z = level_logits(10, (2, 1, 2, 2))
     labels = torch.zeros(2, 8, 8, dtype=torch.long)
-    plain = with_fixed(HierarchicalWeighting("w1", levels=("pixel",), width=0.125), {"pixel": z["pixel"]})
-    smooth = with_fixed(HierarchicalWeighting("w1", levels=("pixel",), smoothing=0.1, width=0.125),
+    plain = with_fixed(paper_w("w1", levels=("pixel",), width=0.125), {"pixel": z["pixel"]})
+    smooth = with_fixed(paper_w("w1", levels=("pixel",), smoothing=0.1, width=0.125),
                         {"pixel": z["pixel"]})
     up = per_pixel(z, (8, 8))["pixel"]
     for domain, target in ((1.0, 0.9), (0.0, 0.1)):
@@ -462,10 +471,60 @@ def test_label_smoothing_moves_the_classifier_targets() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"steepness": 0.0}, "weighting steepness"),
-    ({"smoothing": 0.5}, "weighting smoothing"),
-    ({"warmup": -1}, "warmup / ramp"),
+    ({"steepness": 0.0}, "weighting.steepness"),
+    ({"smoothing": 0.5}, "weighting.smoothing"),
+    ({"warmup": -1}, "weighting.warmup"),
 ])
 def test_bad_selection_options_are_user_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(HrsegError, match=match):
         HierarchicalWeighting(**kwargs)
+
+
+def test_one_set_of_defaults_and_checks_for_the_module_and_the_config() -> None:
+    from dataclasses import fields
+
+    from hrseg.models.weighting import INPUTS, NORMALIZATIONS, WeightingConfig
+    from hrseg.training.build import build_weighting
+    from hrseg.training.config import TrainConfig, override
+
+    w = HierarchicalWeighting("w19")
+    assert w.config == WeightingConfig(network="w19")
+    assert (w.combine, w.normalize, w.in_channels) == ("softthreshold", "batch", INPUTS["image"].channels(19))
+    cfg = override(TrainConfig(scheme="w19"), {"weighting.clamp": 2.5, "weighting.levels": ["pixel", "image"],
+                                              "weighting.input": "pred+image"}).resolved()
+    built = build_weighting(cfg)
+    assert built.config == cfg.weighting and built.in_channels == 22 and tuple(built.trunks) == ("pixel", "image")
+    for key, value in (("clamp", 0.0), ("sharpen", -1.0), ("steepness", math.inf), ("smoothing", 0.5),
+                       ("ramp", -1), ("levels", ("pixel", "scene")), ("combine", "max"), ("input", "depth")):
+        with pytest.raises(HrsegError) as from_module:
+            HierarchicalWeighting("w1", **{key: value})
+        with pytest.raises(HrsegError) as from_config:
+            override(TrainConfig(scheme="w1"), {f"weighting.{key}": value}).validate()
+        assert str(from_module.value) == str(from_config.value), key
+    assert {f.name for f in fields(WeightingConfig)} >= {"network", "input", "combine", "normalize", "clamp"}
+    assert list(NORMALIZATIONS) == ["none", "batch", "running"] and list(INPUTS) == ["pred", "image", "pred+image"]
+
+
+def test_a_normalisation_is_a_registered_function() -> None:
+    from hrseg.models.weighting import NORMALIZATIONS
+
+    @NORMALIZATIONS.register("halved-test")
+    def _halved(w: HierarchicalWeighting, log_w: Tensor, valid: Tensor, update: bool) -> Tensor:
+        return log_w - math.log(2.0)
+
+    try:
+        z = {"pixel": torch.zeros(1, 1, 4, 4)}
+        w = with_fixed(paper_w("w1", levels=("pixel",), normalize="halved-test"), z)
+        weight = w(torch.zeros(1, 19, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long)).weight
+        torch.testing.assert_close(weight, torch.full((1, 4, 4), 0.25))  # sigmoid(0) = 0.5, halved
+    finally:
+        NORMALIZATIONS._entries.pop("halved-test")
+
+
+def test_class_score_is_the_geometric_mean_of_the_class_channel_level_sigmoids() -> None:
+    z = {"pixel": torch.randn(1, 19, 4, 4), "region": torch.randn(1, 19, 2, 2), "image": torch.randn(1, 19, 1, 1)}
+    w = with_fixed(paper_w("w19", width=0.125), z)
+    score = w.class_score(torch.zeros(1, 19, 4, 4), 7, (4, 4))
+    per_level = w.pixel_logits(w.level_logits(torch.zeros(1, 19, 4, 4)), torch.full((1, 4, 4), 7))
+    expected = torch.stack([torch.sigmoid(v) for v in per_level.values()]).prod(0) ** (1 / 3)
+    torch.testing.assert_close(score, expected)

@@ -43,6 +43,8 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
     md = (out / "report.md").read_text()
     assert md.count("\n") == 2 + 4 + 2 and " ± " in md
     assert md.endswith("\nEvery row scored checkpoints/final.pt.\n")  # which checkpoint the rows used
+    page = (out / "report.html").read_text()  # the same table with plots, linking the weight-map galleries
+    assert 'href="weights/w19/index.html"' in page and page.count("data:image/png;base64,") == 2
     assert "Ours with W^19" in result.output and "wall time" in result.output and "report.md" in result.output
     summary = json.loads((out / "quickstart.json").read_text())
     assert summary["seconds"]["total"] > 0 and len(summary["runs"]) == 8

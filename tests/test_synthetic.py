@@ -182,8 +182,9 @@ def test_interrupted_generation_is_redone_and_its_shards_rebuilt(tmp_path: Path)
     assert first["generated"] is True
     again = prepare_synthetic(cfg, show_progress=False)
     assert again["generated"] is False and all(r.reused_shards == len(r.manifest.shards) for r in again["results"])
-    # simulate a generation killed half-way: stamp gone, a stray extra image left behind
-    (tmp_path / "data" / "raw" / "synthetic.json").unlink()
+    # simulate a generation killed half-way: stamp still marked incomplete, a stray extra image left behind
+    stamp = tmp_path / "data" / "raw" / "synthetic.json"
+    stamp.write_text(json.dumps(json.loads(stamp.read_text()) | {"complete": False}))
     stray = tmp_path / "data" / "raw" / "GTAV" / "images" / "00099.png"
     stray.write_bytes((tmp_path / "data" / "raw" / "GTAV" / "images" / "00001.png").read_bytes())
     redo = prepare_synthetic(cfg, show_progress=False)

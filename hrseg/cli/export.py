@@ -25,6 +25,8 @@ def export_command(
     size: Optional[str] = typer.Option(
         None, "--size", metavar="WxH",
         help="Working size to record (default: the size the run's target images were prepared at)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing file at --out that is not an earlier export."),
     json_path: Optional[str] = json_option(),
 ) -> None:
     """Export a run's segmentation network with what is needed to use it (hrseg predict MODEL.pt ...).
@@ -37,7 +39,7 @@ def export_command(
     with user_errors():
         json_target(json_path)
         result = export_model(run, out, checkpoint=checkpoint, half=half,
-                              size=parse_size(size, "--size") if size else None)
+                              size=parse_size(size, "--size") if size else None, overwrite=overwrite)
         table = Table(title=f"exported {result.checkpoint} (iteration {result.iteration})")
         table.add_column("file")
         table.add_column("parameters", justify="right")

@@ -34,7 +34,7 @@ def models_command(
 
     Shapes come from running the networks on PyTorch's meta device: instant, no memory.
     """
-    from hrseg.models.factory import describe_models
+    from hrseg.models.describe import describe_models
 
     with user_errors():
         text, size_flag = given({"--size": size, "--input-size": input_size}, "1024x512")

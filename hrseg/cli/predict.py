@@ -87,7 +87,7 @@ def predict_command(
 
     from hrseg.export import load_model
     from hrseg.inference import OutputSpec, predict
-    from hrseg.training.build import resolve_device
+    from hrseg.device import resolve_device
 
     from hrseg.atomic import ensure_dir
 

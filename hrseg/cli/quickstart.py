@@ -59,7 +59,7 @@ def quickstart_command(
         result = run_quickstart(cfg)
         print_report(result.report)
         md, js = result.report_files
-        console.print(f"report: {md}, {js}")
+        console.print(f"report: {md}, {js}" + (f", {result.report_page}" if result.report_page else ""))
         for scheme, gallery in result.galleries.items():
             console.print(f"weight maps ({scheme}): {gallery.index}")
         s = result.seconds

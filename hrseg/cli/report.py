@@ -11,7 +11,9 @@ from rich.table import Table
 
 from hrseg.cli.common import emit_json, json_option, json_target, user_errors
 from hrseg.console import console
+from hrseg.errors import HrsegError
 from hrseg.reporting import Report, build_report, captured_text, write_report
+from hrseg.visualization.report_page import gallery_links, write_report_page
 
 
 def _shared_text(name: str, value: str) -> str:
@@ -71,9 +73,15 @@ def print_report(report: Report) -> None:
 def report_command(
     runs: List[Path] = typer.Argument(..., help="Run directories (already evaluated with hrseg eval)."),
     split: str = typer.Option("val", "--split", help="Which evaluation to compare (RUN/eval/<split>.json)."),
-    out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json."),
     strict: bool = typer.Option(False, "--strict", help="Fail on a run without the evaluation instead of "
                                                          "skipping it with a warning."),
+    out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json (and report.html)."),
+    html: bool = typer.Option(False, "--html/--no-html",
+                              help="Also write report.html: the table, per-class IoU and training curves as plots "
+                                   "(needs matplotlib: pip install \"hrseg[plots]\")."),
+    gallery: List[Path] = typer.Option([], "--gallery",
+                                       help="A gallery folder (hrseg visualize --out) to link from report.html; "
+                                            "repeatable."),
     json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
 ) -> None:
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
@@ -85,9 +93,13 @@ def report_command(
         report = build_report(runs, split, strict=strict)
         for run, why in report.skipped:
             console.print(f"[yellow]skipped {run}: {why}[/]", highlight=False, soft_wrap=True)
+        if gallery and not html:
+            raise HrsegError("--gallery: links go into report.html; add --html")
+        links = gallery_links(gallery) if html else []
         md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
+        page = write_report_page(report, out / "report.html", links) if html else None
         print_report(report)
-        console.print(f"wrote {md} and {js}")
+        console.print(f"wrote {md} and {js}" + (f"; open {page}" if page else ""))
         emit_json(report.to_dict(), json_path)
 
 

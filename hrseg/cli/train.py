@@ -31,7 +31,7 @@ ArchChoice = SEGMENTERS.choices()
 NetworkChoice = WEIGHTING_NETWORKS.choices()
 CombineChoice = COMBINATIONS.choices()
 NormalizeChoice = NORMALIZATIONS.choices()
-InputChoice = Registry("weighting input", "--weight-input").choices(INPUTS)
+InputChoice = INPUTS.choices()
 BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 ExtendChoice = Registry("extend mode", "--extend").choices(EXTEND_MODES)
@@ -186,6 +186,7 @@ def register(app: typer.Typer) -> None:
         """
         from hrseg.evaluation.validation import train_with_validation as train
         from hrseg.training.rundir import RunDir
+        from hrseg.visualization.tensorboard import weight_picture
 
         given = locals()
         with user_errors():
@@ -221,7 +222,7 @@ def register(app: typer.Typer) -> None:
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
             result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from,
-                           auto_resume=auto_resume).to_dict()
+                           auto_resume=auto_resume, weight_picture=weight_picture).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, json_path)

@@ -48,8 +48,7 @@ def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Opti
                                 data=str(data) if data else None, device=device, show_progress=progress)
         fn = visualize_weights if kind == "weights" else visualize_predictions
         gallery = fn(run, opts)
-        _print(kind, gallery)
-        emit_json(gallery.to_dict(), out / "gallery.json")
+        _print(kind, gallery)  # OUT/gallery.json is the library's
         emit_json(gallery.to_dict(), json_path)
 
 

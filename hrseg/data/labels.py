@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 
 IGNORE_INDEX = 255
@@ -119,3 +120,8 @@ def eval_classes(num: int) -> tuple[int, ...]:
 def colorize(train_ids: np.ndarray) -> np.ndarray:
     """trainId map (H, W) -> RGB image (H, W, 3); 255 (ignore) is black. The one palette colouring."""
     return PALETTE[np.asarray(train_ids, dtype=np.uint8)]
+
+
+def blend(image: np.ndarray, overlay: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """``overlay`` (e.g. :func:`colorize`'s colours) over an RGB ``image``; what predict's overlays and the panels show."""
+    return cv2.addWeighted(overlay, alpha, image, 1.0 - alpha, 0.0)

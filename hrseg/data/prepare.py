@@ -137,6 +137,15 @@ class SplitResult:
 
 
 
+def _stored_root(split_dir: Path) -> str:
+    """The folder an existing split was prepared from, as its manifest says ("" when unknown)."""
+    try:
+        root = json.loads((split_dir / MANIFEST_NAME).read_text()).get("root", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return root if isinstance(root, str) else ""
+
+
 def _stored_options(split_dir: Path) -> dict[str, Any] | None:
     manifest = split_dir / MANIFEST_NAME
     if manifest.is_file():
@@ -283,6 +292,12 @@ def prepare_split(
             elif cfg.overwrite:
                 _clear_split(split_dir)
         plan = _plan(cfg, listing, split_dir, want)
+        stored_root = _stored_root(split_dir) if split_dir.is_dir() else ""
+        if stored_root and stored_root != str(Path(cfg.root).absolute()) and plan.build and not cfg.overwrite:
+            raise HrsegError(
+                f"{split_dir}: already prepared from {stored_root}, not from --root {cfg.root}; "
+                "pass --overwrite to rebuild it from the new root, or choose another --out"
+            )
         entries = _manifest_entries(split_dir, want)
         jobs = []
         for k in plan.check:
@@ -317,6 +332,7 @@ def prepare_split(
     realism = any(plan.states[k].has_realism for k in plan.check) or any(b.has_realism for b in built)
     manifest = _assemble_manifest(cfg.dataset, split, listing, options, [infos[k] for k in range(len(plan.ranges))],
                                   [stats[k] for k in range(len(plan.ranges))], realism)
+    manifest.root = str(Path(cfg.root).absolute())
     _save_if_changed(manifest, split_dir)
     messages = list(plan.messages)
     for k in range(len(plan.ranges)):

@@ -100,6 +100,7 @@ class Manifest:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     format: str = FORMAT
+    root: str = ""  # the folder the split was prepared from (absolute); "" when unknown (older manifests)
 
     @property
     def width(self) -> int:
@@ -132,6 +133,7 @@ class Manifest:
             "has_full_labels": self.has_full_labels,
             "skipped": {k: list(v) for k, v in self.skipped.items()},
             "counts": dict(self.counts),
+            "root": self.root,
         }
 
     @classmethod
@@ -149,6 +151,7 @@ class Manifest:
             has_full_labels=bool(d["has_full_labels"]),
             skipped={str(k): [str(x) for x in v] for k, v in d.get("skipped", {}).items()},
             counts={str(k): int(v) for k, v in d.get("counts", {}).items()},
+            root=str(d.get("root", "")),
         )
 
     def save(self, split_dir: str | Path) -> Path:

@@ -101,21 +101,30 @@ def generate_raw(
     raw = Path(raw_dir)
     stamp = raw / "synthetic.json"
     want = asdict(cfg) | {"size": list(cfg.size), "generator": GENERATOR}
-    if stamp.is_file():
-        try:
-            have = json.loads(stamp.read_text())
-        except ValueError:
-            have = None
-        if have == want:
-            return False
-        if not overwrite:
-            diff = ", ".join(f"{k} {(have or {}).get(k)} -> {v}" for k, v in want.items() if (have or {}).get(k) != v)
-            raise HrsegError(f"{stamp}: scenes were generated with other options ({diff}); pass --overwrite")
     gtav, cs = raw / "GTAV", raw / "cityscapes"
-    # no (matching) stamp: whatever is there is an interrupted or replaced generation; regenerating takes seconds
-    stamp.unlink(missing_ok=True)
+    have = _read_stamp(stamp)
+    if have == want:
+        return False
+    if have is None:
+        # no stamp: the folders are not ours (a user's real data, say); hrseg never deletes them
+        theirs = [d for d in (gtav, cs) if d.exists() or d.is_symlink()]
+        if stamp.exists() or stamp.is_symlink():
+            theirs.insert(0, stamp)
+        if theirs:
+            raise HrsegError(
+                f"{theirs[0]}: exists and was not written by `hrseg prepare synthetic` (no {stamp.name} stamp); "
+                "hrseg does not replace it, even with --overwrite: move it away or choose another --out"
+            )
+    elif have.get("complete", True) is not False and not overwrite:
+        diff = ", ".join(f"{k} {have.get(k)} -> {v}" for k, v in want.items() if have.get(k) != v)
+        raise HrsegError(f"{stamp}: scenes were generated with other options ({diff}); pass --overwrite")
+    # ours: an interrupted generation (stamp says incomplete) or --overwrite; the stamp is written first so a
+    # killed run is recognised as ours next time
+    write_json(stamp, want | {"complete": False})
     for d in (gtav, cs):
-        if d.exists():
+        if d.is_symlink():
+            d.unlink()
+        elif d.exists():
             shutil.rmtree(d)
     for d in ("images", "labels", "realism"):
         (gtav / d).mkdir(parents=True, exist_ok=True)
@@ -133,6 +142,15 @@ def generate_raw(
             pool.shutdown()
     write_json(stamp, want)
     return True
+
+
+def _read_stamp(stamp: Path) -> dict[str, object] | None:
+    """The stamp's content; None when there is none or it is not one of ours (not a JSON object)."""
+    try:
+        have = json.loads(stamp.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return have if isinstance(have, dict) and "generator" in have else None
 
 
 @dataclass(frozen=True)
@@ -185,9 +203,10 @@ def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -
     else:
         generated = generate_raw(cfg.scenes, raw, cfg.workers, cfg.overwrite)
     t_gen = time.perf_counter() - t0
-    # freshly generated scenes invalidate any shards made from an earlier generation
+    # freshly generated scenes change the inputs' fingerprints, so shards made from an earlier generation are
+    # rebuilt; splits prepared with other options or from other data are refused without --overwrite
     common = dict(out=cfg.out, workers=cfg.workers, shard_size=cfg.shard_size,
-                  compression=cfg.compression, overwrite=cfg.overwrite or generated)
+                  compression=cfg.compression, overwrite=cfg.overwrite)
     results = prepare(PrepareConfig(dataset="gtav", root=raw / "GTAV", size=cfg.source_prepared_size(), **common),
                       show_progress)
     results += prepare(PrepareConfig(dataset="cityscapes", root=raw / "cityscapes", splits=("train", "val"),

@@ -29,15 +29,15 @@ from hrseg.data.png import write_png
 from hrseg.data.shards import ShardReader
 from hrseg.atomic import ensure_dir, write_json
 from hrseg.console import progress, rate
+from hrseg.device import resolve_amp, resolve_device
 from hrseg.errors import HrsegError
 from hrseg.evaluation.metrics import ConfusionMatrix
 from hrseg.evaluation.predictions import PredictionWriter, iter_predictions, prediction_path, read_prediction
 from hrseg.evaluation.results import EvalReport, WeightingReport
 from hrseg.evaluation.weighting import weighting_quality
-from hrseg.inference.engine import resolve_amp
 from hrseg.inference.submission import SubmissionWriter
+from hrseg.models.common import eval_mode
 from hrseg.inference.tta import InferenceOptions, predict_train_ids
-from hrseg.training.build import resolve_device
 from hrseg.training.rundir import RunDir
 
 SOURCE = "source"
@@ -140,14 +140,8 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
                        tta: InferenceOptions | None = None, amp_dtype: torch.dtype | None = None) -> EvalReport:
     """Score ``segmenter`` on a split with full labels; one confusion matrix for the whole split."""
     device = torch.device(device)
-    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
-    if was_training:
-        segmenter.eval()  # batch-norm statistics must not move while scoring; restored below
-    try:
+    with eval_mode(segmenter):
         return _score(segmenter, ds, classes, device, batch_size, writer, show_progress, tta, amp_dtype)
-    finally:
-        if was_training:
-            segmenter.train()
 
 
 def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: int, device: torch.device,
@@ -220,11 +214,8 @@ def predict_submission(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
     writer = SubmissionWriter(out_dir)
     sizes = original_sizes(ds)
     loader = DataLoader(ds.with_fields(("image", "name")), batch_size=batch_size, shuffle=False)
-    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
-    if was_training:
-        segmenter.eval()
     done = 0
-    try:
+    with eval_mode(segmenter):
         with progress(disable=not show_progress) as bar:
             task = bar.add_task(f"predict {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
             for batch in loader:
@@ -238,9 +229,6 @@ def predict_submission(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
                         write_png(Path(out_dir) / prediction_path(name, "colour"), colorize(ids))
                 done += n
                 bar.update(task, advance=n, rate=rate(bar, task))
-    finally:
-        if was_training:
-            segmenter.train()
     result = writer.finish(expected=len(ds))
     return SubmissionReport(dataset=ds.manifest.dataset, split=ds.manifest.split, num_images=result.count,
                             predictions=str(result.folder), zip=None if result.zip is None else str(result.zip),

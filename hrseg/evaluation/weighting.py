@@ -23,6 +23,7 @@ from hrseg.data.labels import IGNORE_INDEX
 from hrseg.evaluation.metrics import AucAccumulator
 from hrseg.evaluation.results import LevelQuality, WeightingReport
 from hrseg.models import logits_of, weighting_input
+from hrseg.models.common import eval_mode
 
 COMBINED = "combined"
 AUC_PIXELS_PER_IMAGE = 50_000  # caps memory on full-size splits; the quick-start scenes stay exact
@@ -73,8 +74,7 @@ def weight_maps(segmenter: torch.nn.Module, weighting: torch.nn.Module, images: 
     source loss was weighted with (combination, normalisation, clamp, sharpening).
 
     ``per_class`` asks W^19 for the score every pixel would get if it were of
-    that class: the geometric mean of the level sigmoids of that class's
-    channel, on the same 0..1 scale as each level's score.
+    that class (``HierarchicalWeighting.class_score``).
     """
     x = normalize(images)
     logits = logits_of(segmenter(x))
@@ -85,12 +85,8 @@ def weight_maps(segmenter: torch.nn.Module, weighting: torch.nn.Module, images: 
     wo = weighting(inp, labels, update_running=False)
     class_scores: dict[int, torch.Tensor] = {}
     if per_class and getattr(weighting, "out_channels", 1) > 1:
-        raw = weighting.level_logits(inp)
-        for cls in per_class:
-            fill = torch.full_like(labels, cls)
-            per_pixel = weighting.pixel_logits(raw, fill)
-            logs = torch.stack([torch.nn.functional.logsigmoid(z.float()) for z in per_pixel.values()])
-            class_scores[cls] = logs.mean(0).exp()
+        size = (int(labels.shape[-2]), int(labels.shape[-1]))
+        class_scores = {cls: weighting.class_score(inp, cls, size) for cls in per_class}
     return WeightingMaps(prediction=logits.argmax(1), levels=wo.scores, weight=wo.weight, class_scores=class_scores)
 
 
@@ -103,15 +99,9 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
     ``batch_size`` matters when W normalises by the batch mean; evaluate_run
     passes the run's training batch size so the weights are the ones training used.
     """
-    modes = [(m, m.training) for m in (segmenter, weighting)]
-    for m, _ in modes:
-        m.eval()  # no batch-norm or running-mean updates while measuring; restored below
-    try:
+    with eval_mode(segmenter, weighting):  # no batch-norm or running-mean updates while measuring
         return _measure(segmenter, weighting, ds, weight_input, scheme, torch.device(device), batch_size,
                         show_progress, seed)
-    finally:
-        for m, training in modes:
-            m.train(training)
 
 
 def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDataset, weight_input: str,

@@ -4,7 +4,8 @@
 evaluation shares; ``predict`` and ``segment_image`` take user files or arrays.
 """
 
-from hrseg.inference.engine import resolve_amp, segment_image, working_image
+from hrseg.device import resolve_amp
+from hrseg.inference.engine import segment_image, working_image
 from hrseg.inference.outputs import OutputSpec, OutputWriter
 from hrseg.inference.predictor import PredictResult, predict
 from hrseg.inference.sources import Inputs, Skipped, Source, UnreadableInput, collect_inputs, read_image

@@ -15,22 +15,11 @@ import numpy as np
 import torch
 
 from hrseg.data.augment import normalize
-from hrseg.errors import HrsegError
+from hrseg.device import resolve_amp, resolve_device
 from hrseg.inference.tta import InferenceOptions, predict_train_ids
-from hrseg.training.build import resolve_device
+from hrseg.models.common import eval_mode
 
 _INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
-
-
-def resolve_amp(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """Autocast dtype: bf16 where the GPU has it, else fp16; None (full precision) on CPU or when off."""
-    if amp is None:
-        amp = device.type == "cuda"
-    if not amp:
-        return None
-    if device.type != "cuda":
-        raise HrsegError(f"--amp: mixed precision needs a CUDA device, not {device}")
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def working_image(rgb: np.ndarray, options: InferenceOptions) -> np.ndarray:
@@ -74,12 +63,6 @@ def segment_image(segmenter: Callable[[torch.Tensor], Any], rgb: np.ndarray,
         dev = next((p.device for p in segmenter.parameters()), torch.device("cpu"))
     else:
         dev = torch.device("cpu")
-    was_training = isinstance(segmenter, torch.nn.Module) and segmenter.training
-    if was_training:
-        segmenter.eval()  # type: ignore[attr-defined]
-    try:
+    with eval_mode(segmenter):
         engine = Engine(segmenter, opts, dev, resolve_amp(dev, amp))
         return engine([working_image(np.ascontiguousarray(image), opts)], [image.shape[:2]])[0]
-    finally:
-        if was_training:
-            segmenter.train()  # type: ignore[attr-defined]

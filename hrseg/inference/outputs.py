@@ -21,10 +21,9 @@ import cv2
 import numpy as np
 
 from hrseg.atomic import write_bytes
-from hrseg.data.labels import NUM_CLASSES, TRAIN_TO_LABEL, colorize
+from hrseg.data.labels import NUM_CLASSES, TRAIN_TO_LABEL, blend, colorize
 from hrseg.errors import HrsegError
 from hrseg.data.png import write_png
-from hrseg.visualization.panels import blend
 
 LABEL_IDS, COLOUR, OVERLAY = "labelIds", "colour", "overlay"
 SUFFIXES = {LABEL_IDS: "_pred_labelIds.png", COLOUR: "_pred_color.png", OVERLAY: "_overlay.png"}

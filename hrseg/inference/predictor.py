@@ -20,13 +20,14 @@ import numpy as np
 import torch
 
 from hrseg.atomic import write_json
+from hrseg.device import resolve_amp, resolve_device
 from hrseg.errors import HrsegError
 from hrseg.console import progress, rate
-from hrseg.inference.engine import Engine, resolve_amp, working_image
+from hrseg.inference.engine import Engine, working_image
 from hrseg.inference.outputs import OutputSpec, OutputWriter
 from hrseg.inference.sources import Skipped, Source, UnreadableInput, VideoReader, collect_inputs, read_image
 from hrseg.inference.tta import InferenceOptions
-from hrseg.training.build import resolve_device
+from hrseg.models.common import eval_mode
 
 INDEX_NAME = "predictions.json"
 INDEX_FORMAT = "hrseg-predictions/1"
@@ -212,15 +213,6 @@ def _estimate_frames(sources: list[Source], skipped: list[Skipped], spec: Output
     return ok, total
 
 
-def _prepare_model(segmenter: Callable[[torch.Tensor], Any], device: torch.device) -> bool:
-    """Moves a module to ``device`` and into eval mode; returns whether it was training (to restore)."""
-    if not isinstance(segmenter, torch.nn.Module):
-        return False
-    was_training = segmenter.training
-    segmenter.to(device).eval()
-    return was_training
-
-
 def predict(segmenter: Callable[[torch.Tensor], Any], inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             out_dir: str | os.PathLike[str], options: InferenceOptions | None = None,
             outputs: OutputSpec | None = None, *, batch_size: int = 4, device: str = "auto",
@@ -247,9 +239,10 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: str | os.PathLike[
     amp_dtype = resolve_amp(dev, amp)
     images = [s for s in found.sources if s.kind == "image"]
     videos, frames = _estimate_frames([s for s in found.sources if s.kind == "video"], skipped, spec)
-    was_training = _prepare_model(segmenter, dev)
+    if isinstance(segmenter, torch.nn.Module):
+        segmenter.to(dev)
     t0 = time.perf_counter()
-    try:
+    with eval_mode(segmenter):
         with ThreadPoolExecutor(workers) as pool, progress(disable=not show_progress) as bar:
             task = bar.add_task(f"predict {root.name or root}", total=len(images) + frames, rate="")
             run = _Run(Engine(segmenter, opts, dev, amp_dtype), OutputWriter(root, spec), batch_size, pool,
@@ -257,9 +250,6 @@ def predict(segmenter: Callable[[torch.Tensor], Any], inputs: str | os.PathLike[
             run.images(images)
             for v in videos:
                 run.video(v)
-    finally:
-        if was_training:
-            segmenter.train()  # type: ignore[attr-defined]
     order = [s.path for s in found.sources]
     result = PredictResult(
         out_dir=root, index=root / index_name, inputs=[run.records[p] for p in order if p in run.records],

@@ -15,7 +15,7 @@ for _module in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=lamb
 from hrseg.models.backbones import VGG16, ResNet50, ResNet101
 from hrseg.models.common import SegOutput
 from hrseg.models.deeplabv2 import DeepLabV2
-from hrseg.models.factory import ModelInfo, count_parameters, describe_models
+from hrseg.models.describe import ModelInfo, count_parameters, describe_models
 from hrseg.models.fcn import FCN8s
 from hrseg.models.gan import Discriminator, Generator
 from hrseg.models.pretrained import IMAGENET_URLS, load_strict

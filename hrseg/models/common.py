@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
 
@@ -30,3 +31,21 @@ def check_width(width: float) -> float:
     if not (width > 0):
         raise HrsegError(f"--width: must be a positive number, got {width!r}")
     return float(width)
+
+
+@contextmanager
+def eval_mode(*modules: object) -> Iterator[None]:
+    """Every module (non-modules are passed over) in eval mode for the block, each submodule's mode restored after.
+
+    Scoring, predicting and drawing must not move batch-norm statistics, and
+    must hand a training network back exactly as it was (frozen layers included).
+    """
+    saved = [(m, m.training) for mod in modules if isinstance(mod, nn.Module) for m in mod.modules()]
+    for mod in modules:
+        if isinstance(mod, nn.Module):
+            mod.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training

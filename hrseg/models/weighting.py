@@ -29,9 +29,11 @@ combination or a normalisation rule is one function plus its registration below.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +45,6 @@ from hrseg.models.common import check_width, scaled
 from hrseg.registry import Registry
 
 LEVELS: tuple[str, ...] = ("pixel", "region", "image")
-INPUTS: tuple[str, ...] = ("pred", "image", "pred+image")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -181,16 +182,82 @@ def standardise(z: Tensor, groups: Tensor, valid: Tensor, num_groups: int) -> Te
     return u.view_as(z)
 
 
-NORMALIZATIONS: Registry[str] = Registry("weight normalisation", "--weight-normalize")
-for _name, _doc in (("none", "raw weights: the classifiers may drive every source weight toward 0"),
-                    ("batch", "divided by the batch's mean weight over valid pixels"),
-                    ("running", "divided by a running mean of batch means (a buffer, kept in checkpoints)")):
-    NORMALIZATIONS.add(_name, _doc)
+# name -> (module, log-weight (B, H, W), valid mask, update running statistics?) -> normalised log-weight
+Normalisation = Callable[["HierarchicalWeighting", Tensor, Tensor, bool], Tensor]
+NORMALIZATIONS: Registry[Normalisation] = Registry("weight normalisation", "--weight-normalize")
+
+
+def _batch_log_mean(log_w: Tensor, valid: Tensor) -> Tensor | None:
+    """log of the batch's mean weight over valid pixels; None when no pixel is valid."""
+    count = int(valid.sum())
+    if count == 0:
+        return None
+    return (torch.logsumexp(log_w.detach()[valid], 0) - math.log(count)).float()
+
+
+@NORMALIZATIONS.register("none")
+def _no_normalisation(w: "HierarchicalWeighting", log_w: Tensor, valid: Tensor, update: bool) -> Tensor:
+    """Raw weights: the classifiers may drive every source weight toward 0."""
+    return log_w
+
+
+@NORMALIZATIONS.register("batch")
+def _batch_normalisation(w: "HierarchicalWeighting", log_w: Tensor, valid: Tensor, update: bool) -> Tensor:
+    """Divided by the batch's mean weight over valid pixels."""
+    mean = _batch_log_mean(log_w, valid)
+    return log_w if mean is None else log_w - mean
+
+
+@NORMALIZATIONS.register("running")
+def _running_normalisation(w: "HierarchicalWeighting", log_w: Tensor, valid: Tensor, update: bool) -> Tensor:
+    """Divided by a running mean of batch means (a buffer, kept in checkpoints).
+
+    The running mean starts from the first training step's batch mean (from 1
+    if that batch had no valid pixel).
+    """
+    mean = _batch_log_mean(log_w, valid)
+    if update and mean is not None:
+        with torch.no_grad():
+            if int(w.num_updates) == 0:
+                w.running_log_mean.copy_(mean)
+            else:
+                old = w.running_log_mean + math.log(1 - w.momentum) if w.momentum < 1 else None
+                new = mean + math.log(w.momentum)
+                w.running_log_mean.copy_(new if old is None else torch.logaddexp(old, new))
+    return log_w - w.running_log_mean
+
+
+@dataclass(frozen=True)
+class WeightInput:
+    """What W sees: ``make(S's logits, normalised image)`` with ``channels(num_classes)`` channels."""
+
+    name: str
+    title: str  # how a report names it
+    channels: Callable[[int], int]
+    make: Callable[[Tensor, Tensor], Tensor]
+
+
+INPUTS: Registry[WeightInput] = Registry("weighting input", "--weight-input")
+
+
+def _pred_and_image(logits: Tensor, normalized_image: Tensor) -> Tensor:
+    image = normalized_image.float()
+    if image.shape[-2:] != logits.shape[-2:]:
+        image = F.interpolate(image, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.cat([torch.softmax(logits.detach().float(), dim=1), image], dim=1)
+
+
+for _input in (
+    WeightInput("pred", "prediction", lambda n: n, lambda logits, image: torch.softmax(logits.detach().float(), dim=1)),
+    WeightInput("image", "image", lambda n: 3, lambda logits, image: image.float()),
+    WeightInput("pred+image", "prediction + image", lambda n: n + 3, _pred_and_image),
+):
+    INPUTS.add(_input.name, _input)
 
 
 def input_channels(kind: str, num_classes: int) -> int:
     """Channels of W's input for ``weighting_input(..., kind)``."""
-    return {"pred": num_classes, "image": 3, "pred+image": num_classes + 3}[kind]
+    return INPUTS[kind].channels(num_classes)
 
 
 def weighting_input(logits: Tensor, normalized_image: Tensor, kind: str) -> Tensor:
@@ -200,16 +267,60 @@ def weighting_input(logits: Tensor, normalized_image: Tensor, kind: str) -> Tens
     compute come from the same input. "pred+image" stacks the softmax and the
     image (resized to the prediction's size when they differ).
     """
-    if kind == "image":
-        return normalized_image.float()
-    if kind == "pred":
-        return torch.softmax(logits.detach().float(), dim=1)
-    if kind == "pred+image":
-        image = normalized_image.float()
-        if image.shape[-2:] != logits.shape[-2:]:
-            image = F.interpolate(image, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([torch.softmax(logits.detach().float(), dim=1), image], dim=1)
-    raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {kind!r}")
+    return INPUTS[kind].make(logits, normalized_image)
+
+
+@dataclass
+class WeightingConfig:
+    """The hierarchical weighting networks W (schemes w1 / w19): the one set of defaults and checks.
+
+    ``HierarchicalWeighting`` is built from it; training reads ``heldout_images``,
+    ``lr`` and ``betas``. Errors name the config key (``weighting.clamp``); the
+    CLI says which flag sets it.
+    """
+
+    network: str | None = None  # "w1" | "w19" | "w19-literal"; None: the scheme's (its table row)
+    # defaults = the variant that captured most of the oracle's gain in docs/weighting-variants.md;
+    # the paper's own rows (presets) keep W on predictions
+    input: str = "image"  # "image" (RGB) | "pred" (softmax of S, the paper's) | "pred+image"
+    levels: tuple[str, ...] = ("pixel", "region", "image")
+    combine: str = "softthreshold"
+    normalize: str = "batch"
+    clamp: float | None = None
+    sharpen: float = 1.0  # exponent on the combined weight, re-normalised (>1 moves toward hard selection)
+    steepness: float = 2.0  # combine "softthreshold": slope on each level's batch z-score
+    smoothing: float = 0.0  # label smoothing of the classifiers' targets (1 - s for target, s for source)
+    warmup: int = 0  # iterations with every weight 1 while W already learns
+    ramp: int = 0  # iterations after warm-up over which the weight goes from uniform to W's (soft to hard)
+    heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
+    width: float = 1.0
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+
+    def check(self) -> "WeightingConfig":
+        """Refuse unknown names and out-of-range values (one line naming the key); returns ``self``."""
+        if self.network is not None:
+            WEIGHTING_NETWORKS.check(self.network)
+        INPUTS.check(self.input)
+        COMBINATIONS.check(self.combine)
+        NORMALIZATIONS.check(self.normalize)
+        if not self.levels:
+            raise HrsegError(f"weighting.levels: at least one of {', '.join(LEVELS)} is needed")
+        unknown = [level for level in self.levels if level not in LEVELS]
+        if unknown:
+            raise HrsegError(f"weighting.levels: unknown level {unknown[0]!r} (choose from {', '.join(LEVELS)})")
+        if len(set(self.levels)) != len(self.levels):
+            raise HrsegError(f"weighting.levels: repeated level in {list(self.levels)}")
+        for key in ("width", "lr", "sharpen", "steepness") + (("clamp",) if self.clamp is not None else ()):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise HrsegError(f"weighting.{key}: must be a finite number > 0, got {value}")
+        if not 0 <= self.smoothing < 0.5:
+            raise HrsegError(f"weighting.smoothing: must be in [0, 0.5), got {self.smoothing}")
+        for key in ("warmup", "ramp", "heldout_images"):
+            if getattr(self, key) < 0:
+                raise HrsegError(f"weighting.{key}: must be >= 0, got {getattr(self, key)}")
+        return self
 
 
 @dataclass
@@ -226,7 +337,8 @@ class WeightOutput:
     weight: Tensor
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``x`` where ``mask`` holds; 0 (not NaN) where it never does."""
     m = mask.float()
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
@@ -236,7 +348,7 @@ class HierarchicalWeighting(nn.Module):
 
     ``normalize="running"`` divides by an exponential moving average of the batch
     mean weight; the EMA is a buffer (``running_log_mean``, the log of the mean)
-    so checkpoints keep it. It is updated by :meth:`forward` / :meth:`weight` in
+    so checkpoints keep it. It is updated by :meth:`forward` in
     training mode only, which therefore should only see source batches.
 
     ``num_updates`` counts those training calls (one per iteration), so the
@@ -248,65 +360,46 @@ class HierarchicalWeighting(nn.Module):
     1 - smoothing / smoothing.
     """
 
-    def __init__(
-        self,
-        network: str = "w1",
-        in_channels: int = 19,
-        num_classes: int = 19,
-        levels: Sequence[str] = LEVELS,
-        combine: str = "product",
-        normalize: str = "none",
-        clamp: float | None = None,
-        width: float = 1.0,
-        momentum: float = 0.1,
-        sharpen: float = 1.0,
-        steepness: float = 2.0,
-        smoothing: float = 0.0,
-        warmup: int = 0,
-        ramp: int = 0,
-    ) -> None:
+    def __init__(self, config: WeightingConfig | str | None = None, in_channels: int | None = None,
+                 num_classes: int = 19, *, momentum: float = 0.1, **changes: Any) -> None:
+        """``config`` (or a network name, or None: ``WeightingConfig()``) with ``changes`` to its fields.
+
+        ``in_channels`` defaults to what ``config.input`` gives; ``momentum`` is the
+        running normalisation's.
+        """
         super().__init__()
-        design = WEIGHTING_NETWORKS[network]
-        self.network = network
-        self.combine = COMBINATIONS.check(combine)
-        self.normalize = NORMALIZATIONS.check(normalize)
-        if not levels:
-            raise HrsegError("weighting levels: at least one of pixel, region, image is needed")
-        unknown = [level for level in levels if level not in LEVELS]
-        if unknown:
-            raise HrsegError(f"weighting levels: unknown level {unknown[0]!r} (choose from {', '.join(LEVELS)})")
-        self.levels = tuple(levels)
-        if len(set(self.levels)) != len(self.levels):
-            raise HrsegError(f"weighting levels: repeated level in {list(levels)}")
-        if clamp is not None and not clamp > 0:
-            raise HrsegError(f"weighting clamp: must be positive, got {clamp!r}")
+        if isinstance(config, str):
+            changes = {"network": config, **changes}
+            config = None
+        try:
+            cfg = dataclasses.replace(config or WeightingConfig(), **changes)
+        except TypeError as exc:
+            raise HrsegError(f"weighting: {exc}") from None
+        cfg = dataclasses.replace(cfg, levels=tuple(cfg.levels)).check()
+        if cfg.network is None:
+            raise HrsegError("weighting.network: a weighting network is needed (w1, w19, ...)")
         if not 0 < momentum <= 1:
             raise HrsegError(f"weighting momentum: must be in (0, 1], got {momentum!r}")
-        if not sharpen > 0:
-            raise HrsegError(f"weighting sharpen: must be positive, got {sharpen!r}")
-        if not (math.isfinite(steepness) and steepness > 0):
-            raise HrsegError(f"weighting steepness: must be a finite number > 0, got {steepness!r}")
-        if not 0 <= smoothing < 0.5:
-            raise HrsegError(f"weighting smoothing: must be in [0, 0.5), got {smoothing!r}")
-        if warmup < 0 or ramp < 0:
-            raise HrsegError(f"weighting warmup / ramp: must be >= 0 iterations, got {warmup!r} / {ramp!r}")
-        self.steepness = float(steepness)
-        self.smoothing = float(smoothing)
-        self.warmup, self.ramp = int(warmup), int(ramp)
-        self.clamp = clamp
+        design = WEIGHTING_NETWORKS[cfg.network]
+        self.config = cfg
+        self.network = cfg.network
+        self.combine = cfg.combine
+        self.normalize = cfg.normalize
+        self.levels = cfg.levels
+        self.steepness = float(cfg.steepness)
+        self.smoothing = float(cfg.smoothing)
+        self.warmup, self.ramp = int(cfg.warmup), int(cfg.ramp)
+        self.clamp = cfg.clamp
         self.momentum = momentum
-        self.sharpen = float(sharpen)
-        self.in_channels = in_channels
+        self.sharpen = float(cfg.sharpen)
+        self.in_channels = input_channels(cfg.input, num_classes) if in_channels is None else in_channels
         self.num_classes = num_classes
-        self.width = check_width(width)
+        self.width = check_width(cfg.width)
         self.out_channels = num_classes if design.per_class else 1
-        self.trunks = nn.ModuleDict({level: design.build(in_channels, num_classes, width) for level in self.levels})
+        self.trunks = nn.ModuleDict({level: design.build(self.in_channels, num_classes, cfg.width)
+                                     for level in self.levels})
         self.register_buffer("running_log_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    @property
-    def running_mean(self) -> float:
-        return float(self.running_log_mean.exp())
 
     # -- per-level maps -------------------------------------------------------------
     def level_logits(self, inp: Tensor) -> dict[str, Tensor]:
@@ -338,30 +431,6 @@ class HierarchicalWeighting(nn.Module):
         return {lvl: self._read_class(self._at_label_resolution(lvl, z, size), labels) for lvl, z in logits.items()}
 
     # -- combination and normalisation ---------------------------------------------------
-    def _normalise(self, log_w: Tensor, valid: Tensor, update_running: bool) -> Tensor:
-        """Subtract the log of the normaliser: none, the batch mean, or the running mean of batch means.
-
-        The running mean starts from the first training step's batch mean (from 1
-        if that batch had no valid pixel).
-        """
-        if self.normalize == "none":
-            return log_w
-        count = int(valid.sum())
-        batch_log_mean = None
-        if count > 0:
-            batch_log_mean = (torch.logsumexp(log_w.detach()[valid], 0) - math.log(count)).float()
-        if self.normalize == "batch":
-            return log_w if batch_log_mean is None else log_w - batch_log_mean
-        if update_running and batch_log_mean is not None:
-            with torch.no_grad():
-                if int(self.num_updates) == 0:
-                    self.running_log_mean.copy_(batch_log_mean)
-                else:
-                    old = self.running_log_mean + math.log(1 - self.momentum) if self.momentum < 1 else None
-                    new = batch_log_mean + math.log(self.momentum)
-                    self.running_log_mean.copy_(new if old is None else torch.logaddexp(old, new))
-        return log_w - self.running_log_mean
-
     def strength(self, step: int | None = None) -> float:
         """The schedule's exponent on W's weight at a training step (default: the current one): 0 .. 1."""
         if self.warmup == 0 and self.ramp == 0:
@@ -389,7 +458,7 @@ class HierarchicalWeighting(nn.Module):
         a = self.strength()
         if a < 1.0:
             log_w = log_w * a
-        log_w = self._normalise(log_w, ctx.valid, update_running)
+        log_w = NORMALIZATIONS[self.normalize](self, log_w, ctx.valid, update_running)
         if update_running:
             self.num_updates += 1
         cap = MAX_LOG_WEIGHT if self.clamp is None else min(MAX_LOG_WEIGHT, math.log(self.clamp))
@@ -401,7 +470,7 @@ class HierarchicalWeighting(nn.Module):
             return weight
         out = weight.pow(self.sharpen)
         if self.normalize != "none":
-            out = out / _masked_mean(out, valid).clamp_min(1e-12)
+            out = out / masked_mean(out, valid).clamp_min(1e-12)
         return out if self.clamp is None else out.clamp(max=self.clamp)
 
     # -- public entry points -------------------------------------------------------------
@@ -417,9 +486,13 @@ class HierarchicalWeighting(nn.Module):
         return WeightOutput(logits=logits, scores=scores, weight=weight)
 
     @torch.no_grad()
-    def weight(self, inp: Tensor, labels: Tensor, update_running: bool | None = None) -> Tensor:
-        """The (B, H, W) weight map without autograd bookkeeping: what the weighted source loss uses."""
-        return self.forward(inp, labels, update_running).weight
+    def class_score(self, inp: Tensor, cls: int, size: tuple[int, int]) -> Tensor:
+        """(B, H, W) score every pixel would get were it of class ``cls``: the geometric mean of the level
+        sigmoids of that class's channel (W^19), on the same 0..1 scale as each level's score."""
+        raw = self.level_logits(inp)
+        fill = torch.full((inp.shape[0], *size), cls, dtype=torch.long, device=inp.device)
+        logs = torch.stack([F.logsigmoid(z.float()) for z in self.pixel_logits(raw, fill).values()])
+        return logs.mean(0).exp()
 
     def classifier_loss(
         self, inp: Tensor, labels: Tensor, domain: float, logits: dict[str, Tensor] | None = None

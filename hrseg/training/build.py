@@ -12,31 +12,19 @@ import torch
 from torch import nn
 
 from hrseg.console import console
+from hrseg.device import autocast_dtype
 from hrseg.errors import HrsegError
 from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
 from hrseg.models.batchnorm import apply_bn_mode
-from hrseg.models.weighting import input_channels
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import SCHEMES, phase_at
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HrsegError(f"--device: not a device: {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HrsegError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it (no loss scaling needed), else fp16; never on the CPU."""
+    """Training's autocast dtype (``run.amp``): the device's (:func:`hrseg.device.autocast_dtype`); never on the CPU."""
     if not cfg.run.amp or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return autocast_dtype(device)
 
 
 def build_segmenter_of(cfg: TrainConfig, pretrained: str | None = None) -> nn.Module:
@@ -70,12 +58,7 @@ def build_weighting(cfg: TrainConfig) -> HierarchicalWeighting:
     w = cfg.weighting
     if w.network is None:
         raise HrsegError(f"scheme {cfg.scheme!r} has no weighting network (weighting.network is unset)")
-    return HierarchicalWeighting(
-        network=w.network, in_channels=input_channels(w.input, cfg.model.num_classes),
-        num_classes=cfg.model.num_classes, levels=tuple(w.levels), combine=w.combine, normalize=w.normalize,
-        clamp=w.clamp, width=w.width, sharpen=w.sharpen, steepness=w.steepness, smoothing=w.smoothing,
-        warmup=w.warmup, ramp=w.ramp,
-    )
+    return HierarchicalWeighting(w, num_classes=cfg.model.num_classes)
 
 
 def build_networks(cfg: TrainConfig) -> dict[str, nn.Module]:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hrseg.errors import HrsegError
-from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
+from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
-from hrseg.models.weighting import INPUTS, LEVELS
+from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
 
 
@@ -68,29 +68,6 @@ class DataConfig:
     scale: tuple[float, float] = (0.75, 1.25)
     flip: bool = True
     workers: int = 0
-
-
-@dataclass
-class WeightingConfig:
-    """The hierarchical weighting networks W (schemes w1 / w19)."""
-
-    network: str | None = None  # "w1" | "w19" | "w19-literal"; None: the scheme's (its table row)
-    # defaults = the variant that captured most of the oracle's gain in docs/weighting-variants.md;
-    # the paper's own rows (presets) keep W on predictions
-    input: str = "image"  # "image" (RGB) | "pred" (softmax of S, the paper's) | "pred+image"
-    levels: tuple[str, ...] = ("pixel", "region", "image")
-    combine: str = "softthreshold"
-    normalize: str = "batch"
-    clamp: float | None = None
-    sharpen: float = 1.0  # exponent on the combined weight, re-normalised (>1 moves toward hard selection)
-    steepness: float = 2.0  # combine "softthreshold": slope on each level's batch z-score
-    smoothing: float = 0.0  # label smoothing of the classifiers' targets (1 - s for target, s for source)
-    warmup: int = 0  # iterations with every weight 1 while W already learns
-    ramp: int = 0  # iterations after warm-up over which the weight goes from uniform to W's (soft to hard)
-    heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
-    width: float = 1.0
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)
 
 
 @dataclass
@@ -216,31 +193,11 @@ class TrainConfig:
         """Refuse contradictory or out-of-range settings before anything is built."""
         SCHEMES.check(self.scheme)
         SEGMENTERS.check(self.model.arch)
-        COMBINATIONS.check(self.weighting.combine)
-        NORMALIZATIONS.check(self.weighting.normalize)
-        if self.weighting.network is not None:
-            WEIGHTING_NETWORKS.check(self.weighting.network)
+        self.weighting.check()
         self._validate_bn()
-        if self.weighting.input not in INPUTS:
-            raise HrsegError(f"--weight-input: must be one of {', '.join(INPUTS)}, got {self.weighting.input!r}")
-        bad_levels = [lvl for lvl in self.weighting.levels if lvl not in LEVELS]
-        if bad_levels or not self.weighting.levels or len(set(self.weighting.levels)) != len(self.weighting.levels):
-            raise HrsegError(f"weighting.levels: a non-empty list of distinct levels from {', '.join(LEVELS)}, "
-                             f"got {list(self.weighting.levels)}")
-        for option, value in (("--width", self.model.width), ("--weight-width", self.weighting.width),
-                              ("--gan-width", self.gan.width), ("--lr", self.optim.lr),
-                              ("--weight-lr", self.weighting.lr), ("--gan-lr", self.gan.lr),
-                              ("--weight-sharpen", self.weighting.sharpen)):
+        for option, value in (("--width", self.model.width), ("--gan-width", self.gan.width),
+                              ("--lr", self.optim.lr), ("gan.lr", self.gan.lr)):
             _positive(option, value)
-        if self.weighting.clamp is not None:
-            _positive("--weight-clamp", self.weighting.clamp)
-        _positive("weighting.steepness", self.weighting.steepness)
-        if not 0 <= self.weighting.smoothing < 0.5:
-            raise HrsegError(f"weighting.smoothing: must be in [0, 0.5), got {self.weighting.smoothing}")
-        for option, count in (("weighting.warmup", self.weighting.warmup), ("weighting.ramp", self.weighting.ramp),
-                              ("weighting.heldout_images", self.weighting.heldout_images)):
-            if count < 0:
-                raise HrsegError(f"{option}: must be >= 0, got {count}")
         for option, value in (("optim.weight_decay", self.optim.weight_decay),
                               ("optim.poly_power", self.optim.poly_power)):
             if not (math.isfinite(value) and value >= 0):

@@ -1,10 +1,11 @@
 """Every loss term of one iteration from batches and networks (docs/method.md, "Training objective").
 
 S sees a source and/or a target batch in one forward pass; the source CE is
-weighted by W's map (or the realism mask for the oracle, or 1); W learns to
-tell target predictions from source ones; G and D play LSD-seg's game. The
-result holds one loss per optimiser plus everything worth logging; the loop
-decides what to back-propagate where.
+weighted by the step's source-weight rule (``source_weights.py``: W's map, the
+realism mask, 1, ...); W learns to tell target predictions from source ones; G
+and D play LSD-seg's game. The result holds one loss per network, in the order
+they back-propagate (``BACKWARD_ORDER``), plus everything worth logging; the
+loop back-propagates each into its own network.
 """
 
 from __future__ import annotations
@@ -18,22 +19,27 @@ from torch import Tensor, nn
 
 from hrseg.data.labels import IGNORE_INDEX
 from hrseg.models import weighting_input
+from hrseg.models.weighting import masked_mean
 from hrseg.training import distributed as ddp
 from hrseg.training import losses
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import StepPlan
+from hrseg.training.source_weights import SOURCE_WEIGHTS
 
 Batch = dict[str, Tensor]
+
+#: the order the networks' losses back-propagate in; a network missing from a step's losses does not train then
+BACKWARD_ORDER: tuple[str, ...] = ("segmenter", "generator", "discriminator", "weighting")
+
+#: the terms S's loss sums (its adversarial term is added by the GAN)
+SEGMENTER_TERMS: tuple[str, ...] = ("target", "target_aux", "source", "source_aux")
 
 
 @dataclass
 class StepLosses:
-    """Each network's loss for this step (None: that network does not train now) and the logged values."""
+    """Each training network's loss for this step, keyed by network in ``BACKWARD_ORDER``, and the logged values."""
 
-    segmenter: Tensor
-    weighting: Tensor | None = None
-    generator: Tensor | None = None
-    discriminator: Tensor | None = None
+    losses: dict[str, Tensor] = field(default_factory=dict)
     terms: dict[str, Tensor] = field(default_factory=dict)  # loss terms: a non-finite one stops the run
     stats: dict[str, Tensor] = field(default_factory=dict)  # weights and scores, logged only
 
@@ -54,49 +60,38 @@ class Objective:
         with self.autocast():
             out = self.segmenter(torch.cat(parts) if len(parts) > 1 else parts[0])
         logits = out.logits
-        result = StepLosses(segmenter=logits.new_zeros((), dtype=torch.float32))
-        terms, stats = result.terms, result.stats
+        result = StepLosses()
+        terms, stats, nets = result.terms, result.stats, {}
         if tgt is not None:
             terms["target"] = losses.target_loss(logits[n_s:], tgt["label"])
             if out.aux is not None:
                 terms["target_aux"] = 0.4 * losses.target_loss(out.aux[n_s:], tgt["label"])
 
-        w_in_s = None
-        w_logits_s: dict[str, Tensor] | None = None
+        weighted = None
         if src is not None:
-            weight = None
-            if p.weighting:
-                w_in_s = weighting_input(logits[:n_s], src["image"], self.cfg.weighting.input)
-                wo = self.nets["weighting"](w_in_s, src["label"])  # with grad: its logits train W below
-                ddp.average_buffers(self.nets["weighting"], self.dist)
-                w_logits_s = wo.logits
-                weight = wo.weight
-                valid = src["label"] != IGNORE_INDEX
-                for level, score in wo.scores.items():
-                    stats[f"score_{level}"] = _masked_mean(score.detach().float(), valid)
-            elif p.oracle:
-                weight = (src["realism"] != 0).float()
-            terms["source"] = losses.weighted_source_loss(logits[:n_s], src["label"], weight)
+            weighted = SOURCE_WEIGHTS[p.source_weight].fn(self, logits[:n_s], src)
+            terms["source"] = losses.weighted_source_loss(logits[:n_s], src["label"], weighted.weight)
             if out.aux is not None:
-                terms["source_aux"] = 0.4 * losses.weighted_source_loss(out.aux[:n_s], src["label"], weight)
-            stats.update(weight_stats(weight, src))
+                terms["source_aux"] = 0.4 * losses.weighted_source_loss(out.aux[:n_s], src["label"], weighted.weight)
+            stats.update(weighted.stats)
+            stats.update(weight_stats(weighted.weight, src))
 
-        if p.weighting and src is not None and tgt is not None:
+        if weighted is not None and weighted.w_input is not None and src is not None and tgt is not None:
             w_in_t, w_labels_t = self._weighting_target(logits[n_s:], tgt)
-            result.weighting = losses.weighting_loss(self.nets["weighting"], w_in_s, src["label"], w_in_t,
-                                                     w_labels_t, source_logits=w_logits_s)
-            terms["w_cls"] = result.weighting
+            nets["weighting"] = terms["w_cls"] = losses.weighting_loss(
+                self.nets["weighting"], weighted.w_input, src["label"], w_in_t, w_labels_t,
+                source_logits=weighted.w_logits)
 
-        s_loss = result.segmenter
-        for name in ("target", "target_aux", "source", "source_aux"):
+        s_loss = logits.new_zeros((), dtype=torch.float32)
+        for name in SEGMENTER_TERMS:
             if name in terms:
                 s_loss = s_loss + terms[name]
         if p.gan:
             assert src is not None and tgt is not None
-            g_loss, d_loss, s_adv = self._gan_terms(out.features, src, tgt, n_s, terms)
-            result.generator, result.discriminator = g_loss, d_loss
+            nets["generator"], nets["discriminator"], s_adv = self._gan_terms(out.features, src, tgt, n_s, terms)
             s_loss = s_loss + s_adv
-        terms["total_s"] = result.segmenter = s_loss
+        terms["total_s"] = nets["segmenter"] = s_loss
+        result.losses = {name: nets[name] for name in BACKWARD_ORDER if name in nets}
         return result
 
     def _weighting_target(self, target_logits: Tensor, tgt: Batch) -> tuple[Tensor, Tensor]:
@@ -145,17 +140,12 @@ class Objective:
         return g_loss, d_loss, s_adv
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    m = mask.float()
-    return (x * m).sum() / m.sum().clamp_min(1.0)
-
-
 def weight_stats(weight: Tensor | None, src: Batch) -> dict[str, Tensor]:
     """Mean weight over valid source pixels, and on realistic vs deviating ones where the mask exists."""
     valid = src["label"] != IGNORE_INDEX
     w = weight if weight is not None else torch.ones_like(src["label"], dtype=torch.float32)
-    out = {"weight_mean": _masked_mean(w, valid)}
+    out = {"weight_mean": masked_mean(w, valid)}
     if "realism" in src:
-        out["weight_realistic"] = _masked_mean(w, valid & (src["realism"] == 1))
-        out["weight_deviating"] = _masked_mean(w, valid & (src["realism"] == 0))
+        out["weight_realistic"] = masked_mean(w, valid & (src["realism"] == 1))
+        out["weight_deviating"] = masked_mean(w, valid & (src["realism"] == 0))
     return out

@@ -11,16 +11,16 @@ from typing import IO, Any
 
 from hrseg.training.config import TrainConfig
 from hrseg.training.rundir import RunDir
-from hrseg.training.tensorboard import TensorBoardLog
+from hrseg.training.tensorboard import TensorBoardLog, WeightPicture
 
 
 class RunLog:
     """metrics.jsonl (every ``log_every`` iterations and the last) and, with ``--tensorboard``, event files."""
 
-    def __init__(self, run: RunDir, cfg: TrainConfig, is_main: bool) -> None:
+    def __init__(self, run: RunDir, cfg: TrainConfig, is_main: bool, picture: WeightPicture | None = None) -> None:
         self.cfg = cfg
         self.file: IO[str] | None = run.metrics_path.open("a") if is_main else None
-        self.tb = (TensorBoardLog(str(run.tensorboard_dir), cfg.run.tensorboard_every, cfg.weighting.input)
+        self.tb = (TensorBoardLog(str(run.tensorboard_dir), cfg.run.tensorboard_every, cfg.weighting.input, picture)
                    if is_main and cfg.run.tensorboard else None)
 
     def record(self, values: dict[str, Any], iteration: int) -> None:

@@ -1,11 +1,13 @@
 """Every training scheme as one row of data: what the one loop does per iteration, and how it is reported.
 
 A scheme never owns a loop of its own. Its row answers which batches are drawn,
-whether W weights the source loss (and which W by default), whether the weight
-is the realism mask (oracle), how source images are filtered, whether the GAN
-is on by default, what the report calls it and what the paper measured.
+how the source loss is weighted (a rule of ``source_weights.SOURCE_WEIGHTS``:
+W, the realism mask, none, ...) and which W by default, how source images are
+filtered, whether the GAN is on by default, what role its rows play in a
+report, what the report calls it and what the paper measured.
 Adding a scheme is adding a row here (plus, for a new source filter, its
-function in ``sampling.SOURCE_FILTERS``).
+function in ``sampling.SOURCE_FILTERS``; for a new weight rule, its function in
+``source_weights.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from hrseg.errors import HrsegError
 from hrseg.registry import Registry
+from hrseg.training.source_weights import SOURCE_WEIGHTS
 
 if TYPE_CHECKING:
     from hrseg.training.config import TrainConfig
@@ -42,7 +45,8 @@ class Scheme:
     title: str  # the report's configuration column
     phases: tuple[Phase, ...] = (JOINT,)
     weighting: str | None = None  # default weighting network ("w1" / "w19"); None: no W
-    oracle: bool = False  # the source weight is the realism mask (upper bound of selection)
+    source_weight: str = "none"  # the rule in source_weights.SOURCE_WEIGHTS that weights the source loss
+    role: str = "method"  # in a report: one of ROLES
     source_filter: str | None = None  # a name in sampling.SOURCE_FILTERS
     gan: bool = False  # G and D on by default (the paper's "Ours" rows)
     public: bool = True  # offered by `hrseg train --scheme`
@@ -56,7 +60,7 @@ class Scheme:
 
     @property
     def needs_realism(self) -> bool:
-        return self.oracle
+        return SOURCE_WEIGHTS[self.source_weight].needs_realism
 
     @property
     def joint(self) -> bool:
@@ -64,20 +68,39 @@ class Scheme:
         return any(p.source and p.target for p in self.phases)
 
 
+#: what a scheme's rows are to a report: "baseline" rows give every row's delta (target only),
+#: the "reference" and the "upper bound" give the share of the upper bound's gain a row captures
+ROLES: tuple[str, ...] = ("method", "baseline", "reference", "upper bound")
+
 SCHEMES: Registry[Scheme] = Registry("scheme", "--scheme")
+
+
+def add_scheme(row: Scheme) -> Scheme:
+    """Register ``row`` after checking that its names exist and its W and weight rule agree."""
+    rule = SOURCE_WEIGHTS[row.source_weight]
+    if rule.uses_w != (row.weighting is not None):
+        raise ValueError(f"scheme {row.name!r}: source weight {row.source_weight!r} and weighting {row.weighting!r} "
+                         "disagree (a rule that runs W needs a default W, and only such a rule may have one)")
+    if row.role not in ROLES:
+        raise ValueError(f"scheme {row.name!r}: role {row.role!r} is not one of {ROLES}")
+    return SCHEMES.add(row.name, row)
+
+
 for _row in (
-    Scheme("target-only", "target only", phases=(TARGET_ONLY,), quickstart=True,
+    Scheme("target-only", "target only", phases=(TARGET_ONLY,), quickstart=True, role="baseline",
            paper_miou={"fcn8s-vgg16": 65.3, "pspnet-r50": 76.1}),
-    Scheme("joint", "direct joint", quickstart=True, paper_miou={"fcn8s-vgg16+gan": 64.0}),
+    Scheme("joint", "direct joint", quickstart=True, role="reference", paper_miou={"fcn8s-vgg16+gan": 64.0}),
     Scheme("finetune", "source pre-train + target fine-tune", phases=(SOURCE_ONLY, TARGET_ONLY)),
     Scheme("image-select", "ImageSelect", source_filter="road-share", paper_miou={"fcn8s-vgg16+gan": 65.4}),
-    Scheme("w1", "Ours with W^1", weighting="w1", gan=True, quickstart=True,
+    Scheme("w1", "Ours with W^1", weighting="w1", source_weight="w", gan=True, quickstart=True,
            paper_miou={"fcn8s-vgg16+gan": 67.6, "fcn8s-vgg16+gan+image": 67.1, "pspnet-r50+gan": 77.6}),
-    Scheme("w19", "Ours with W^19", weighting="w19", gan=True, quickstart=True,
+    Scheme("w19", "Ours with W^19", weighting="w19", source_weight="w", gan=True, quickstart=True,
            paper_miou={"fcn8s-vgg16+gan": 68.1}),
-    Scheme("oracle", "oracle (realism mask)", oracle=True, public=False),
+    Scheme("oracle", "oracle (realism mask)", source_weight="oracle", role="upper bound", public=False),
+    Scheme("oracle-normalised", "oracle, mean-1 mask (diagnostic)", source_weight="oracle-normalised",
+           public=False),
 ):
-    SCHEMES.add(_row.name, _row)
+    add_scheme(_row)
 
 PUBLIC_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEMES.values() if s.public)
 QUICKSTART_SCHEMES: tuple[str, ...] = tuple(s.name for s in SCHEMES.values() if s.quickstart)
@@ -89,10 +112,14 @@ class StepPlan:
 
     source: bool  # draw a source batch and add the (possibly weighted) source loss
     target: bool  # draw a target batch and add L_t
-    weighting: bool  # W weights the source loss and is trained
-    oracle: bool  # the weight is the realism mask
+    source_weight: str  # the rule in SOURCE_WEIGHTS that weights the source loss ("none" without a source batch)
     gan: bool  # G and D take part
     phase: str  # logged, and the LR schedule restarts at a phase switch
+
+    @property
+    def weighting(self) -> bool:
+        """W weights the source loss and is trained in this step."""
+        return SOURCE_WEIGHTS[self.source_weight].uses_w
 
 
 def check_scheme(cfg: "TrainConfig") -> None:
@@ -127,9 +154,10 @@ def plan(cfg: "TrainConfig", iteration: int) -> StepPlan:
     scheme = SCHEMES[cfg.scheme]
     phase, _ = phase_at(cfg, iteration)
     both = phase.source and phase.target
+    rule = SOURCE_WEIGHTS[scheme.source_weight]
+    usable = phase.source and (both or not rule.uses_w)  # W learns from the target batch of the same step
     return StepPlan(
-        source=phase.source, target=phase.target,
-        weighting=both and scheme.weighting is not None, oracle=phase.source and scheme.oracle,
+        source=phase.source, target=phase.target, source_weight=rule.name if usable else "none",
         gan=both and bool(cfg.gan.enabled), phase=phase.name,
     )
 

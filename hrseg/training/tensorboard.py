@@ -3,23 +3,23 @@
 TensorBoard is an optional package, so it is never turned on by its mere
 presence: a run asks for it, and a run that asks without the package installed
 stops before it starts, with one line saying what to install. The weight-map
-panel is the one ``hrseg visualize weights`` draws, computed on the source
-batch the step just trained on, with the networks in eval mode and no running
-statistic updated, so logging pictures never changes what is trained.
+picture is drawn by a callback the caller passes in (visualisation sits above
+training): ``hrseg train`` passes the panel ``hrseg visualize weights`` draws.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from hrseg.data.augment import denormalize
 from hrseg.errors import HrsegError
-from hrseg.evaluation.weighting import weight_maps
-from hrseg.visualization.panels import weight_panel
+
+#: (segmenter, weighting, source batch, weighting input, title) -> an (H, W, 3) uint8 picture;
+#: ``hrseg.visualization.tensorboard.weight_picture`` is the one ``hrseg train`` passes
+WeightPicture = Callable[[nn.Module, nn.Module, dict[str, torch.Tensor], str, str], np.ndarray]
 
 MISSING = "--tensorboard: the tensorboard package is not installed (pip install tensorboard), or drop --tensorboard"
 
@@ -41,10 +41,12 @@ def check_available() -> None:
 class TensorBoardLog:
     """One run's event files under ``log_dir``."""
 
-    def __init__(self, log_dir: str, image_every: int, weight_input: str = "pred") -> None:
+    def __init__(self, log_dir: str, image_every: int, weight_input: str = "pred",
+                 picture: WeightPicture | None = None) -> None:
         self.writer = summary_writer_class()(log_dir=log_dir)
         self.image_every = image_every
         self.weight_input = weight_input
+        self.picture = picture
 
     def scalars(self, values: dict[str, Any], iteration: int) -> None:
         for key, value in values.items():
@@ -52,35 +54,15 @@ class TensorBoardLog:
                 self.writer.add_scalar(key, value, iteration)
 
     def wants_image(self, iteration: int) -> bool:
-        return iteration % self.image_every == 0
+        return self.picture is not None and iteration % self.image_every == 0
 
-    @torch.no_grad()
     def weight_panel(self, segmenter: nn.Module, weighting: nn.Module, batch: dict[str, torch.Tensor],
-                     iteration: int, title: str = "") -> np.ndarray:
-        """Draw the first image of a training source batch with its level scores and combined weight.
-
-        The whole batch goes through W (batch-normalised weights depend on the
-        batch), as in training; the picture is what the source loss was
-        weighted with up to the eval-mode networks.
-        """
-        images = (denormalize(batch["image"]) * 255.0).round().to(torch.uint8)
-        labels = batch["label"]
-        modes = [(m, m.training) for m in (segmenter, weighting)]
-        for m, _ in modes:
-            m.eval()
-        try:
-            maps = weight_maps(segmenter, weighting, images, labels, self.weight_input)
-        finally:
-            for m, training in modes:
-                m.train(training)
-        realism = batch.get("realism")
-        panel = weight_panel(
-            images[0].permute(1, 2, 0).cpu().numpy(), labels[0].cpu().numpy().astype(np.uint8),
-            maps.prediction[0].cpu().numpy().astype(np.uint8),
-            {k: v[0].float().cpu().numpy() for k, v in maps.levels.items()}, maps.weight[0].float().cpu().numpy(),
-            realism=None if realism is None else realism[0].cpu().numpy(),
-            title=title or f"source batch, iteration {iteration}",
-        )
+                     iteration: int, title: str = "") -> np.ndarray | None:
+        """The picture of the source batch just trained on, drawn by the ``picture`` callback (none: nothing)."""
+        if self.picture is None:
+            return None
+        panel = self.picture(segmenter, weighting, batch, self.weight_input,
+                             title or f"source batch, iteration {iteration}")
         self.writer.add_image("weights/source", panel, iteration, dataformats="HWC")
         return panel
 

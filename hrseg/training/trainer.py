@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from hrseg.console import console, progress
+from hrseg.device import resolve_device
 from hrseg.errors import HrsegError
 from hrseg.training import distributed as ddp
 from hrseg.training.batches import TrainData
-from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers, resolve_device
+from hrseg.training.build import amp_dtype, apply_bn, build_networks, build_optimizers, build_schedulers
 from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
@@ -34,7 +35,7 @@ from hrseg.training.sampling import mix_seed
 from hrseg.training.schemes import StepPlan, check_scheme, plan
 from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.runlog import RunLog, describe
-from hrseg.training.tensorboard import check_available
+from hrseg.training.tensorboard import WeightPicture, check_available
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
@@ -65,7 +66,8 @@ class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
-                 resume_from: str = LAST, validator: Validator | None = None, auto_resume: bool = False) -> None:
+                 resume_from: str = LAST, validator: Validator | None = None, auto_resume: bool = False,
+                 weight_picture: WeightPicture | None = None) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -76,6 +78,7 @@ class Trainer:
         self.last_source: dict[str, torch.Tensor] | None = None
         self.validator, self.best = validator, None
         self.resumed = self.finished = False
+        self.weight_picture = weight_picture
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
         self.device = resolve_device(cfg.run.device)
@@ -288,21 +291,15 @@ class Trainer:
         logged = self._sync(out)
         for opt in self.opts.values():
             opt.zero_grad(set_to_none=True)
-        seg_params = [q for q in self.nets["segmenter"].parameters() if q.requires_grad]
-        scale = self.scaler.scale
-        scale(out.segmenter).backward(inputs=seg_params, retain_graph=out.generator is not None)
-        if out.generator is not None and out.discriminator is not None:
-            scale(out.generator).backward(inputs=list(self.nets["generator"].parameters()), retain_graph=True)
-            scale(out.discriminator).backward(inputs=list(self.nets["discriminator"].parameters()))
-        if out.weighting is not None:
-            scale(out.weighting).backward(inputs=list(self.nets["weighting"].parameters()))
-        for name in ("weighting", "generator", "discriminator"):
-            if name in self.nets:
+        params = {name: [q for q in self.nets[name].parameters() if q.requires_grad] for name in out.losses}
+        last = len(out.losses) - 1
+        for i, (name, loss) in enumerate(out.losses.items()):  # each loss into its own network only
+            self.scaler.scale(loss).backward(inputs=params[name], retain_graph=i < last)
+        for name in self.opts:
+            if name != "segmenter":  # S is DDP-wrapped: its gradients are averaged in backward
                 ddp.average_gradients(self.nets[name], self.dist)
-        trained = {"segmenter": any(q.grad is not None for q in seg_params), "weighting": out.weighting is not None,
-                   "generator": out.generator is not None, "discriminator": out.generator is not None}
         for name, opt in self.opts.items():
-            if trained[name]:
+            if any(q.grad is not None for q in params.get(name, ())):
                 self.scaler.step(opt)
         self.scaler.update()
         for sched in self.scheds.values():
@@ -342,7 +339,7 @@ class Trainer:
         status, images_per_iter = "finished", 0
         interrupt = InterruptFlag()
         bar = progress("it", disable=not (self.is_main and cfg.run.progress))
-        log = RunLog(run, cfg, self.is_main)
+        log = RunLog(run, cfg, self.is_main, self.weight_picture)
         try:
             with interrupt, bar:
                 task = bar.add_task("train", total=cfg.optim.iters, completed=self.iteration, rate="")
@@ -418,7 +415,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
           overwrite: bool = False, resume_from: str = LAST, validator: Validator | None = None,
-          auto_resume: bool = False) -> TrainResult:
+          auto_resume: bool = False, weight_picture: WeightPicture | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
@@ -427,9 +424,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
     ``auto_resume`` (for preemptible jobs, torchrun restarts): start ``cfg`` fresh, continue it exactly
     from ``last.pt`` when the folder holds this same run, refuse a folder holding another
     (:func:`hrseg.training.resume.auto_resume_mode`).
+    ``weight_picture`` draws TensorBoard's weight maps (``--tensorboard``); without it only values are logged.
     """
     trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from, validator=validator,
-                      auto_resume=auto_resume)
+                      auto_resume=auto_resume, weight_picture=weight_picture)
     try:
         return trainer.run(stop_after=stop_after)
     finally:

@@ -1,1 +1,1 @@
-"""Visualisation: OpenCV panels of weights and predictions, and an index.html gallery."""
+"""Visualisation: OpenCV panels of weights and predictions, sortable index.html galleries, the HTML report page."""

@@ -17,16 +17,17 @@ from hrseg.atomic import ensure_dir
 from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
-from hrseg.data.labels import IGNORE_INDEX
+from hrseg.data.labels import IGNORE_INDEX, NUM_CLASSES
 from hrseg.data.png import write_png
 from hrseg.errors import HrsegError
 from hrseg.evaluation.evaluate import resolve_split
+from hrseg.evaluation.metrics import per_class_iou, roc_auc
 from hrseg.evaluation.predictions import relative_stem
 from hrseg.evaluation.weighting import weight_maps
 from hrseg.models import logits_of
-from hrseg.training.build import resolve_device
+from hrseg.device import resolve_device
 from hrseg.training.rundir import LoadedRun, RunDir
-from hrseg.visualization.html import GalleryItem, write_index
+from hrseg.visualization.gallery import GalleryItem, Metric, write_gallery
 from hrseg.visualization.panels import class_weight_panel, prediction_panel, weight_panel
 
 
@@ -53,13 +54,64 @@ class VisualizeOptions:
 
 @dataclass
 class Gallery:
-    """What a visualisation wrote."""
+    """What a visualisation wrote: the index, the panels and each panel's numbers (also in gallery.json)."""
 
     index: Path
     panels: list[Path] = field(default_factory=list)
+    items: list[GalleryItem] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {"index": str(self.index), "panels": [str(p) for p in self.panels]}
+        return {"index": str(self.index), "panels": [str(p) for p in self.panels],
+                "items": [it.to_dict() for it in self.items]}
+
+
+WEIGHT_METRICS = (
+    Metric("auc", "AUC realistic vs deviating", True),
+    Metric("weight_realistic", "mean weight realistic"),
+    Metric("weight_deviating", "mean weight deviating", False),
+    Metric("weight_mean", "mean weight"),
+)
+PREDICTION_METRICS = (
+    Metric("miou", "image mIoU", True),
+    Metric("pixel_accuracy", "pixel accuracy", True),
+)
+
+
+def weight_numbers(weight: np.ndarray, label: np.ndarray, realism: np.ndarray | None) -> dict[str, float | None]:
+    """One image's mean weight (labelled pixels), and, with a realism mask, per group and the AUC."""
+    valid = label != IGNORE_INDEX
+    w = np.asarray(weight, np.float64)
+    out: dict[str, float | None] = {"weight_mean": float(w[valid].mean()) if valid.any() else None,
+                                    "auc": None, "weight_realistic": None, "weight_deviating": None}
+    if realism is not None:
+        real, dev = valid & (realism == 1), valid & (realism == 0)
+        out["weight_realistic"] = float(w[real].mean()) if real.any() else None
+        out["weight_deviating"] = float(w[dev].mean()) if dev.any() else None
+        if real.any() and dev.any():
+            out["auc"] = roc_auc(w[real | dev], real[real | dev])
+    return out
+
+
+def prediction_numbers(gt: np.ndarray, pred: np.ndarray) -> dict[str, float | None]:
+    """One image's pixel accuracy and mIoU over the classes in its ground truth or prediction (labelled pixels)."""
+    valid = gt != IGNORE_INDEX
+    if not valid.any():
+        return {"miou": None, "pixel_accuracy": None}
+    g, p = gt[valid].astype(np.int64), np.minimum(pred[valid].astype(np.int64), NUM_CLASSES)
+    matrix = np.bincount(g * (NUM_CLASSES + 1) + p, minlength=NUM_CLASSES * (NUM_CLASSES + 1))
+    iou = per_class_iou(matrix.reshape(NUM_CLASSES, NUM_CLASSES + 1))
+    return {"miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+            "pixel_accuracy": float((g == p).mean())}
+
+
+def panel_names(names: list[str]) -> list[str]:
+    """PNG file names for image names: the image's own name (``frankfurt_000000_000019.png``), its folders
+    joined in only where two images would otherwise share a name."""
+    stems = [relative_stem(n) for n in names]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    return [f"{s.name if counts[s.name] == 1 else s.as_posix().replace('/', '_')}.png" for s in stems]
 
 
 def spread_indices(total: int, num: int) -> list[int]:
@@ -94,8 +146,19 @@ def _open(run_dir: Path, opts: VisualizeOptions,
     return loaded, ds, device
 
 
+def _file_names(ds: ShardDataset) -> dict[str, str]:
+    names = ds.with_fields(("name",))
+    listed = [names[i]["name"] for i in range(len(names))]
+    return dict(zip(listed, panel_names(listed)))
+
+
 def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery:
-    """One panel per source image: image, label, prediction, level scores, combined weight (+ W^19 classes)."""
+    """One panel per source image: image, label, prediction, level scores, combined weight (+ W^19 classes).
+
+    Each panel's numbers (mean weight overall and, where the data has a
+    realism mask, on realistic and deviating pixels and the image's AUC) go
+    into the gallery, which sorts and filters by them.
+    """
     opts = options.validate()
     run = Path(run_dir)
     loaded, ds, device = _open(run, opts, ("image", "label", "realism", "name"))
@@ -103,6 +166,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
         raise HrsegError(f"{run}: scheme {loaded.config.scheme!r} has no weighting network to visualise; "
                          "use a w1 or w19 run (or hrseg visualize predictions)")
     out = ensure_dir(opts.out)
+    files = _file_names(ds)
     per_class = getattr(loaded.weighting, "out_channels", 1) > 1
     panels: list[Path] = []
     items: list[GalleryItem] = []
@@ -116,34 +180,35 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
             for b, name in enumerate(batch["name"]):
                 label = batch["label"][b].numpy()
                 realism = batch["realism"][b].numpy() if "realism" in batch else None
+                weight = maps.weight[b].float().cpu().numpy()
                 panel = weight_panel(
                     _image_rgb(batch["image"][b]), label, maps.prediction[b].cpu().numpy().astype(np.uint8),
-                    {k: v[b].cpu().numpy() for k, v in maps.levels.items()}, maps.weight[b].cpu().numpy(),
+                    {k: v[b].float().cpu().numpy() for k, v in maps.levels.items()}, weight,
                     realism=realism, title=f"{name}  ({loaded.config.scheme}, iteration {loaded.iteration})",
                 )
                 if per_class:
                     mine = [c for c in present if (label == c).any()]
-                    classes = {c: maps.class_scores[c][b].cpu().numpy() for c in mine}
+                    classes = {c: maps.class_scores[c][b].float().cpu().numpy() for c in mine}
                     if classes:
                         panel = _stack(panel, class_weight_panel(
                             classes, label, title="W^19 per-class score (geometric mean of the level sigmoids), "
                                                   "outline = pixels of that class"))
-                path = out / f"{relative_stem(name).as_posix().replace('/', '_')}.png"
+                path = out / files[name]
                 write_png(path, panel)
                 panels.append(path)
-                items.append(GalleryItem(caption=name, images=(path.name,)))
+                items.append(GalleryItem(name, path.name, weight_numbers(weight, label, realism)))
                 bar.update(task, advance=1, rate=rate(bar, task))
-    summary = _summary(run, loaded, ds)
-    index = write_index(out / "index.html", f"weights: {run.name}", items, summary)
-    return Gallery(index=index, panels=panels)
+    index = write_gallery(out, f"weights: {run.name}", items, WEIGHT_METRICS, _summary(run, loaded, ds))
+    return Gallery(index=index, panels=panels, items=items)
 
 
 def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gallery:
-    """One panel per target image: image, ground truth, prediction and the errors."""
+    """One panel per target image: image, ground truth, prediction and the errors; the image's mIoU in the gallery."""
     opts = options.validate()
     run = Path(run_dir)
     loaded, ds, device = _open(run, opts, ("image", "label", "name"))
     out = ensure_dir(opts.out)
+    files = _file_names(ds)
     panels: list[Path] = []
     items: list[GalleryItem] = []
     with progress(disable=not opts.show_progress) as bar, torch.no_grad():
@@ -152,15 +217,16 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
             logits = logits_of(loaded.segmenter(normalize(batch["image"].to(device))))
             preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
             for b, name in enumerate(batch["name"]):
-                panel = prediction_panel(_image_rgb(batch["image"][b]), batch["label"][b].numpy(), preds[b],
+                gt = batch["label"][b].numpy()
+                panel = prediction_panel(_image_rgb(batch["image"][b]), gt, preds[b],
                                          title=f"{name}  ({loaded.config.scheme}, iteration {loaded.iteration})")
-                path = out / f"{relative_stem(name).as_posix().replace('/', '_')}.png"
+                path = out / files[name]
                 write_png(path, panel)
                 panels.append(path)
-                items.append(GalleryItem(caption=name, images=(path.name,)))
+                items.append(GalleryItem(name, path.name, prediction_numbers(gt, preds[b])))
                 bar.update(task, advance=1, rate=rate(bar, task))
-    index = write_index(out / "index.html", f"predictions: {run.name}", items, _summary(run, loaded, ds))
-    return Gallery(index=index, panels=panels)
+    index = write_gallery(out, f"predictions: {run.name}", items, PREDICTION_METRICS, _summary(run, loaded, ds))
+    return Gallery(index=index, panels=panels, items=items)
 
 
 def _summary(run: Path, loaded: LoadedRun, ds: ShardDataset) -> dict[str, str]:

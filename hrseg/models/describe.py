@@ -1,4 +1,4 @@
-"""Build segmenters by name, and describe every network (parameters, output shapes) for `hrseg models`.
+"""Describe every network (parameters, output shapes) for `hrseg models`.
 
 Descriptions run the networks on the meta device: shapes come out of the real
 forward code without allocating or computing anything, so even full width at
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from hrseg.errors import HrsegError
 from hrseg.models.gan import Discriminator, Generator
 from hrseg.models.registry import SEGMENTERS, build_segmenter
-from hrseg.models.weighting import LEVELS, WEIGHTING_NETWORKS, HierarchicalWeighting
+from hrseg.models.weighting import LEVELS, WEIGHTING_NETWORKS, HierarchicalWeighting, input_channels
 
 __all__ = ["ModelInfo", "build_segmenter", "count_parameters", "describe_models"]
 
@@ -61,7 +61,10 @@ def describe_models(
     rows: list[ModelInfo] = []
     with torch.device("meta"), torch.no_grad():
         image = torch.empty(batch, 3, img_h, img_w)
-        w_in = 3 if image_input else num_classes
+        w_input = "image" if image_input else "pred"
+        w_in = input_channels(w_input, num_classes)
+        # shapes only: a combination without batch statistics, which the meta device has no values for
+        shapes_only = {"input": w_input, "combine": "product", "normalize": "none", "width": width}
         prediction = torch.empty(batch, w_in, img_h, img_w)
         labels = torch.zeros(batch, img_h, img_w, dtype=torch.long)
 
@@ -85,11 +88,11 @@ def describe_models(
         for network in WEIGHTING_NETWORKS:
             tag = "W^" + network[1:]
             for level in LEVELS:
-                w = HierarchicalWeighting(network, w_in, num_classes, levels=(level,), width=width).eval()
+                w = HierarchicalWeighting(network, w_in, num_classes, levels=(level,), **shapes_only).eval()
                 add(f"{tag} {level}", f"weighting {level} level", w, {"image" if image_input else "prediction": prediction},
                     lambda w=w, level=level: {"logits": w.level_logits(prediction)[level],
                                               "score": w(prediction, labels).scores[level]})
-            w = HierarchicalWeighting(network, w_in, num_classes, width=width).eval()
+            w = HierarchicalWeighting(network, w_in, num_classes, **shapes_only).eval()
             add(f"{tag} (all levels)", "hierarchical weighting", w, {"image" if image_input else "prediction": prediction},
                 lambda w=w: {"weight": w(prediction, labels).weight})
         seen: set[int] = set()
