@@ -53,7 +53,15 @@ def init_from_env(device_type: str) -> DistInfo:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend=backend)
+    else:
+        # after a torchrun restart the store can still hold the dead attempt's addresses, which gloo would try
+        # (connection refused, or a hang until its timeout): each attempt gets keys of its own
+        store, _, _ = next(dist.rendezvous("env://"))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"hrseg/attempt_{attempt}", store),
+                                rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank, True, True, backend)
 
 
