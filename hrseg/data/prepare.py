@@ -37,8 +37,8 @@ from typing import Any, Callable
 import numpy as np
 
 from hrseg.data.readers import SPLITS, Listing, RawSample, list_split
+from hrseg.data.resize import RESIZE_MODES
 from hrseg.data.shardbuild import (
-    RESIZE_MODES,
     Fingerprint,
     ShardState,
     ShardTask,

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hrseg.data.labels import CLASS_NAMES, eval_classes
+from hrseg.data.labels import CLASS_NAMES
 from hrseg.evaluation.metrics import ConfusionMatrix, iou_table
 
 ALIGN_CORNERS = False  # logits -> full label resolution: bilinear, align_corners=False (pixel-centre aligned)
@@ -43,10 +43,6 @@ class EvalReport:
             miou=cm.miou(classes), pixel_accuracy=cm.pixel_accuracy(),
             iou=iou_table(iou, classes), confusion_matrix=cm.matrix.tolist(), **extra,
         )
-
-    @property
-    def evaluated_classes(self) -> tuple[int, ...]:
-        return eval_classes(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return {

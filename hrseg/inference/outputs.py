@@ -29,6 +29,7 @@ from hrseg.errors import HrsegError
 from hrseg.data.png import write_png
 
 LABEL_IDS, COLOUR, OVERLAY = "labelIds", "colour", "overlay"
+KINDS = (LABEL_IDS, COLOUR, OVERLAY)
 SUFFIXES = {LABEL_IDS: "_pred_labelIds.png", COLOUR: "_pred_color.png", OVERLAY: "_overlay.png"}
 VIDEO_SUFFIX = "_overlay.mp4"
 VIDEO_FOURCC = "mp4v"  # the fallback: MPEG-4 Part 2, which OpenCV's wheels can write but browsers do not play
@@ -149,6 +150,9 @@ class OutputWriter:
             written[kind] = rel.as_posix()
         return written
 
+    def video_relpath(self, name: PurePosixPath) -> PurePosixPath:
+        return PurePosixPath(OVERLAY) / name.with_name(name.name + VIDEO_SUFFIX)
+
     def open_video(self, name: PurePosixPath, fps: float) -> "VideoSink":
         return VideoSink(self, name, fps)
 
@@ -176,7 +180,7 @@ class VideoSink:
         self._ffmpeg: subprocess.Popen[bytes] | None = None
         self._errors: IO[bytes] | None = None
         self._tmp: Path | None = None
-        self.rel = PurePosixPath(OVERLAY) / name.with_name(name.name + VIDEO_SUFFIX)
+        self.rel = writer.video_relpath(name)
 
     def _open(self, width: int, height: int) -> None:
         final = self.writer.root / self.rel

@@ -15,17 +15,17 @@ import dataclasses
 import functools
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
+from hrseg import toml
 from hrseg.errors import HrsegError
 from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
+from hrseg.typed import from_dict, to_jsonable
 
 
 @dataclass
@@ -164,13 +164,13 @@ class TrainConfig:
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         if isinstance(data, dict) and "run" in data:
             data = {**data, "run": RunConfig.upgrade(data["run"])}
-        return _from_dict(cls, data, "config")
+        return from_dict(cls, data, "config")
 
     def resolved(self) -> "TrainConfig":
         """A copy with the scheme's defaults filled in and data / run paths made absolute (what a run saves)."""
@@ -269,95 +269,6 @@ def _positive(option: str, value: float) -> None:
         raise HrsegError(f"{option}: must be a finite number > 0, got {value}")
 
 
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    return obj
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(args[0], "values")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {plural}"
-        return f"a list of {len(args)} {plural}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` as the annotated type (lists -> tuples, ints -> floats), or _Mismatch."""
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is not type(None):
-                try:
-                    return _coerce(value, arg)
-                except _Mismatch:
-                    continue
-        raise _Mismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise _Mismatch
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    raise TypeError(f"config field type {hint!r} is not supported")
-
-
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Rebuild a (nested) dataclass; unknown keys and wrong types are errors naming the key."""
-    if not isinstance(data, dict):
-        raise HrsegError(f"{where}: expected an object (a section of fields), got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise HrsegError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    hints = get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where != "config" else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(typing.cast(type, hint), value, key)
-            continue
-        try:
-            kwargs[name] = _coerce(value, hint)
-        except _Mismatch:
-            raise HrsegError(f"{key}: expected {_type_name(hint)}, got {json.dumps(value)}") from None
-    return cls(**kwargs)
-
-
 def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
     """Apply dotted-path overrides (``{"optim.lr": 0.01}``) and return a new, type-checked config."""
     data = cfg.to_dict()
@@ -403,9 +314,7 @@ def load_config_file(path: str | Path) -> TrainConfig:
     text = file.read_bytes()
     try:
         if file.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text.decode("utf-8"))
+            data = toml.loads(text.decode("utf-8"))
         else:
             data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
