@@ -37,6 +37,8 @@ def print_report(report: Report) -> None:
     }
     common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
     heading = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
+    if any(r.target_images == "0" for r in report.rows):
+        heading += " (vs source only without target labels)"
     if common:
         heading += "\n" + ", ".join(common)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
