@@ -54,6 +54,7 @@ from hrseg.data.shardbuild import (
 from hrseg.data.shards import COMPRESSIONS, MANIFEST_NAME, Manifest, ShardInfo, ShardOptions
 from hrseg.data.workers import ProgressFn, WorkerPool, open_pool, run_jobs
 from hrseg.errors import HrsegError
+from hrseg.locking import folder_lock
 
 __all__ = ["PrepareConfig", "SplitResult", "ShardTask", "build_shard", "prepare", "prepare_split", "stats_rows",
            "default_workers", "RESIZE_MODES"]
@@ -418,6 +419,15 @@ def prepare(cfg: PrepareConfig, show_progress: bool = True) -> list[SplitResult]
     cfg.validate()
     # a wrong layout or an empty split is refused before any worker or progress bar starts
     listings = {split: list_split(cfg.dataset, cfg.root, split) for split in cfg.resolved_splits()}
+    with folder_lock(cfg.out, PREPARE_BUSY, read_only_ok=True):
+        return _prepare_locked(cfg, listings, show_progress)
+
+
+#: the refusal when another prepare holds the data folder
+PREPARE_BUSY = "another hrseg prepare is writing into this data folder"
+
+
+def _prepare_locked(cfg: PrepareConfig, listings: dict[str, Listing], show_progress: bool) -> list[SplitResult]:
     shards = sum(-(-len(listing.samples) // cfg.shard_size) for listing in listings.values())
     results: list[SplitResult] = []
     pool = open_pool(min(cfg.workers, shards))
