@@ -55,6 +55,8 @@ def predict_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="With a run folder: a checkpoint name in RUN/checkpoints or a file "
                                    "(default: final.pt, else last.pt)."),
+    network: str = typer.Option(
+        "student", "--model", help="student (the trained S) or teacher (a self-training run's mean teacher)."),
     size: Optional[str] = typer.Option(
         None, "--size", metavar="WxH|native",
         help="Working size every input is resized to before the model sees it (default: the size the model was "
@@ -107,7 +109,7 @@ def predict_command(
             torch.set_num_threads(threads)
         changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
         dev = resolve_device(device)
-        loaded = load_model(model, checkpoint=checkpoint, device=dev)
+        loaded = load_model(model, checkpoint=checkpoint, device=dev, network=network)
         options = loaded.options(size=working_size(size, loaded.size, model), resize=resize, **changes)
         spec = OutputSpec(label_ids=label_ids, colour=colour, overlay=overlay, frames=frames, alpha=alpha)
         result = predict(loaded.segmenter, inputs, out, options, spec, batch_size=batch_size, device=str(dev),

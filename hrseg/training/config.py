@@ -62,7 +62,10 @@ class DataConfig:
     source_split: str = "train"
     target_split: str = "train"
     target_images: int | None = None  # few real images: an absolute count ...
-    target_fraction: float | None = None  # ... or a fraction of target train
+    target_fraction: float | None = None  # ... or a fraction of target train (0 images: no target labels, UDA)
+    # schemes that learn from unlabelled target images: "rest" (the target train images not labelled),
+    # "all" (every target train image, labels never read), or a count N (a seeded subset of the rest)
+    unlabelled_target: int | str = "rest"
     batch_size: int = 2  # per domain and per process
     crop: tuple[int, int] = (512, 256)  # (W, H)
     scale: tuple[float, float] = (0.75, 1.25)
@@ -82,6 +85,26 @@ class GanConfig:
     cls_weight_s: float = 0.1  # D's class CE on G(f_s), in S's loss
     cls_weight_g: float = 1.0  # same term in G's loss
     recon_weight: float = 1.0
+
+
+@dataclass
+class UnlabelledConfig:
+    """What the schemes that learn from unlabelled target images do with them (docs/unlabelled-target.md).
+
+    Self-training follows DACS (WACV 2021) as DAFormer's configs write it, except
+    ``keep_unconfident``: hrseg ignores the pixels the teacher is unsure of
+    (docs/unlabelled-target.md says why); MinEnt's weight is ADVENT's.
+    """
+
+    minent_weight: float = 1e-3  # ADVENT's lambda_ent at DeepLab-v2 scale
+    teacher_momentum: float = 0.99  # EMA momentum, ramped as min(1 - 1/(t+1), momentum) as DACS does
+    confidence: float = 0.968  # a target pixel's pseudo-label counts where the teacher's max softmax exceeds this
+    keep_unconfident: bool = False  # True: DACS exactly (every pixel kept, weight = image's confident share)
+    weight: float = 1.0  # weight of the pseudo-label loss on the (mixed) target images
+    mix: str = "classmix"  # "classmix" (half of a source image's classes pasted on the target) | "none"
+    jitter: float = 0.2  # colour jitter strength on the student's mixed image (0: off)
+    jitter_prob: float = 0.8
+    blur: bool = True  # Gaussian blur with probability 0.5, sigma 0.15-1.15
 
 
 @dataclass
@@ -160,6 +183,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     image_select: ImageSelectConfig = field(default_factory=ImageSelectConfig)
+    unlabelled: UnlabelledConfig = field(default_factory=UnlabelledConfig)
     run: RunConfig = field(default_factory=RunConfig)
     preset: str | None = None
 
@@ -202,8 +226,9 @@ class TrainConfig:
             raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:
             raise HrsegError("--target-images and --target-fraction are exclusive; give one")
-        if self.data.target_images is not None and self.data.target_images < 1:
-            raise HrsegError(f"--target-images: must be >= 1, got {self.data.target_images}")
+        if self.data.target_images is not None and self.data.target_images < 0:
+            raise HrsegError(f"--target-images: must be >= 0, got {self.data.target_images}")
+        self._validate_unlabelled()
         if self.data.target_fraction is not None and not 0 < self.data.target_fraction <= 1:
             raise HrsegError(f"--target-fraction: must be in (0, 1], got {self.data.target_fraction}")
         if self.optim.iters < 1:
@@ -239,6 +264,37 @@ class TrainConfig:
         if self.run.seed < 0:
             raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
+
+    def _validate_unlabelled(self) -> None:
+        """Unlabelled-target settings in range, and 0 labelled target images only where a scheme can use that."""
+        from hrseg.training.mixing import MIXES
+
+        u, scheme = self.unlabelled, SCHEMES[self.scheme]
+        amount = self.data.unlabelled_target
+        if isinstance(amount, str) and amount not in ("rest", "all") or isinstance(amount, int) and amount < 1:
+            raise HrsegError(f"data.unlabelled_target: \"rest\", \"all\" or a count >= 1, got {amount!r}")
+        MIXES.check(u.mix)
+        for key, value in (("unlabelled.teacher_momentum", u.teacher_momentum), ("unlabelled.confidence",
+                                                                                  u.confidence),
+                           ("unlabelled.jitter_prob", u.jitter_prob)):
+            if not 0 <= value <= 1:
+                raise HrsegError(f"{key}: must be in [0, 1], got {value}")
+        for key, value in (("unlabelled.minent_weight", u.minent_weight), ("unlabelled.weight", u.weight),
+                           ("unlabelled.jitter", u.jitter)):
+            if not (math.isfinite(value) and value >= 0):
+                raise HrsegError(f"{key}: must be a finite number >= 0, got {value}")
+        if self.data.target_images == 0:
+            if scheme.weighting is not None and scheme.unlabelled != "self-training":
+                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} learns W's \"target\" from labelled "
+                                 "target images; with none, use its self-training row (W reads the teacher's "
+                                 "pseudo-labels)")
+            if scheme.unlabelled is None and any(p.target for p in scheme.phases):
+                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} trains on labelled target images; "
+                                 "with none use source-only, minent or a self-training scheme")
+            if self.gan.enabled:
+                raise HrsegError("--target-images 0: the GAN needs a labelled target batch every step; use --no-gan")
+            if self.weighting.heldout_images:
+                raise HrsegError("--target-images 0: weighting.heldout_images needs labelled target images")
 
     def _validate_bn(self) -> None:
         """Batch-norm modes need batch norm; frozen needs statistics worth freezing.

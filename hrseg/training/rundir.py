@@ -207,9 +207,10 @@ class RunDir:
         return path, payload
 
     def load_for_inference(self, checkpoint: str | os.PathLike[str] | None = None,
-                           device: str | torch.device = "cpu") -> LoadedRun:
+                           device: str | torch.device = "cpu", model: str = "student") -> LoadedRun:
         """The run's segmenter and weighting network (eval mode) from a checkpoint.
 
+        ``model="teacher"`` loads a self-training run's mean teacher as the segmenter.
         A checkpoint of another architecture, width or class count than the run's config is refused.
         """
         cfg = self.config()
@@ -217,7 +218,8 @@ class RunDir:
         payload = load_checkpoint(path, map_location="cpu")
         check_checkpoint_fits(payload, cfg, path)
         seg = build_segmenter_of(cfg, pretrained="none")
-        load_state(seg, payload["models"].get("segmenter"), path, "segmenter")
+        key = segmenter_key(payload, model, path)
+        load_state(seg, payload["models"].get(key), path, key)
         weighting = None
         if "weighting" in payload["models"]:
             weighting = build_weighting(cfg)
@@ -335,6 +337,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HrsegError(f"{path}: {what} is not a JSON object")
     return data
+
+
+#: which of a checkpoint's copies of S inference uses (``--model``): S itself, or self-training's mean teacher
+INFERENCE_MODELS: dict[str, str] = {"student": "segmenter", "teacher": "teacher"}
+
+
+def segmenter_key(payload: dict[str, Any], model: str, path: Path) -> str:
+    """The key in ``payload["models"]`` of the network ``--model`` names; a run without a teacher is refused."""
+    if model not in INFERENCE_MODELS:
+        raise HrsegError(f"--model: must be one of {', '.join(INFERENCE_MODELS)}, got {model!r}")
+    key = INFERENCE_MODELS[model]
+    if key not in payload.get("models", {}):
+        raise HrsegError(f"{path}: holds no {model} network (only self-training schemes keep a mean teacher)")
+    return key
 
 
 def check_checkpoint_fits(payload: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
