@@ -12,6 +12,8 @@ from typing import Any, Iterator
 
 from hrseg.errors import HrsegError
 
+SPACE_ERRORS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
@@ -21,7 +23,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
     except OSError as exc:  # a file where a folder should be, a read-only or full disk: the user's to fix
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        if exc.errno in SPACE_ERRORS:
             raise HrsegError(f"out of disk space writing {final}") from None
         raise HrsegError(f"{final}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
@@ -30,9 +32,34 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        full = exc.errno in SPACE_ERRORS
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise HrsegError(f"out of disk space writing {final}") from None
+        raise
+    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError without an errno
+        full = _free_bytes(final.parent) < max(tmp.stat().st_size if tmp.exists() else 0, 1) + (1 << 20)
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise HrsegError(f"out of disk space writing {final}") from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def is_space_error(exc: BaseException) -> bool:
+    """A full disk or an exhausted quota."""
+    return isinstance(exc, OSError) and exc.errno in SPACE_ERRORS
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
 
 
 def _umask() -> int:

@@ -38,7 +38,7 @@ from hrseg.ownership import check_replace, torch_owned
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from hrseg.training.checkpoint import load_checkpoint, verify_checkpoint
 from hrseg.training.config import TrainConfig
-from hrseg.training.rundir import RunDir, check_checkpoint_fits, load_state
+from hrseg.training.rundir import RunDir, check_checkpoint_fits, load_state, segmenter_key
 
 FORMAT = "hrseg-model/1"
 Size = tuple[int, int]
@@ -157,11 +157,14 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
 
 
 def load_model(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[str] | None = None,
-               device: str | torch.device = "cpu") -> LoadedModel:
-    """A run folder, a checkpoint file or an exported model -> :class:`LoadedModel` on ``device``."""
+               device: str | torch.device = "cpu", network: str = "student") -> LoadedModel:
+    """A run folder, a checkpoint file or an exported model -> :class:`LoadedModel` on ``device``.
+
+    ``network="teacher"`` takes a self-training run's mean teacher (run folders and checkpoints only).
+    """
     path = Path(model)
     if path.is_dir():
-        return _from_run(path, checkpoint, device)
+        return _from_run(path, checkpoint, device, network)
     if checkpoint is not None:
         raise HrsegError(f"--checkpoint: only with a run folder; {path} is a file")
     if not path.is_file():
@@ -176,22 +179,26 @@ def load_model(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
         raise HrsegError(f"{path}: not a readable hrseg model ({type(exc).__name__}: {exc})") from None
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt == CHECKPOINT_FORMAT:
-        return _from_checkpoint(path, device)
+        return _from_checkpoint(path, device, network)
+    if network != "student":
+        raise HrsegError(f"--model {network}: {path} is an exported model, which holds one network only")
     if fmt != FORMAT:
         raise HrsegError(f"{path}: not an hrseg model (expected an exported model {FORMAT!r}, a checkpoint "
                          "or a run folder)")
     return _from_export(path, payload, device)
 
 
-def _from_run(path: Path, checkpoint: str | os.PathLike[str] | None, device: str | torch.device) -> LoadedModel:
-    loaded = RunDir(path).load_for_inference(checkpoint, device=device)
+def _from_run(path: Path, checkpoint: str | os.PathLike[str] | None, device: str | torch.device,
+              network: str = "student") -> LoadedModel:
+    loaded = RunDir(path).load_for_inference(checkpoint, device=device, model=network)
     cfg = loaded.config
     return LoadedModel(loaded.segmenter, cfg.model.arch, cfg.model.width, cfg.model.num_classes,
                        working_size(cfg), tuple(cfg.data.crop), CLASS_NAMES[: cfg.model.num_classes],
-                       cfg.to_dict(), path, loaded.checkpoint, loaded.iteration, "run")
+                       cfg.to_dict(), path, loaded.checkpoint, loaded.iteration,
+                       "run" if network == "student" else f"run ({network})")
 
 
-def _from_checkpoint(path: Path, device: str | torch.device) -> LoadedModel:
+def _from_checkpoint(path: Path, device: str | torch.device, network: str = "student") -> LoadedModel:
     """A checkpoint file on its own (e.g. copied out of its run): its saved config rebuilds the segmenter."""
     payload = load_checkpoint(path)
     if not isinstance(payload.get("config"), dict):
@@ -200,11 +207,12 @@ def _from_checkpoint(path: Path, device: str | torch.device) -> LoadedModel:
     check_checkpoint_fits(payload, cfg, path)
     seg = build_segmenter(cfg.model.arch, num_classes=cfg.model.num_classes, width=cfg.model.width,
                           pretrained="none", aux=cfg.model.aux)
-    load_state(seg, payload["models"].get("segmenter"), path, "segmenter")
+    key = segmenter_key(payload, network, path)
+    load_state(seg, payload["models"].get(key), path, key)
     seg.to(device).eval()
     return LoadedModel(seg, cfg.model.arch, cfg.model.width, cfg.model.num_classes, working_size(cfg),
                        tuple(cfg.data.crop), CLASS_NAMES[: cfg.model.num_classes], cfg.to_dict(), path, path,
-                       int(payload["iteration"]), "checkpoint")
+                       int(payload["iteration"]), "checkpoint" if network == "student" else f"checkpoint ({network})")
 
 
 def _field(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import pytest
 
+from hrseg.inference import outputs
 from hrseg.reporting import build_report
 from hrseg.training.config import override
 from hrseg.training.presets import quick_config
@@ -21,6 +22,7 @@ from hrseg.visualization.render import VisualizeOptions, visualize_predictions, 
 from hrseg.visualization.report_page import GalleryLink, write_report_page
 from tests.browser import Browser, find_chromium
 from tests.data_fixtures import cached_synthetic_data
+from tests.test_inference_video import write_overlay_video as write_test_video
 from tests.test_report_page import fake_runs
 
 TINY = {
@@ -147,3 +149,22 @@ def test_report_page_in_a_browser(browser: Browser, w19_run: Path, tmp_path: Pat
     assert browser.eval("document.querySelectorAll('table.results tbody tr').length") == 2
     browser.open(links[0])
     assert_page_sound(browser, 2)
+
+
+def test_overlay_video_plays_in_the_browser(browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The H.264 overlay video decodes in Chromium; the MPEG-4 Part 2 fallback does not (why H.264 is the default)."""
+    h264 = write_test_video(tmp_path / "h264", frames=10, size=(96, 64))
+    monkeypatch.setattr(outputs, "h264_encoder", lambda: None)
+    mpeg4 = write_test_video(tmp_path / "mpeg4", frames=10, size=(96, 64))
+    page = tmp_path / "videos.html"
+    page.write_text(f'<!doctype html><video id="a" muted src="{h264.relative_to(tmp_path).as_posix()}"></video>'
+                    f'<video id="b" muted src="{mpeg4.relative_to(tmp_path).as_posix()}"></video>')
+    browser.open(page.as_uri())
+    state = ("new Promise(done => { const t0 = Date.now(); (function poll() { const a = a_(), b = b_(); "
+             "if ((a.readyState >= 2 || a.error) && (b.readyState >= 2 || b.error) || Date.now() - t0 > 10000) "
+             "done([a.readyState, a.videoWidth, a.error && a.error.code, b.readyState, b.error && b.error.code]); "
+             "else setTimeout(poll, 50); })(); })")
+    state = state.replace("a_()", "document.getElementById('a')").replace("b_()", "document.getElementById('b')")
+    a_ready, a_width, a_error, b_ready, b_error = browser.eval(state)
+    assert (a_ready >= 2, a_width, a_error) == (True, 96, None)
+    assert b_error == 4  # MEDIA_ERR_SRC_NOT_SUPPORTED

@@ -98,10 +98,8 @@ def test_domain_sampler_is_seeded_endless_and_resumable() -> None:
     resumed = DomainSampler(5, seed=3)
     resumed.set_consumed(7)
     assert take(resumed, 5) == a[7:12]
-    s = DomainSampler(5, seed=3)
-    take(s, 8)
     t = DomainSampler(5, seed=3)
-    t.load_state_dict(s.state_dict())
+    t.set_consumed(8)
     assert take(t, 4) == a[8:12]
 
 

@@ -10,19 +10,14 @@ and recomputes the weight on those images through evaluation's own path.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import torch
 
-import hrseg.evaluation.weighting as eval_weighting
-from hrseg.evaluation.weighting import weight_maps
-from hrseg.training import losses
 from hrseg.training.config import TrainConfig, override
-from hrseg.training.schemes import plan
-from hrseg.training.trainer import Trainer
 from tests.data_fixtures import cached_synthetic_data
+from tests.weight_fixtures import trained_and_evaluated_weights
 
 TINY = {
     "model.width": 0.0625, "model.pretrained": "none", "weighting.width": 0.125, "data.batch_size": 2,
@@ -47,37 +42,8 @@ def test_source_eval_reports_the_weights_training_used(
         **TINY, "data.data": str(data), "run.out": str(tmp_path / "run"), "weighting.combine": combine,
         "weighting.normalize": normalize, "weighting.sharpen": sharpen, "weighting.clamp": clamp,
     })
-    trainer = Trainer(cfg)
-    try:
-        for net in trainer.nets.values():
-            net.eval()  # no dropout: evaluation's S must see exactly what training's S saw
-        seg, weighting = trainer.nets["segmenter"], trainer.nets["weighting"]
-        before = copy.deepcopy(seg), copy.deepcopy(weighting)  # the step updates both; score the state it used
-        seen: dict[str, torch.Tensor] = {}
-        forward, real_loss = seg.forward, losses.weighted_source_loss
-
-        def recording_forward(x: torch.Tensor) -> object:
-            seen.setdefault("images", x.detach().clone())
-            return forward(x)
-
-        def recording_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-            assert weight is not None
-            seen.setdefault("labels", labels.clone())
-            seen.setdefault("weight", weight.detach().float().clone())
-            return real_loss(logits, labels, weight)
-
-        monkeypatch.setattr(seg, "forward", recording_forward)
-        monkeypatch.setattr(losses, "weighted_source_loss", recording_loss)
-        trainer.step(plan(cfg, 0))
-    finally:
-        trainer.close()
-    monkeypatch.undo()
-    # the recorded images are normalised already: evaluation's own normalisation must leave them as they are
-    monkeypatch.setattr(eval_weighting, "normalize", lambda x: x)
-    n_s = cfg.data.batch_size
-    maps = weight_maps(before[0], before[1], seen["images"][:n_s], seen["labels"], cfg.weighting.input)
-    valid = seen["labels"] != 255
+    evaluated, trained, valid = trained_and_evaluated_weights(cfg, monkeypatch)
     assert valid.any()
-    torch.testing.assert_close(maps.weight[valid], seen["weight"][valid], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(evaluated[valid], trained[valid], rtol=1e-5, atol=1e-6)
     if clamp is not None:
-        assert float(maps.weight.max()) <= clamp + 1e-5
+        assert float(evaluated.max()) <= clamp + 1e-5

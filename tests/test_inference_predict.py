@@ -131,7 +131,7 @@ def test_video_gives_an_overlay_video_with_the_same_frames_fps_and_size(tmp_path
     cap.release()
     record = next(i for i in result.inputs if i["kind"] == "video")
     assert record["frames"] == 5 and record["fps"] == 15.0 and record["size"] == [48, 32]
-    assert record["outputs"]["overlay_video"] == "overlay/drive_overlay.mp4"
+    assert record["outputs"]["overlay_video"] == "overlay/drive_overlay.mp4" and record["video_codec"] == "h264"
     pngs = sorted((tmp_path / "out" / "labelIds" / "drive").glob("*.png"))
     assert [p.name for p in pngs] == [f"drive_{i:06d}_pred_labelIds.png" for i in range(5)]
     assert cv2.imread(str(pngs[0]), cv2.IMREAD_UNCHANGED).shape == (32, 48)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "hrseg"
 #: bottom to top; a module belongs to the layer of the longest prefix that names it
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("hrseg", "hrseg.errors", "hrseg.atomic", "hrseg.console", "hrseg.registry", "hrseg.device",
-              "hrseg.ownership")),
+              "hrseg.ownership", "hrseg.locking", "hrseg.toml", "hrseg.typed")),
     ("data", ("hrseg.data",)),
     ("models", ("hrseg.models",)),
     ("inference", ("hrseg.inference",)),

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import hrseg.evaluation.weighting as eval_weighting
 from hrseg.errors import HrsegError
-from hrseg.evaluation.weighting import weight_maps
 from hrseg.training import losses
 from hrseg.training.config import TrainConfig, override
 from hrseg.training.presets import build_config
@@ -19,6 +17,7 @@ from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import plan
 from hrseg.training.trainer import Trainer, train
 from tests.data_fixtures import cached_synthetic_data
+from tests.weight_fixtures import trained_and_evaluated_weights
 
 TINY = {
     "model.width": 0.0625, "model.pretrained": "none", "weighting.width": 0.125, "data.batch_size": 2,
@@ -88,38 +87,10 @@ def test_soft_threshold_eval_reports_the_weights_training_used(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = cfg_for(data, tmp_path / "run", **{"weighting.combine": "softthreshold", "weighting.steepness": 4.0})
-    trainer = Trainer(cfg)
-    try:
-        for net in trainer.nets.values():
-            net.eval()
-        seg, weighting = trainer.nets["segmenter"], trainer.nets["weighting"]
-        before = copy.deepcopy(seg), copy.deepcopy(weighting)
-        seen: dict[str, torch.Tensor] = {}
-        forward, real_loss = seg.forward, losses.weighted_source_loss
-
-        def recording_forward(x: torch.Tensor) -> object:
-            seen.setdefault("images", x.detach().clone())
-            return forward(x)
-
-        def recording_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-            assert weight is not None
-            seen.setdefault("labels", labels.clone())
-            seen.setdefault("weight", weight.detach().float().clone())
-            return real_loss(logits, labels, weight)
-
-        monkeypatch.setattr(seg, "forward", recording_forward)
-        monkeypatch.setattr(losses, "weighted_source_loss", recording_loss)
-        trainer.step(plan(cfg, 0))
-    finally:
-        trainer.close()
-    monkeypatch.undo()
-    monkeypatch.setattr(eval_weighting, "normalize", lambda x: x)
-    n_s = cfg.data.batch_size
-    maps = weight_maps(before[0], before[1], seen["images"][:n_s], seen["labels"], cfg.weighting.input)
-    valid = seen["labels"] != 255
-    torch.testing.assert_close(maps.weight[valid], seen["weight"][valid], rtol=1e-5, atol=1e-6)
-    assert float(seen["weight"][valid].mean()) == pytest.approx(1.0, rel=1e-4)
-    assert float(seen["weight"][valid].max()) > 2 * float(seen["weight"][valid].min())
+    evaluated, trained, valid = trained_and_evaluated_weights(cfg, monkeypatch)
+    torch.testing.assert_close(evaluated[valid], trained[valid], rtol=1e-5, atol=1e-6)
+    assert float(trained[valid].mean()) == pytest.approx(1.0, rel=1e-4)
+    assert float(trained[valid].max()) > 2 * float(trained[valid].min())
 
 
 @pytest.mark.parametrize("changes,match", [

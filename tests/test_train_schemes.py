@@ -60,16 +60,20 @@ def test_every_scheme_trains(scheme: str, data: Path, tmp_path: Path) -> None:
         cfg = override(cfg, {"optim.iters": 4, "finetune.source_iters": 2})
     if scheme == "image-select":
         cfg = override(cfg, {"image_select.road_share": 0.1})
+    if row.unlabelled is not None:  # leave some target images unlabelled
+        cfg = override(cfg, {"data.target_images": 4})
     result = train(cfg)
     assert result.status == "finished" and result.iteration == cfg.optim.iters
     records = _check_run(tmp_path / scheme, cfg)
     keys = set(records[-1])
     assert ("source" in keys) == (scheme not in ("target-only", "finetune"))
+    assert ("minent" in keys) == (row.unlabelled == "minent")
+    assert ("self_training" in keys and "pseudo_quality" in keys) == (row.unlabelled == "self-training")
     assert ("w_cls" in keys) == weighted
     assert ("d" in keys and "g" in keys) == gan
     if weighted:
         assert {"score_pixel", "score_region", "score_image", "weight_mean"} <= keys
-    if scheme in ("joint", "oracle", "w1", "w19", "image-select"):
+    if row.uses_source and scheme != "finetune":
         # procedural source scenes carry realism masks: weight on realistic vs deviating pixels is logged
         assert {"weight_realistic", "weight_deviating"} <= keys
     if scheme == "oracle":

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import typer
 
-from hrseg.atomic import write_json
+from hrseg.atomic import is_space_error, write_json
 from hrseg.console import console
 from hrseg.errors import HrsegError
 
@@ -37,6 +37,12 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         raise typer.Exit(code=130) from None
+    except OSError as exc:  # a write that did not go through atomic_path (a video, a log): still one line
+        if not is_space_error(exc):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        console.print(f"[bold red]error:[/] out of disk space{where}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
 
 def parse_size(text: str, option: str, example: str = "1024x512") -> tuple[int, int]:

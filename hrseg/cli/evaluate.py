@@ -47,6 +47,16 @@ def print_weighting_report(report: WeightingReport) -> None:
     for level, q in report.levels.items():
         table.add_row(f"{level} score", _num(q.auc), _num(q.mean_realistic), _num(q.mean_deviating))
     console.print(table)
+    if report.per_class:
+        levels = list(report.levels)
+        per = Table(title=f"within each class (AUC of realistic vs deviating pixels of that class; "
+                          f"mean over classes by pixel share: {_num(report.within_class_auc)})")
+        for col in ("class", "share", "AUC combined", *(f"AUC {lvl}" for lvl in levels), "mean weight real / dev"):
+            per.add_column(col, justify="left" if col == "class" else "right")
+        for name, q in report.per_class.items():
+            per.add_row(name, f"{100 * q.share:.1f} %", _num(q.auc), *(_num(q.level_auc.get(lvl)) for lvl in levels),
+                        f"{_num(q.mean_realistic)} / {_num(q.mean_deviating)}")
+        console.print(per)
 
 
 def print_submission(report: object) -> None:
@@ -70,6 +80,9 @@ def eval_command(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt)."),
+    network: str = typer.Option(
+        "student", "--model", help="student (the trained S) or teacher (a self-training run's mean teacher; its "
+                                   "report goes to RUN/eval/<split>-teacher.json)."),
     split: str = typer.Option(
         "val", "--split", help="Target split (val; test writes a server submission), 'source' for weighting "
                                "quality, or dataset/split."),
@@ -132,7 +145,7 @@ def eval_command(
                            data=str(data) if data else None,
                            save_predictions=str(save_predictions) if save_predictions else None,
                            colour=colour, device=device, batch_size=batch_size, max_images=max_images,
-                           threads=threads, show_progress=progress, tta=tta, amp=amp)
+                           threads=threads, show_progress=progress, tta=tta, amp=amp, model=network)
         written = None if json_path == "-" else json_path
         full, path = evaluate_and_save(run, opts, written)
         if isinstance(full, WeightingReport):

@@ -55,6 +55,8 @@ def predict_command(
     checkpoint: Optional[str] = typer.Option(
         None, "--checkpoint", help="With a run folder: a checkpoint name in RUN/checkpoints or a file "
                                    "(default: final.pt, else last.pt)."),
+    network: str = typer.Option(
+        "student", "--model", help="student (the trained S) or teacher (a self-training run's mean teacher)."),
     size: Optional[str] = typer.Option(
         None, "--size", metavar="WxH|native",
         help="Working size every input is resized to before the model sees it (default: the size the model was "
@@ -77,6 +79,12 @@ def predict_command(
     workers: int = typer.Option(4, "--workers", help="Threads decoding and writing files."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for torch (0 = torch's default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace files in --out that hrseg did not write, and remove hrseg's files of "
+                                   "earlier runs there that this run does not write again (nothing else)."),
+    max_pixels: Optional[int] = typer.Option(
+        None, "--max-pixels", show_default="100000000",
+        help="Largest input in pixels; bigger ones (decompression bombs) are skipped with the reason."),
     json_path: Optional[str] = json_option("Also write the index (predictions.json) to PATH ('-': standard output)."),
 ) -> None:
     """Segment your own images, folders, globs and videos with a trained run or an exported model.
@@ -87,6 +95,7 @@ def predict_command(
 
     from hrseg.export import load_model
     from hrseg.inference import OutputSpec, predict
+    from hrseg.inference.sources import MAX_PIXELS
     from hrseg.device import resolve_device
 
     from hrseg.atomic import ensure_dir
@@ -100,13 +109,13 @@ def predict_command(
             torch.set_num_threads(threads)
         changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
         dev = resolve_device(device)
-        loaded = load_model(model, checkpoint=checkpoint, device=dev)
+        loaded = load_model(model, checkpoint=checkpoint, device=dev, network=network)
         options = loaded.options(size=working_size(size, loaded.size, model), resize=resize, **changes)
         spec = OutputSpec(label_ids=label_ids, colour=colour, overlay=overlay, frames=frames, alpha=alpha)
         result = predict(loaded.segmenter, inputs, out, options, spec, batch_size=batch_size, device=str(dev),
-                         amp=amp, workers=workers, show_progress=progress)
-        summary = dict(result.to_dict(), model=loaded.describe())
-        emit_json(summary, result.index)  # the index also says which model made the files
+                         amp=amp, workers=workers, show_progress=progress, overwrite=overwrite,
+                         model=loaded.describe(), max_pixels=MAX_PIXELS if max_pixels is None else max_pixels)
+        summary = result.to_dict()  # the index says which model made the files
         console.print(result_table(summary))
         print_skipped(summary["skipped"])
         console.print(f"index: {result.index}", highlight=False)

@@ -39,6 +39,8 @@ def print_report(report: Report) -> None:
     }
     common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
     heading = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
+    if any(r.target_images == "0" for r in report.rows):
+        heading += " (vs source only without target labels)"
     if common:
         heading += "\n" + ", ".join(common)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -83,6 +85,9 @@ def report_command(
                                        help="A gallery folder (hrseg visualize --out) to link from report.html; "
                                             "repeatable."),
     json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a report.md / report.json / report.html in --out that hrseg did "
+                                        "not write."),
 ) -> None:
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
 
@@ -96,7 +101,11 @@ def report_command(
         if gallery and not html:
             raise HrsegError("--gallery: links go into report.html; add --html")
         links = gallery_links(gallery) if html else []
-        md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
+        if html:
+            from hrseg.ownership import check_replace, html_owned
+
+            check_replace(out / "report.html", html_owned, overwrite, "a report page")
+        md, js = write_report(report, out, overwrite)  # before printing: a bad --out is the only thing the user sees
         page = write_report_page(report, out / "report.html", links) if html else None
         print_report(report)
         console.print(f"wrote {md} and {js}" + (f"; open {page}" if page else ""))

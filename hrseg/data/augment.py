@@ -102,7 +102,7 @@ def augment_batch(
 ) -> dict[str, Any]:
     """Randomly scale, crop (W, H) and flip a batch; normalise the images.
 
-    In: ``{"image": uint8 (B,3,H,W), "label": uint8 (B,H,W), ["realism": uint8 (B,H,W)]}``
+    In: ``{"image": uint8 (B,3,H,W), ["label": uint8 (B,H,W)], ["realism": uint8 (B,H,W)]}``
     (a float image is taken as already normalised). Out: the same keys on the
     same device, ``image`` float32 normalised, ``label`` int64, ``realism``
     uint8; other keys are passed through untouched. ``crop=None`` keeps the
@@ -122,12 +122,14 @@ def augment_batch(
     identity = crop_wh == (w, h) and scale_rng == (1.0, 1.0) and not flip
     if identity:
         out["image"] = x
-        out["label"] = batch["label"].long()
+        if "label" in batch:
+            out["label"] = batch["label"].long()
         return out
     s, x0, y0, flips = _draw(b, (w, h), crop_wh, scale_rng, flip, generator)
     grid = _grid((w, h), crop_wh, s, x0, y0, flips, image.device)
     out["image"] = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    out["label"] = _sample_nearest(batch["label"], grid)
+    if "label" in batch:  # unlabelled target images come without one
+        out["label"] = _sample_nearest(batch["label"], grid)
     if "realism" in batch and batch["realism"] is not None:
         out["realism"] = _sample_nearest(batch["realism"], grid).to(torch.uint8)
     return out

@@ -378,13 +378,6 @@ class DomainSampler(Sampler[int]):
 
         A DataLoader's workers run ahead of the training loop, so a trainer
         should checkpoint how many items it *consumed* and restore with this,
-        rather than saving ``state_dict`` of a sampler that has been prefetched.
+        never the position of a sampler that has been prefetched.
         """
         self.epoch, self.position = divmod(int(consumed), self.per_rank)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])

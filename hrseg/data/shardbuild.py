@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import h5py
 import numpy as np
 
 from hrseg.data.readers import Decoded, RawSample, decode
+from hrseg.data.resize import resize_image, resize_labels
 from hrseg.data.shards import (
     EXTRA_CRC_ATTR,
     FORMAT,
@@ -36,7 +36,6 @@ from hrseg.data.shards import (
 from hrseg.data.verify import check_shard
 from hrseg.data.workers import ProgressFn
 
-RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 EXTRA_KEYS = ("prepare_inputs", "prepare_fingerprints", "prepare_options", "prepare_stats")
 Fingerprint = tuple[int, ...]
 
@@ -109,14 +108,12 @@ def shard_name(k: int) -> str:
 
 def _resize_decoded(d: Decoded, options: ShardOptions) -> ShardSample:
     assert d.image is not None and d.label is not None
-    w, h = options.size
+    size = (int(options.size[0]), int(options.size[1]))
     oh, ow = d.image.shape[:2]
-    same = (ow, oh) == (w, h)
-    image = d.image if same else cv2.resize(d.image, (w, h), interpolation=RESIZE_MODES[options.resize])
-    label = d.label if same else cv2.resize(d.label, (w, h), interpolation=cv2.INTER_NEAREST)
-    realism = None
-    if d.realism is not None:
-        realism = d.realism if same else cv2.resize(d.realism, (w, h), interpolation=cv2.INTER_NEAREST)
+    image, label, realism = d.image, d.label, d.realism
+    if (ow, oh) != size:
+        image, label = resize_image(image, size, options.resize), resize_labels(label, size)
+        realism = None if realism is None else resize_labels(realism, size)
     full = d.label if options.full_labels else None
     return ShardSample(d.name, np.ascontiguousarray(image), np.ascontiguousarray(label), (oh, ow), realism, full)
 

@@ -60,6 +60,7 @@ class EvalOptions:
     show_progress: bool = True
     tta: InferenceOptions = field(default_factory=InferenceOptions)  # test-time options; default: one plain view
     amp: bool = False  # autocast on CUDA (bf16 / fp16); off by default so scores are full precision
+    model: str = "student"  # "teacher": a self-training run's mean teacher (its report gets its own file)
 
     def validate(self) -> "EvalOptions":
         self.tta.validate()
@@ -300,7 +301,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
     run = RunDir(run_dir)
     device = resolve_device(opts.device)
     amp_dtype = resolve_amp(device, opts.amp)
-    loaded = run.load_for_inference(opts.checkpoint, device=str(device))
+    loaded = run.load_for_inference(opts.checkpoint, device=str(device), model=opts.model)
     cfg = loaded.config
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
@@ -345,6 +346,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
 def report_dict(report: Report, options: EvalOptions) -> dict[str, Any]:
     """The JSON of a report; segmentation and submissions also record the test-time options used."""
     out = report.to_dict()
+    if options.model != "student":
+        out["model"] = options.model
     if not isinstance(report, WeightingReport):
         out["inference"] = options.tta.to_dict()
     return out
@@ -355,7 +358,8 @@ def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
 
     A partial evaluation never takes the full one's name, so reports never average it with full ones.
     """
-    return RunDir(run_dir).eval_path(options.split, options.max_images)
+    path = RunDir(run_dir).eval_path(options.split, options.max_images)
+    return path if options.model == "student" else path.with_name(f"{path.stem}-{options.model}.json")
 
 
 def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,

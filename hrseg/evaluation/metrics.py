@@ -69,9 +69,6 @@ class ConfusionMatrix:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != ground-truth shape {tuple(target.shape)}")
         self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
-        self.matrix += other.matrix
-
     @property
     def tp(self) -> np.ndarray:
         return np.diag(self.matrix[:, : self.num_classes]).copy()

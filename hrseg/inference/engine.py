@@ -10,23 +10,20 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from hrseg.data.augment import normalize
+from hrseg.data.resize import resize_image
 from hrseg.device import resolve_amp, resolve_device
 from hrseg.inference.tta import InferenceOptions, predict_train_ids
 from hrseg.models.common import eval_mode
 
-_INTERP = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR}
 
 
 def working_image(rgb: np.ndarray, options: InferenceOptions) -> np.ndarray:
     """The input as the model sees it: resized to ``options.size`` (W, H) the way prepare resizes."""
-    if options.size is None or (rgb.shape[1], rgb.shape[0]) == tuple(options.size):
-        return rgb
-    return cv2.resize(rgb, tuple(options.size), interpolation=_INTERP[options.resize])
+    return rgb if options.size is None else resize_image(rgb, tuple(options.size), options.resize)
 
 
 class Engine:

@@ -34,7 +34,6 @@ from hrseg.data.labels import IGNORE_INDEX, NUM_CLASSES, TRAIN_TO_LABEL
 from hrseg.errors import HrsegError
 
 CITYSCAPES_SIZE = (2048, 1024)  # W, H of every Cityscapes image
-CITYSCAPES_TEST_IMAGES = 1525
 LABEL_IDS_DIR = "labelIds"
 ZIP_NAME = "cityscapes-submission.zip"
 _NAME = re.compile(r"^(?P<city>[A-Za-z]+(?:-[A-Za-z]+)*)_(?P<seq>\d{6})_(?P<frame>\d{6})(?:_leftImg8bit)?(?:\.png)?$")

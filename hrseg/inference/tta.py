@@ -31,10 +31,11 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from hrseg.data.resize import RESIZE_MODES
 from hrseg.errors import HrsegError
+from hrseg.models.registry import logits_of
 
 ALIGN_CORNERS = False  # the evaluation's rule for every bilinear resize of logits
-RESIZE_MODES = ("area", "bilinear")
 
 Segmenter = Callable[[torch.Tensor], Any]
 Size = tuple[int, int]
@@ -113,16 +114,10 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return [min(i * stride, length - window) for i in range(count)]
 
 
-def _logits(segmenter: Segmenter, x: torch.Tensor) -> torch.Tensor:
-    """SegOutput-like objects or plain tensors, as evaluation accepts."""
-    out = segmenter(x)
-    return out.logits if hasattr(out, "logits") else out
-
-
 def _forward(segmenter: Segmenter, x: torch.Tensor, amp_dtype: torch.dtype | None) -> torch.Tensor:
     ctx = torch.autocast(device_type=x.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     with ctx:
-        logits = _logits(segmenter, x)
+        logits = logits_of(segmenter(x))
     return logits.float()
 
 
@@ -180,6 +175,29 @@ def scaled_size(hw: Size, scale: float) -> Size:
     return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
 
 
+def _views(segmenter: Segmenter, x: torch.Tensor, opts: InferenceOptions,
+           amp_dtype: torch.dtype | None) -> list[torch.Tensor]:
+    """Each view's logits (B,C,h,w) at the view's own resolution, mirrored views flipped back."""
+    _, _, h, w = x.shape
+    out = []
+    for scale in opts.scales:
+        xs = x
+        if scale != 1.0:
+            xs = F.interpolate(x, size=scaled_size((h, w), scale), mode="bilinear", align_corners=ALIGN_CORNERS)
+        for flipped in (False, True) if opts.flip else (False,):
+            logits = _view(segmenter, xs.flip(-1) if flipped else xs, opts, amp_dtype)
+            out.append(logits.flip(-1) if flipped else logits)
+    return out
+
+
+def _sizes(x: torch.Tensor, out_sizes: Sequence[Size] | None) -> list[Size]:
+    b, _, h, w = x.shape
+    sizes: list[Size] = [(h, w)] * b if out_sizes is None else [tuple(s) for s in out_sizes]  # type: ignore[misc]
+    if len(sizes) != b:
+        raise ValueError(f"out_sizes has {len(sizes)} sizes for a batch of {b}")
+    return sizes
+
+
 @torch.no_grad()
 def infer(segmenter: Segmenter, x: torch.Tensor, options: InferenceOptions | None = None,
           out_sizes: Sequence[Size] | None = None, *, amp_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
@@ -194,31 +212,93 @@ def infer(segmenter: Segmenter, x: torch.Tensor, options: InferenceOptions | Non
     augmentation does.
     """
     opts = (options or InferenceOptions()).validate()
-    b, _, h, w = x.shape
-    sizes: list[Size] = [(h, w)] * b if out_sizes is None else [tuple(s) for s in out_sizes]  # type: ignore[misc]
-    if len(sizes) != b:
-        raise ValueError(f"out_sizes has {len(sizes)} sizes for a batch of {b}")
+    sizes = _sizes(x, out_sizes)
     acc: list[torch.Tensor] | None = None
-    for scale in opts.scales:
-        xs = x
-        if scale != 1.0:
-            xs = F.interpolate(x, size=scaled_size((h, w), scale), mode="bilinear", align_corners=ALIGN_CORNERS)
-        for flipped in (False, True) if opts.flip else (False,):
-            logits = _view(segmenter, xs.flip(-1) if flipped else xs, opts, amp_dtype)
-            if flipped:
-                logits = logits.flip(-1)
-            per_image = _resize_each(logits, sizes)
-            if not opts.averages:
-                return per_image
-            probs = [p.softmax(dim=0) for p in per_image]
-            acc = probs if acc is None else [a.add_(p) for a, p in zip(acc, probs)]
+    for logits in _views(segmenter, x, opts, amp_dtype):
+        per_image = _resize_each(logits, sizes)
+        if not opts.averages:
+            return per_image
+        probs = [p.softmax(dim=0) for p in per_image]
+        acc = probs if acc is None else [a.add_(p) for a, p in zip(acc, probs)]
     assert acc is not None
     return [a.div_(opts.views) for a in acc]
+
+
+#: above this many output pixels an image's several views are averaged channel by channel (bounded memory,
+#: equal up to float rounding); at or below it exactly as :func:`infer` (every evaluation split is below)
+EXACT_AVERAGE_PIXELS = 4_194_304
+
+
+def _up(plane: torch.Tensor, size: Size) -> torch.Tensor:
+    """One (h, w) score plane bilinearly at ``size`` (H, W): bit for bit that plane of a batched resize."""
+    if tuple(plane.shape) == tuple(size):
+        return plane
+    return F.interpolate(plane[None, None], size=tuple(size), mode="bilinear", align_corners=ALIGN_CORNERS)[0, 0]
+
+
+def _running_argmax(planes: Any, size: Size, device: torch.device) -> torch.Tensor:
+    """argmax over channels of planes given one at a time: the first maximum wins, NaN counts as largest."""
+    best: torch.Tensor | None = None
+    ids = torch.zeros(tuple(size), dtype=torch.uint8, device=device)
+    for c, plane in enumerate(planes):
+        if best is None:
+            best = plane.clone()
+            continue
+        better = (plane > best) | (plane.isnan() & ~best.isnan())
+        best = torch.where(better, plane, best)
+        ids[better] = c
+    return ids
+
+
+def _argmax_one(views: list[torch.Tensor], b: int, size: Size, opts: InferenceOptions) -> torch.Tensor:
+    """trainIds (H, W) of image ``b`` without holding its C score planes at full size at once."""
+    classes, device = views[0].shape[1], views[0].device
+    if len(views) == 1:
+        return _running_argmax((_up(views[0][b, c], size) for c in range(classes)), size, device)
+    if size[0] * size[1] <= EXACT_AVERAGE_PIXELS:
+        acc = None
+        for v in views:
+            probs = _resize_each(v[b : b + 1], [size])[0].softmax(dim=0)
+            acc = probs if acc is None else acc.add_(probs)
+        assert acc is not None
+        return acc.div_(opts.views).argmax(dim=0).to(torch.uint8)
+    # softmax per view streamed over channels: max and normaliser first, then each class's mean probability
+    stats = []
+    for v in views:
+        top = _running_max((_up(v[b, c], size) for c in range(classes)))
+        total = torch.zeros_like(top)
+        for c in range(classes):
+            total.add_((_up(v[b, c], size) - top).exp_())
+        stats.append((top, total))
+
+    def mean_probs() -> Any:
+        for c in range(classes):
+            p = torch.zeros(tuple(size), dtype=torch.float32, device=device)
+            for v, (top, total) in zip(views, stats):
+                p.add_((_up(v[b, c], size) - top).exp_().div_(total))
+            yield p.div_(opts.views)
+
+    return _running_argmax(mean_probs(), size, device)
+
+
+def _running_max(planes: Any) -> torch.Tensor:
+    top: torch.Tensor | None = None
+    for plane in planes:
+        top = plane.clone() if top is None else torch.maximum(top, plane)
+    assert top is not None
+    return top
 
 
 @torch.no_grad()
 def predict_train_ids(segmenter: Segmenter, x: torch.Tensor, options: InferenceOptions | None = None,
                       out_sizes: Sequence[Size] | None = None, *,
                       amp_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
-    """Per-image trainId maps (H_i, W_i) uint8: the argmax of :func:`infer`'s scores."""
-    return [s.argmax(dim=0).to(torch.uint8) for s in infer(segmenter, x, options, out_sizes, amp_dtype=amp_dtype)]
+    """Per-image trainId maps (H_i, W_i) uint8: the argmax of :func:`infer`'s scores.
+
+    Memory stays bounded at any output size: the C score planes are upsampled and compared one at a time
+    (bit for bit the argmax of :func:`infer`), so a 48 MP photo needs a few float planes, not C of them.
+    """
+    opts = (options or InferenceOptions()).validate()
+    sizes = _sizes(x, out_sizes)
+    views = _views(segmenter, x, opts, amp_dtype)
+    return [_argmax_one(views, b, size, opts) for b, size in enumerate(sizes)]

@@ -108,6 +108,6 @@ def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "
 
 register_segmenter(SegmenterSpec(
     name="deeplabv2-r101", title="DeepLab-v2 / ResNet101", label="DeepLabv2-R101", build=_build,
-    feature_stride=DEEPLAB_STRIDE, feature_channels=2048, backbone="resnet101", backbone_label="ResNet101",
+    feature_stride=DEEPLAB_STRIDE, backbone="resnet101", backbone_label="ResNet101",
     build_backbone=lambda width: ResNet101(width, dilate=(False, True, True), full_dilation=True),
 ))

@@ -117,6 +117,6 @@ def _build(num_classes: int = 19, width: float = 1.0, pretrained: str | Path = "
 
 register_segmenter(SegmenterSpec(
     name="fcn8s-vgg16", title="FCN-8s / VGG16", label="FCN-8s", build=_build,
-    feature_stride=FCN_STRIDE, feature_channels=512, backbone="vgg16", backbone_label="VGG16",
+    feature_stride=FCN_STRIDE, backbone="vgg16", backbone_label="VGG16",
     build_backbone=VGG16,
 ))

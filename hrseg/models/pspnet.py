@@ -106,7 +106,7 @@ class PSPNet(nn.Module):
 
 register_segmenter(SegmenterSpec(
     name="pspnet-r50", title="PSPNet / ResNet50", label="PSPNet", build=PSPNet,
-    feature_stride=PSP_STRIDE, feature_channels=512, backbone="resnet50", backbone_label="ResNet50",
+    feature_stride=PSP_STRIDE, backbone="resnet50", backbone_label="ResNet50",
     build_backbone=lambda width: ResNet50(width, dilate=(False, True, True)),
     aux=True,
 ))

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
 from hrseg.models.common import SegOutput
-from hrseg.models.pretrained import IMAGENET_URLS
 from hrseg.registry import Registry
 
 
@@ -29,24 +28,10 @@ class SegmenterSpec:
     label: str  # the `hrseg models` row
     build: Callable[..., nn.Module]  # (num_classes, width, pretrained, aux) -> module returning SegOutput
     feature_stride: int  # of SegOutput.features: G up-samples from here
-    feature_channels: int  # of SegOutput.features at width 1
     backbone: str  # key of the ImageNet weight file in pretrained.IMAGENET_URLS
     backbone_label: str  # the `hrseg models` row of the bare backbone
     build_backbone: Callable[[float], nn.Module]  # width -> the backbone as the weight file names it (named_outputs())
     aux: bool = False  # has an auxiliary head (PSPNet)
-
-    @property
-    def pretrained_url(self) -> str:
-        return IMAGENET_URLS[self.backbone]
-
-    @property
-    def pretrained_file(self) -> str:
-        """torchvision's file name; the part after the last '-' is the SHA-256 prefix torch.hub checks."""
-        return self.pretrained_url.rsplit("/", 1)[-1]
-
-    @property
-    def pretrained_hash(self) -> str:
-        return Path(self.pretrained_file).stem.rsplit("-", 1)[-1]
 
 
 SEGMENTERS: Registry[SegmenterSpec] = Registry("segmenter", "--arch")
@@ -72,5 +57,6 @@ def build_segmenter(
 
 
 def logits_of(output: SegOutput | Tensor) -> Tensor:
-    """The logits of a segmenter's output: every hrseg segmenter returns SegOutput, a bare model a tensor."""
-    return output.logits if isinstance(output, SegOutput) else output
+    """The logits of a segmenter's output: every hrseg segmenter returns SegOutput (or a look-alike with
+    ``.logits``), a bare model a tensor."""
+    return output.logits if hasattr(output, "logits") else output

@@ -56,7 +56,8 @@ class TrainData:
         else:
             self.target_indices = pick_subset(len(target_full), d.target_images, d.target_fraction, cfg.run.seed,
                                               f"{d.target}/{d.target_split}")
-        self.target = target_full.subset(self.target_indices)
+        # 0 labelled images (UDA): no labelled target stream at all
+        self.target = target_full.subset(self.target_indices) if self.target_indices else None
         self.heldout_indices = self._heldout(len(target_full))
         self.heldout = target_full.subset(self.heldout_indices) if self.heldout_indices else None
         self.signature: dict[str, Any] = {"target": data_signature(target_full.manifest)}
@@ -64,6 +65,10 @@ class TrainData:
         self.source_indices: list[int] = []
         if self.scheme.uses_source:
             self._open_source(resumed)
+        self.unlabelled: ShardDataset | None = None
+        self.unlabelled_indices: list[int] = []
+        if self.scheme.unlabelled is not None:
+            self._open_unlabelled(len(target_full), resumed)
         if resumed is not None:
             self._check_unchanged(resumed["signature"])
         self.streams: dict[str, DomainStream] = {}
@@ -71,6 +76,9 @@ class TrainData:
         domains = ("source", "target", "heldout") if self.heldout is not None else ("source", "target")
         self.generators = {dom: torch.Generator().manual_seed(mix_seed(cfg.run.seed, 3, i, dist.rank))
                            for i, dom in enumerate(domains)}
+        if self.unlabelled is not None:  # its crops, and self-training's mixing and strong augmentation
+            for i, dom in ((5, "unlabelled"), (6, "mix")):
+                self.generators[dom] = torch.Generator().manual_seed(mix_seed(cfg.run.seed, 3, i, dist.rank))
 
     def _heldout(self, n: int) -> list[int]:
         """Labelled target images W may learn "target" from, disjoint from S's subset (a pure function of the seed).
@@ -89,6 +97,35 @@ class TrainData:
                              f"{d.target_split} has only {len(rest)} beside the {len(self.target_indices)} "
                              "S trains on")
         return [rest[i] for i in pick_subset(len(rest), k, None, mix_seed(self.cfg.run.seed, 17), "held-out")]
+
+    def _open_unlabelled(self, n: int, resumed: dict[str, Any] | None) -> None:
+        """The target images S learns from without labels: the rest, all of them, or N of the rest (seeded).
+
+        The dataset reads the ``image`` field only, so no label of these images
+        is ever read, not even for the images the labelled subset shares with it.
+        """
+        d = self.cfg.data
+        if resumed is not None:
+            self.unlabelled_indices = [int(i) for i in resumed["unlabelled_indices"]]
+        else:
+            used = set(self.target_indices) | set(self.heldout_indices)
+            rest = [i for i in range(n) if i not in used]
+            amount = d.unlabelled_target
+            if amount == "all":
+                self.unlabelled_indices = list(range(n))
+            elif amount == "rest":
+                self.unlabelled_indices = rest
+            else:
+                if int(amount) > len(rest):
+                    raise HrsegError(f"data.unlabelled_target: asked for {amount} unlabelled images but "
+                                     f"{d.target}/{d.target_split} has only {len(rest)} beside the labelled ones")
+                picked = pick_subset(len(rest), int(amount), None, mix_seed(self.cfg.run.seed, 23), "unlabelled")
+                self.unlabelled_indices = [rest[i] for i in picked]
+        if not self.unlabelled_indices:
+            raise HrsegError(f"data.unlabelled_target: no unlabelled image left in {d.target}/{d.target_split} "
+                             f"(all {n} are labelled); use data.unlabelled_target=all")
+        self.unlabelled = open_split(d.data, d.target, d.target_split, fields=("image",),
+                                     indices=self.unlabelled_indices)
 
     def _open_source(self, resumed: dict[str, Any] | None) -> None:
         d = self.cfg.data
@@ -121,16 +158,25 @@ class TrainData:
                        **({"heldout_indices": self.heldout_indices} if self.heldout_indices else {})},
             "source": {"dataset": d.source, "split": d.source_split, "count": len(self.source_indices),
                        "indices": self.source_indices if self.scheme.source_filter is not None else None},
+            **({"unlabelled_target": {"dataset": d.target, "split": d.target_split,
+                                      "indices": self.unlabelled_indices}} if self.unlabelled is not None else {}),
         }
 
     def start_streams(self, positions: dict[str, int] | None = None) -> None:
-        cfg, pos = self.cfg, positions or {"source": 0, "target": 0}
+        cfg, pos = self.cfg, positions or {}
         common: dict[str, Any] = dict(batch_size=cfg.data.batch_size, seed=cfg.run.seed, rank=self.dist.rank,
                                       world=self.dist.world_size, workers=cfg.data.workers,
                                       pin_memory=self.device.type == "cuda")
-        self.streams = {"target": DomainStream(self.target, domain="target", start=int(pos["target"]), **common)}
+        self.streams = {}
+        if self.target is not None:
+            self.streams["target"] = DomainStream(self.target, domain="target", start=int(pos.get("target", 0)),
+                                                  **common)
         if self.source is not None:
-            self.streams["source"] = DomainStream(self.source, domain="source", start=int(pos["source"]), **common)
+            self.streams["source"] = DomainStream(self.source, domain="source", start=int(pos.get("source", 0)),
+                                                  **common)
+        if self.unlabelled is not None:
+            self.streams["unlabelled"] = DomainStream(self.unlabelled, domain="unlabelled",
+                                                      start=int(pos.get("unlabelled", 0)), **common)
         if self.heldout is not None:
             order = {**common, "seed": mix_seed(cfg.run.seed, 17) % (2**31)}
             self.streams["heldout"] = DomainStream(self.heldout, domain="target", start=int(pos.get("heldout", 0)),
@@ -140,6 +186,7 @@ class TrainData:
         """Batches consumed per domain: with the seeded sampler, all a checkpoint needs to continue the order."""
         out = {k: s.consumed for k, s in self.streams.items()}
         out.setdefault("source", 0)
+        out.setdefault("target", 0)
         return out
 
     def batch(self, domain: str) -> dict[str, torch.Tensor]:

@@ -15,17 +15,17 @@ import dataclasses
 import functools
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
+from hrseg import toml
 from hrseg.errors import HrsegError
 from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
+from hrseg.typed import from_dict, to_jsonable
 
 
 @dataclass
@@ -62,7 +62,10 @@ class DataConfig:
     source_split: str = "train"
     target_split: str = "train"
     target_images: int | None = None  # few real images: an absolute count ...
-    target_fraction: float | None = None  # ... or a fraction of target train
+    target_fraction: float | None = None  # ... or a fraction of target train (0 images: no target labels, UDA)
+    # schemes that learn from unlabelled target images: "rest" (the target train images not labelled),
+    # "all" (every target train image, labels never read), or a count N (a seeded subset of the rest)
+    unlabelled_target: int | str = "rest"
     batch_size: int = 2  # per domain and per process
     crop: tuple[int, int] = (512, 256)  # (W, H)
     scale: tuple[float, float] = (0.75, 1.25)
@@ -82,6 +85,26 @@ class GanConfig:
     cls_weight_s: float = 0.1  # D's class CE on G(f_s), in S's loss
     cls_weight_g: float = 1.0  # same term in G's loss
     recon_weight: float = 1.0
+
+
+@dataclass
+class UnlabelledConfig:
+    """What the schemes that learn from unlabelled target images do with them (docs/unlabelled-target.md).
+
+    Self-training follows DACS (WACV 2021) as DAFormer's configs write it, except
+    ``keep_unconfident``: hrseg ignores the pixels the teacher is unsure of
+    (docs/unlabelled-target.md says why); MinEnt's weight is ADVENT's.
+    """
+
+    minent_weight: float = 1e-3  # ADVENT's lambda_ent at DeepLab-v2 scale
+    teacher_momentum: float = 0.99  # EMA momentum, ramped as min(1 - 1/(t+1), momentum) as DACS does
+    confidence: float = 0.968  # a target pixel's pseudo-label counts where the teacher's max softmax exceeds this
+    keep_unconfident: bool = False  # True: DACS exactly (every pixel kept, weight = image's confident share)
+    weight: float = 1.0  # weight of the pseudo-label loss on the (mixed) target images
+    mix: str = "classmix"  # "classmix" (half of a source image's classes pasted on the target) | "none"
+    jitter: float = 0.2  # colour jitter strength on the student's mixed image (0: off)
+    jitter_prob: float = 0.8
+    blur: bool = True  # Gaussian blur with probability 0.5, sigma 0.15-1.15
 
 
 @dataclass
@@ -164,17 +187,18 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     image_select: ImageSelectConfig = field(default_factory=ImageSelectConfig)
+    unlabelled: UnlabelledConfig = field(default_factory=UnlabelledConfig)
     run: RunConfig = field(default_factory=RunConfig)
     preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         if isinstance(data, dict) and "run" in data:
             data = {**data, "run": RunConfig.upgrade(data["run"])}
-        return _from_dict(cls, data, "config")
+        return from_dict(cls, data, "config")
 
     def resolved(self) -> "TrainConfig":
         """A copy with the scheme's defaults filled in and data / run paths made absolute (what a run saves)."""
@@ -210,8 +234,9 @@ class TrainConfig:
             raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:
             raise HrsegError("--target-images and --target-fraction are exclusive; give one")
-        if self.data.target_images is not None and self.data.target_images < 1:
-            raise HrsegError(f"--target-images: must be >= 1, got {self.data.target_images}")
+        if self.data.target_images is not None and self.data.target_images < 0:
+            raise HrsegError(f"--target-images: must be >= 0, got {self.data.target_images}")
+        self._validate_unlabelled()
         if self.data.target_fraction is not None and not 0 < self.data.target_fraction <= 1:
             raise HrsegError(f"--target-fraction: must be in (0, 1], got {self.data.target_fraction}")
         if self.optim.iters < 1:
@@ -252,6 +277,37 @@ class TrainConfig:
             raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
         return self
 
+    def _validate_unlabelled(self) -> None:
+        """Unlabelled-target settings in range, and 0 labelled target images only where a scheme can use that."""
+        from hrseg.training.mixing import MIXES
+
+        u, scheme = self.unlabelled, SCHEMES[self.scheme]
+        amount = self.data.unlabelled_target
+        if isinstance(amount, str) and amount not in ("rest", "all") or isinstance(amount, int) and amount < 1:
+            raise HrsegError(f"data.unlabelled_target: \"rest\", \"all\" or a count >= 1, got {amount!r}")
+        MIXES.check(u.mix)
+        for key, value in (("unlabelled.teacher_momentum", u.teacher_momentum), ("unlabelled.confidence",
+                                                                                  u.confidence),
+                           ("unlabelled.jitter_prob", u.jitter_prob)):
+            if not 0 <= value <= 1:
+                raise HrsegError(f"{key}: must be in [0, 1], got {value}")
+        for key, value in (("unlabelled.minent_weight", u.minent_weight), ("unlabelled.weight", u.weight),
+                           ("unlabelled.jitter", u.jitter)):
+            if not (math.isfinite(value) and value >= 0):
+                raise HrsegError(f"{key}: must be a finite number >= 0, got {value}")
+        if self.data.target_images == 0:
+            if scheme.weighting is not None and scheme.unlabelled != "self-training":
+                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} learns W's \"target\" from labelled "
+                                 "target images; with none, use its self-training row (W reads the teacher's "
+                                 "pseudo-labels)")
+            if scheme.unlabelled is None and any(p.target for p in scheme.phases):
+                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} trains on labelled target images; "
+                                 "with none use source-only, minent or a self-training scheme")
+            if self.gan.enabled:
+                raise HrsegError("--target-images 0: the GAN needs a labelled target batch every step; use --no-gan")
+            if self.weighting.heldout_images:
+                raise HrsegError("--target-images 0: weighting.heldout_images needs labelled target images")
+
     def _validate_bn(self) -> None:
         """Batch-norm modes need batch norm; frozen needs statistics worth freezing.
 
@@ -279,95 +335,6 @@ class TrainConfig:
 def _positive(option: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise HrsegError(f"{option}: must be a finite number > 0, got {value}")
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    return obj
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(args[0], "values")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {plural}"
-        return f"a list of {len(args)} {plural}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """``value`` as the annotated type (lists -> tuples, ints -> floats), or _Mismatch."""
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is not type(None):
-                try:
-                    return _coerce(value, arg)
-                except _Mismatch:
-                    continue
-        raise _Mismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise _Mismatch
-        return tuple(_coerce(v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    raise TypeError(f"config field type {hint!r} is not supported")
-
-
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Rebuild a (nested) dataclass; unknown keys and wrong types are errors naming the key."""
-    if not isinstance(data, dict):
-        raise HrsegError(f"{where}: expected an object (a section of fields), got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise HrsegError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    hints = get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        key = f"{where}.{name}" if where != "config" else name
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(typing.cast(type, hint), value, key)
-            continue
-        try:
-            kwargs[name] = _coerce(value, hint)
-        except _Mismatch:
-            raise HrsegError(f"{key}: expected {_type_name(hint)}, got {json.dumps(value)}") from None
-    return cls(**kwargs)
 
 
 def override(cfg: TrainConfig, changes: dict[str, Any]) -> TrainConfig:
@@ -415,9 +382,7 @@ def load_config_file(path: str | Path) -> TrainConfig:
     text = file.read_bytes()
     try:
         if file.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text.decode("utf-8"))
+            data = toml.loads(text.decode("utf-8"))
         else:
             data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:

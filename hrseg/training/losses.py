@@ -6,6 +6,8 @@ valid pixel, so a fully ignored crop cannot poison a run with NaN.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +41,12 @@ def weighted_source_loss(logits: torch.Tensor, labels: torch.Tensor, weight: tor
     if weight is None:
         return ce.sum() / n_valid
     return (weight.detach().float() * ce).sum() / n_valid
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """MinEnt (ADVENT): the softmax's entropy normalised by log(C), averaged over every pixel (no label needed)."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1).mean() / math.log(logits.shape[1])
 
 
 def weighting_loss(

@@ -21,7 +21,7 @@ from hrseg.data.labels import IGNORE_INDEX
 from hrseg.models import weighting_input
 from hrseg.models.weighting import masked_mean
 from hrseg.training import distributed as ddp
-from hrseg.training import losses
+from hrseg.training import losses, selftrain
 from hrseg.training.config import TrainConfig
 from hrseg.training.schemes import StepPlan
 from hrseg.training.source_weights import SOURCE_WEIGHTS
@@ -32,7 +32,7 @@ Batch = dict[str, Tensor]
 BACKWARD_ORDER: tuple[str, ...] = ("segmenter", "generator", "discriminator", "weighting")
 
 #: the terms S's loss sums (its adversarial term is added by the GAN)
-SEGMENTER_TERMS: tuple[str, ...] = ("target", "target_aux", "source", "source_aux")
+SEGMENTER_TERMS: tuple[str, ...] = ("target", "target_aux", "source", "source_aux", "minent", "self_training")
 
 
 @dataclass
@@ -53,19 +53,28 @@ class Objective:
     segmenter: Callable[[Tensor], Any]  # S as the loop runs it (DDP-wrapped and/or compiled)
     dist: ddp.DistInfo
     autocast: Callable[[], contextlib.AbstractContextManager[Any]]
+    mix_generator: torch.Generator | None = None  # self-training's mixing and strong augmentation
 
-    def __call__(self, p: StepPlan, src: Batch | None, tgt: Batch | None) -> StepLosses:
-        parts = [b["image"] for b in (src, tgt) if b is not None]
+    def __call__(self, p: StepPlan, src: Batch | None, tgt: Batch | None, unl: Batch | None = None) -> StepLosses:
+        mixed = None
+        if p.unlabelled == "self-training":
+            assert src is not None and unl is not None and self.mix_generator is not None
+            mixed = selftrain.mixed_batch(self.nets["teacher"], unl["image"], src, self.cfg.unlabelled,
+                                          self.mix_generator, self.autocast)
+        student_unl = None if unl is None else (mixed.image if mixed is not None else unl["image"])
+        parts = [x for x in (None if src is None else src["image"], None if tgt is None else tgt["image"],
+                             student_unl) if x is not None]
         n_s = src["image"].shape[0] if src is not None else 0
+        n_t = tgt["image"].shape[0] if tgt is not None else 0
         with self.autocast():
             out = self.segmenter(torch.cat(parts) if len(parts) > 1 else parts[0])
         logits = out.logits
         result = StepLosses()
         terms, stats, nets = result.terms, result.stats, {}
         if tgt is not None:
-            terms["target"] = losses.target_loss(logits[n_s:], tgt["label"])
+            terms["target"] = losses.target_loss(logits[n_s : n_s + n_t], tgt["label"])
             if out.aux is not None:
-                terms["target_aux"] = 0.4 * losses.target_loss(out.aux[n_s:], tgt["label"])
+                terms["target_aux"] = 0.4 * losses.target_loss(out.aux[n_s : n_s + n_t], tgt["label"])
 
         weighted = None
         if src is not None:
@@ -76,8 +85,28 @@ class Objective:
             stats.update(weighted.stats)
             stats.update(weight_stats(weighted.weight, src))
 
-        if weighted is not None and weighted.w_input is not None and src is not None and tgt is not None:
-            w_in_t, w_labels_t = self._weighting_target(logits[n_s:], tgt)
+        u = self.cfg.unlabelled
+        if unl is not None and p.unlabelled == "minent":
+            terms["minent"] = u.minent_weight * losses.entropy_loss(logits[n_s + n_t :])
+        if mixed is not None:
+            mixed_weight = mixed.weight(weighted.weight if weighted is not None else None)
+            terms["self_training"] = u.weight * losses.weighted_source_loss(logits[n_s + n_t :], mixed.label,
+                                                                            mixed_weight)
+            stats["pseudo_quality"] = mixed.pseudo.quality.mean()
+            stats["pseudo_confident"] = mixed.pseudo.confident.float().mean()
+
+        if weighted is not None and weighted.w_input is not None and src is not None and (
+                tgt is not None or mixed is not None):
+            if tgt is not None:
+                w_in_t, w_labels_t = self._weighting_target(logits[n_s : n_s + n_t], tgt)
+            elif self.cfg.weighting.input == "image":  # UDA: the unmixed target crops at the teacher's class
+                assert mixed is not None
+                w_in_t = weighting_input(mixed.target_image, mixed.target_image, "image")
+                w_labels_t = mixed.pseudo.argmax
+            else:  # UDA, W on predictions: S's (no-grad) prediction on those crops
+                assert mixed is not None
+                w_in_t, w_labels_t = self._weighting_target(None, {"heldout_image": mixed.target_image,
+                                                                   "heldout_label": mixed.pseudo.argmax})
             nets["weighting"] = terms["w_cls"] = losses.weighting_loss(
                 self.nets["weighting"], weighted.w_input, src["label"], w_in_t, w_labels_t,
                 source_logits=weighted.w_logits)
@@ -94,14 +123,17 @@ class Objective:
         result.losses = {name: nets[name] for name in BACKWARD_ORDER if name in nets}
         return result
 
-    def _weighting_target(self, target_logits: Tensor, tgt: Batch) -> tuple[Tensor, Tensor]:
-        """W's "target" examples: S's predictions on its own target batch, or on held-out labelled images.
+    def _weighting_target(self, target_logits: Tensor | None, tgt: Batch) -> tuple[Tensor, Tensor]:
+        """W's "target" examples: S's predictions on its own target batch, or on other target images.
 
-        The held-out pass needs no gradient; S stays in training mode so W sees
-        predictions made the same way as the source ones it weights.
+        Those are held-out labelled images, or (UDA) unlabelled ones labelled by
+        the teacher. Their pass needs no gradient (none at all when W reads only
+        the image); S stays in training mode so W sees predictions made the same
+        way as the source ones it weights.
         """
         kind = self.cfg.weighting.input
         if "heldout_image" not in tgt:
+            assert target_logits is not None
             return weighting_input(target_logits, tgt["image"], kind), tgt["label"]
         image = tgt["heldout_image"]
         with torch.no_grad(), self.autocast():

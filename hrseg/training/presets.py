@@ -77,6 +77,17 @@ _DEEPLAB = {"model.arch": "deeplabv2-r101", "model.pretrained": "imagenet", "mod
             "optim.lr": 2.5e-4, "optim.iters": 120000, "data.batch_size": 1, "data.crop": (1024, 512),
             "run.amp": True, "run.val_every": 2000}
 
+# Unlabelled target images on DeepLab-v2, GTA -> Cityscapes without target labels [reconstructed from the
+# published configs]. ADVENT (valeoai/ADVENT, advent/domain_adaptation/config.py): lr 2.5e-4, one image per
+# domain, target 1024x512, lambda_ent 1e-3, stopped at 120k of 250k iterations. DACS (vikolss/DACS,
+# configs/configUDA.json; DAFormer's uda/dacs.py): batch 2, 512x512 random crops without rescaling or
+# flipping, lr 2.5e-4, 250k iterations, EMA 0.99, threshold 0.968, ClassMix, jitter 0.2 and blur.
+_UDA = {"data.target_images": 0, "data.unlabelled_target": "all"}
+_ADVENT = {**_DEEPLAB, **_UDA, "unlabelled.minent_weight": 1e-3}
+_DACS = {**_DEEPLAB, **_UDA, "optim.iters": 250000, "data.batch_size": 2, "data.crop": (512, 512),
+         "data.scale": (1.0, 1.0), "data.flip": False, "unlabelled.teacher_momentum": 0.99,
+         "unlabelled.confidence": 0.968, "unlabelled.keep_unconfident": True, "unlabelled.mix": "classmix"}
+
 #: The paper-scale budget of each segmenter's presets (what a new preset or the GPU check starts from).
 PRESET_BUDGETS: dict[str, dict[str, Any]] = {"fcn8s-vgg16": _FCN, "pspnet-r50": _PSP, "deeplabv2-r101": _DEEPLAB}
 
@@ -107,6 +118,14 @@ PRESETS: dict[str, Preset] = {
                {**_DEEPLAB, "scheme": "joint"}),
         Preset("deeplabv2-w19", "Ours with W^19 on DeepLab-v2-R101 (GAN)",
                {**_DEEPLAB, "scheme": "w19", "gan.enabled": True}),
+        Preset("deeplabv2-source-only", "DeepLab-v2-R101 on source only (the UDA lower bound)",
+               {**_DEEPLAB, **_UDA, "scheme": "source-only"}),
+        Preset("deeplabv2-advent-minent", "DeepLab-v2-R101, MinEnt on unlabelled Cityscapes (ADVENT's settings)",
+               {**_ADVENT, "scheme": "minent"}),
+        Preset("deeplabv2-dacs", "DeepLab-v2-R101, mean-teacher self-training with ClassMix (DACS's settings)",
+               {**_DACS, "scheme": "self-training"}),
+        Preset("deeplabv2-w19-dacs", "DeepLab-v2-R101, W^19 on the source + DACS self-training (no target labels)",
+               {**_DACS, "scheme": "w19+self-training"}),
     )
 }
 

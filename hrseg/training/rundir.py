@@ -22,8 +22,6 @@ go through :class:`RunDir`; nothing else spells a path inside a run.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -36,31 +34,13 @@ from torch import nn
 
 from hrseg.atomic import atomic_path, write_json
 from hrseg.errors import HrsegError
+from hrseg.locking import LOCK_NAME, folder_lock
 from hrseg.training.build import build_segmenter_of, build_weighting
 from hrseg.training.checkpoint import load_checkpoint
 from hrseg.training.config import TrainConfig
 
 FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
 BEST = "best.pt"  # weights of the best validation so far (with --val-every)
-
-_HELD_LOCKS: set[int] = set()
-
-
-def _drop_inherited_locks() -> None:
-    """In a forked child (a data-loader worker), close the copies of the parent's lock descriptors.
-
-    An flock belongs to the open file, so a worker that outlives its trainer by a
-    moment would otherwise keep the folder locked; closing the child's copy leaves
-    the parent's lock in place.
-    """
-    for fd in list(_HELD_LOCKS):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD_LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_drop_inherited_locks)
-
 
 @dataclass
 class LoadedRun:
@@ -120,7 +100,7 @@ class RunDir:
 
     @property
     def lock_path(self) -> Path:
-        return self.path / ".lock"
+        return self.path / LOCK_NAME
 
     def checkpoint_path(self, name: str) -> Path:
         return self.checkpoint_dir / name
@@ -234,9 +214,10 @@ class RunDir:
         return path, payload
 
     def load_for_inference(self, checkpoint: str | os.PathLike[str] | None = None,
-                           device: str | torch.device = "cpu") -> LoadedRun:
+                           device: str | torch.device = "cpu", model: str = "student") -> LoadedRun:
         """The run's segmenter and weighting network (eval mode) from a checkpoint.
 
+        ``model="teacher"`` loads a self-training run's mean teacher as the segmenter.
         A checkpoint of another architecture, width or class count than the run's config is refused.
         """
         cfg = self.config()
@@ -244,7 +225,8 @@ class RunDir:
         payload = load_checkpoint(path, map_location="cpu")
         check_checkpoint_fits(payload, cfg, path)
         seg = build_segmenter_of(cfg, pretrained="none")
-        load_state(seg, payload["models"].get("segmenter"), path, "segmenter")
+        key = segmenter_key(payload, model, path)
+        load_state(seg, payload["models"].get(key), path, key)
         weighting = None
         if "weighting" in payload["models"]:
             weighting = build_weighting(cfg)
@@ -266,25 +248,9 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise HrsegError(f"{self.path}: --out exists and is not a directory")
         self._created = not self.path.exists()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise HrsegError(f"{self.path}: cannot write to the run directory ({exc.strerror})") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                    raise
-                raise HrsegError(f"{self.path}: another training is running in this run directory "
-                                 "(its lock is held); wait for it or use another --out") from None
-            _HELD_LOCKS.add(fd)
+        with folder_lock(self.path, "another training is running in this run directory", place="run directory"):
             self._check_owner(resume, overwrite)
             yield
-        finally:
-            _HELD_LOCKS.discard(fd)
-            os.close(fd)
 
     def _holds_a_run(self) -> bool:
         """A previous hrseg run (its config parses, or it has checkpoints), not just a file named config.json."""
@@ -393,6 +359,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HrsegError(f"{path}: {what} is not a JSON object")
     return data
+
+
+#: which of a checkpoint's copies of S inference uses (``--model``): S itself, or self-training's mean teacher
+INFERENCE_MODELS: dict[str, str] = {"student": "segmenter", "teacher": "teacher"}
+
+
+def segmenter_key(payload: dict[str, Any], model: str, path: Path) -> str:
+    """The key in ``payload["models"]`` of the network ``--model`` names; a run without a teacher is refused."""
+    if model not in INFERENCE_MODELS:
+        raise HrsegError(f"--model: must be one of {', '.join(INFERENCE_MODELS)}, got {model!r}")
+    key = INFERENCE_MODELS[model]
+    if key not in payload.get("models", {}):
+        raise HrsegError(f"{path}: holds no {model} network (only self-training schemes keep a mean teacher)")
+    return key
 
 
 def check_checkpoint_fits(payload: dict[str, Any], cfg: TrainConfig, path: Path) -> None:

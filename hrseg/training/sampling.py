@@ -22,7 +22,7 @@ from hrseg.registry import Registry
 if TYPE_CHECKING:
     from hrseg.training.config import TrainConfig
 
-_DOMAIN_SALT = {"source": 1, "target": 2}
+_DOMAIN_SALT = {"source": 1, "target": 2, "unlabelled": 3}
 
 
 def mix_seed(*parts: int) -> int:

@@ -49,6 +49,8 @@ class Scheme:
     role: str = "method"  # in a report: one of ROLES
     source_filter: str | None = None  # a name in sampling.SOURCE_FILTERS
     gan: bool = False  # G and D on by default (the paper's "Ours" rows)
+    # what S learns from unlabelled target images: "minent" (ADVENT) | "self-training" (mean teacher, DACS)
+    unlabelled: str | None = None
     public: bool = True  # offered by `hrseg train --scheme`
     quickstart: bool = False  # trained by the default quick start
     # Table 1 (docs/method.md) by configuration key: arch, "+gan" when G/D are on, "+image" for the RGB-input W
@@ -99,6 +101,13 @@ for _row in (
     Scheme("oracle", "oracle (realism mask)", source_weight="oracle", role="upper bound", public=False),
     Scheme("oracle-normalised", "oracle, mean-1 mask (diagnostic)", source_weight="oracle-normalised",
            public=False),
+    Scheme("source-only", "source only", phases=(SOURCE_ONLY,), role="baseline"),
+    Scheme("minent", "MinEnt (entropy on unlabelled target)", unlabelled="minent"),
+    Scheme("self-training", "self-training (mean teacher + ClassMix)", unlabelled="self-training"),
+    Scheme("w19+self-training", "W^19 + self-training", weighting="w19", source_weight="w",
+           unlabelled="self-training"),
+    Scheme("oracle+self-training", "oracle + self-training", source_weight="oracle", unlabelled="self-training",
+           public=False),
 ):
     add_scheme(_row)
 
@@ -115,6 +124,7 @@ class StepPlan:
     source_weight: str  # the rule in SOURCE_WEIGHTS that weights the source loss ("none" without a source batch)
     gan: bool  # G and D take part
     phase: str  # logged, and the LR schedule restarts at a phase switch
+    unlabelled: str | None = None  # the term on an unlabelled target batch: "minent" | "self-training" | None
 
     @property
     def weighting(self) -> bool:
@@ -153,12 +163,15 @@ def plan(cfg: "TrainConfig", iteration: int) -> StepPlan:
     """The step plan for 0-based ``iteration``."""
     scheme = SCHEMES[cfg.scheme]
     phase, _ = phase_at(cfg, iteration)
-    both = phase.source and phase.target
+    target = phase.target and cfg.data.target_images != 0  # 0 labelled images: W learns from pseudo-labels
+    both = phase.source and target
     rule = SOURCE_WEIGHTS[scheme.source_weight]
-    usable = phase.source and (both or not rule.uses_w)  # W learns from the target batch of the same step
+    self_training = phase.target and scheme.unlabelled == "self-training"
+    usable = phase.source and (both or self_training or not rule.uses_w)  # W's target: this step's target images
     return StepPlan(
-        source=phase.source, target=phase.target, source_weight=rule.name if usable else "none",
+        source=phase.source, target=target, source_weight=rule.name if usable else "none",
         gan=both and bool(cfg.gan.enabled), phase=phase.name,
+        unlabelled=scheme.unlabelled if phase.target else None,
     )
 
 

@@ -32,8 +32,9 @@ from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
 from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
-from hrseg.training.schemes import StepPlan, check_scheme, plan
 from hrseg.training.resume import auto_resume_mode, history_entry
+from hrseg.training.schemes import SCHEMES, StepPlan, check_scheme, plan
+from hrseg.training.selftrain import ema_update, make_teacher, teacher_momentum
 from hrseg.training.runlog import RunLog, describe
 from hrseg.training.tensorboard import WeightPicture, check_available
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
@@ -149,6 +150,8 @@ class Trainer:
             ddp.broadcast_module(net, self.dist)
         # batch-norm mode: on the device (sync picks its layer by it), before the optimisers (frozen drops params)
         self.nets["segmenter"] = apply_bn(cfg, self.nets["segmenter"], warn=self.is_main)
+        if SCHEMES[cfg.scheme].unlabelled == "self-training":  # a copy of S as it will train (after its bn mode)
+            self.nets["teacher"] = make_teacher(self.nets["segmenter"])
         self.opts = build_optimizers(cfg, self.nets)
         self.scheds = build_schedulers(cfg, self.opts)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -160,7 +163,8 @@ class Trainer:
         seg: Any = ddp.wrap_ddp(self.nets["segmenter"], self.dist, self.device)
         if cfg.run.compile:
             seg = torch.compile(seg)
-        self.objective = Objective(cfg, self.nets, seg, self.dist, self._autocast)
+        self.objective = Objective(cfg, self.nets, seg, self.dist, self._autocast,
+                                   mix_generator=self.data.generators.get("mix"))
         self.data.start_streams(payload["data"]["positions"] if payload else None)
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -209,7 +213,8 @@ class Trainer:
             "best": self.best,
             "rng": ddp.gather_objects(capture_rng(self.data.generators), self.dist),
             "data": {"positions": self.data.positions(), "target_indices": list(self.data.target_indices),
-                     "source_indices": list(self.data.source_indices), "signature": self.data.signature},
+                     "source_indices": list(self.data.source_indices), "signature": self.data.signature,
+                     "unlabelled_indices": list(self.data.unlabelled_indices)},
         }
 
     def save(self, name: str = LAST) -> Any:
@@ -268,7 +273,7 @@ class Trainer:
 
     def state_models(self) -> dict[str, Any]:
         """The part of :meth:`state` inference needs: S and W (never G and D), with what identifies them."""
-        keep = ("segmenter", "weighting")
+        keep = ("segmenter", "weighting", "teacher")
         return {
             "iteration": self.iteration, "world_size": self.dist.world_size, "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes, "config": self.cfg.to_dict(), "kind": "snapshot",
@@ -286,8 +291,9 @@ class Trainer:
         """One iteration of ``p``; returns the logged values (all synced in one transfer)."""
         src = self.data.batch("source") if p.source else None
         tgt = self.data.batch("target") if p.target else None
+        unl = self.data.batch("unlabelled") if p.unlabelled else None
         self.last_source = src
-        out = self.objective(p, src, tgt)
+        out = self.objective(p, src, tgt, unl)
         logged = self._sync(out)
         for opt in self.opts.values():
             opt.zero_grad(set_to_none=True)
@@ -304,6 +310,9 @@ class Trainer:
         self.scaler.update()
         for sched in self.scheds.values():
             sched.step()
+        if "teacher" in self.nets:
+            ema_update(self.nets["teacher"], self.nets["segmenter"],
+                       teacher_momentum(self.iteration, self.cfg.unlabelled.teacher_momentum))
         return logged
 
     def _sync(self, out: StepLosses) -> dict[str, float]:
@@ -350,7 +359,8 @@ class Trainer:
                     values = self.step(p)
                     dt = time.perf_counter() - t0
                     self.iteration += 1
-                    images_per_iter = cfg.data.batch_size * (int(p.source) + int(p.target)) * self.dist.world_size
+                    images_per_iter = cfg.data.batch_size * self.dist.world_size * (
+                        int(p.source) + int(p.target) + int(p.unlabelled is not None))
                     last = {"iter": self.iteration, "phase": p.phase, "lr": lr,
                             "images_per_s": images_per_iter / dt if dt > 0 else 0.0, **values}
                     log.record(last, self.iteration)
