@@ -45,6 +45,11 @@ _BASE = {"weighting.input": "pred", "weighting.combine": "product", "weighting.n
          "weighting.clamp": None, "weighting.sharpen": 1.0, "weighting.steepness": 3.0, "weighting.smoothing": 0.0,
          "weighting.warmup": 0, "weighting.ramp": 0, "weighting.heldout_images": 0, "weighting.lr": 1e-4,
          "weighting.width": 0.125}
+# settings added in round two (docs/weighting-variants.md, "Round two"): off in every earlier row
+ROUND2 = {"weighting.balance": "none", "weighting.levels": ("pixel", "region", "image")}
+DEFAULT19 = {**_BASE, "weighting.network": "w19", "weighting.input": "image", "weighting.combine": "softthreshold",
+             "weighting.steepness": 2.0, **ROUND2}
+AGREE = {"weighting.levels": ("pixel", "region", "image", "agreement"), "weighting.agreement_lr": 1e-3}
 W19 = {**_BASE, "weighting.network": "w19"}
 W1 = {**_BASE, "weighting.network": "w1"}
 SOFT = {"weighting.combine": "softthreshold"}
@@ -107,6 +112,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "w19-lr1e-3+gan": ("w19", {**W19, **LR3, "gan.enabled": True}),
     "w19+gan": ("w19", {**W19, "gan.enabled": True}),
     "joint+gan": ("joint", {"gan.enabled": True}),
+    # round two: attacks on the ranking, each against the round-one default (w19-image-soft2)
+    "w19-image-soft2-balanced": ("w19", {**DEFAULT19, "weighting.balance": "class"}),
+    "w19-image-soft2+agree": ("w19", {**DEFAULT19, **AGREE}),
+    "w19-image-soft2+agree-balanced": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class"}),
+    "w19-image-agree-only": ("w19", {**DEFAULT19, **AGREE, "weighting.levels": ("agreement",)}),
     "w1-lr1e-3": ("w1", {**W1, **LR3}),
     "w1-soft3-lr1e-3": ("w1", {**W1, **SOFT, **LR3}),
     "w1-image-lr1e-3": ("w1", {**W1, **IMAGE, **LR3}),
@@ -125,49 +135,25 @@ def scenes_of(data: Path) -> dict[str, Any]:
     return {"generator": stamp.get("generator", "unstamped"), "source_sha": digest}
 
 
-def within_class(run_dir: Path, max_images: int = 100) -> tuple[dict[int, dict[str, float]], float]:
-    """Per source class: pixel share, realistic share, mean weight realistic / deviating, AUC within the class.
+def within_class(q: dict[str, Any]) -> tuple[dict[int, dict[str, Any]], float]:
+    """Per source class from ``hrseg eval --split source``'s report: shares, weights, AUC within the class.
 
     Within a class a per-class prior cannot rank anything, so this AUC is the
     ranking W^19 adds beyond "trucks look real"; the second value is its mean
-    over classes weighted by pixel count.
+    over classes weighted by pixel count. Keyed by class id, as earlier rows are.
     """
-    from hrseg.data.dataset import open_split
-    from hrseg.data.labels import IGNORE_INDEX
-    from hrseg.evaluation.metrics import roc_auc
-    from hrseg.evaluation.weighting import weight_maps
+    from hrseg.data.labels import CLASS_NAMES
 
-    loaded = RunDir(run_dir).load_for_inference()
-    cfg = loaded.config
-    assert loaded.weighting is not None, "a w1/w19 run is needed"
-    ds = open_split(cfg.data.data, cfg.data.source, cfg.data.source_split, fields=("image", "label", "realism"))
-    ws, ys, rs = [], [], []
-    n, bs = min(max_images, len(ds)), cfg.data.batch_size
-    for start in range(0, n - bs + 1, bs):
-        items = [ds[i] for i in range(start, start + bs)]
-        images = torch.stack([it["image"] for it in items])
-        labels = torch.stack([it["label"] for it in items]).long()
-        maps = weight_maps(loaded.segmenter, loaded.weighting, images, labels, cfg.weighting.input)
-        ws.append(maps.weight.flatten())
-        ys.append(labels.flatten())
-        rs.append(torch.stack([it["realism"] for it in items]).flatten())
-    w, y, r = torch.cat(ws), torch.cat(ys), torch.cat(rs)
-    known = (y != IGNORE_INDEX) & (r != 255)
-    total = int(known.sum())
-    out: dict[int, dict[str, float]] = {}
-    for c in range(cfg.model.num_classes):
-        m = known & (y == c)
-        if int(m.sum()) < 100:
-            continue
-        real, dev = m & (r == 1), m & (r == 0)
-        both = bool(real.any() and dev.any())
-        out[c] = {"share": int(m.sum()) / total, "realistic_share": int(real.sum()) / int(m.sum()),
-                  "w_realistic": float(w[real].mean()) if real.any() else math.nan,
-                  "w_deviating": float(w[dev].mean()) if dev.any() else math.nan,
-                  "auc": roc_auc(w[m], r[m] == 1) if both else math.nan}
-    scored = [(v["share"], v["auc"]) for v in out.values() if not math.isnan(v["auc"])]
-    mean_auc = sum(s * a for s, a in scored) / sum(s for s, _ in scored) if scored else math.nan
-    return out, mean_auc
+    out = {CLASS_NAMES.index(name): {"share": v["share"], "realistic_share": v["realistic_share"],
+                                     "w_realistic": _nan(v["mean_weight_realistic"]),
+                                     "w_deviating": _nan(v["mean_weight_deviating"]), "auc": _nan(v["auc"]),
+                                     "levels": {k: _nan(a) for k, a in v["levels"].items()}}
+           for name, v in q["per_class"].items()}
+    return out, _nan(q["within_class_auc"])
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
 
 
 def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> dict[str, Any]:
@@ -209,7 +195,8 @@ def run_one(name: str, seed: int, data: str, work: str, iters: int | None) -> di
         row["source_weight_realistic"] = q["mean_weight_realistic"]
         row["source_weight_deviating"] = q["mean_weight_deviating"]
         row["source_levels"] = q["levels"]
-        per_class, row["within_class_auc"] = within_class(run)
+        row["within_class_auc_levels"] = q["within_class_auc_levels"]
+        per_class, row["within_class_auc"] = within_class(q)
         row["per_class"] = {str(c): v for c, v in per_class.items()}
     row["eval_seconds"] = round(time.perf_counter() - t1, 1)
     shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keep config + metrics, drop the weights

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hrseg.atomic import atomic_path, write_json
+from hrseg.ownership import check_replace, json_mark, json_owned, text_owned
 from hrseg.errors import HrsegError
 from hrseg.models import LEVELS, SEGMENTERS
 from hrseg.models.weighting import INPUTS, WeightingConfig
@@ -308,11 +309,19 @@ def _capture_ratios(rows: list[ReportRow]) -> None:
             row.captured = (row.mean - joint[0].mean) / (oracle[0].mean - joint[0].mean)
 
 
-def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
-    """``report.md`` and ``report.json`` in ``out_dir``, each written atomically."""
+REPORT_MARK = "<!-- written by hrseg report -->"
+
+
+def write_report(report: Report, out_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """``report.md`` and ``report.json`` in ``out_dir``, each written atomically.
+
+    A ``report.md`` or ``report.json`` there that hrseg did not write is replaced only with ``overwrite``.
+    """
     out = Path(out_dir)
     md_path, json_path = out / "report.md", out / "report.json"
+    check_replace(md_path, text_owned(REPORT_MARK), overwrite, "a report", "--out")
+    check_replace(json_path, json_owned("hrseg report"), overwrite, "a report", "--out")
     with atomic_path(md_path) as tmp:
-        tmp.write_text(report.markdown(), encoding="utf-8")
-    write_json(json_path, report.to_dict())
+        tmp.write_text(REPORT_MARK + "\n" + report.markdown(), encoding="utf-8")
+    write_json(json_path, {**json_mark("hrseg report"), **report.to_dict()})
     return md_path, json_path

@@ -110,6 +110,12 @@ def test_eval_source_reports_weighting_quality(runs: dict[str, Path]) -> None:
         assert 0.0 <= q["auc"] <= 1.0
     for level in rep["levels"].values():
         assert 0.0 < level["mean_realistic"] < 1.0  # sigmoid scores
+    assert "within each class" in result.output  # the per-class table
+    assert rep["per_class"] and 0.0 <= rep["within_class_auc"] <= 1.0
+    assert set(rep["within_class_auc_levels"]) == {"pixel", "region", "image"}
+    assert "road" in result.output  # (a narrow terminal wraps longer names)
+    for q in rep["per_class"].values():
+        assert set(q["levels"]) == {"pixel", "region", "image"}
 
 
 class _LabelWeighting(torch.nn.Module):

@@ -47,6 +47,16 @@ def print_weighting_report(report: WeightingReport) -> None:
     for level, q in report.levels.items():
         table.add_row(f"{level} score", _num(q.auc), _num(q.mean_realistic), _num(q.mean_deviating))
     console.print(table)
+    if report.per_class:
+        levels = list(report.levels)
+        per = Table(title=f"within each class (AUC of realistic vs deviating pixels of that class; "
+                          f"mean over classes by pixel share: {_num(report.within_class_auc)})")
+        for col in ("class", "share", "AUC combined", *(f"AUC {lvl}" for lvl in levels), "mean weight real / dev"):
+            per.add_column(col, justify="left" if col == "class" else "right")
+        for name, q in report.per_class.items():
+            per.add_row(name, f"{100 * q.share:.1f} %", _num(q.auc), *(_num(q.level_auc.get(lvl)) for lvl in levels),
+                        f"{_num(q.mean_realistic)} / {_num(q.mean_deviating)}")
+        console.print(per)
 
 
 def print_submission(report: object) -> None:

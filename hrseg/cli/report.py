@@ -81,6 +81,9 @@ def report_command(
                                        help="A gallery folder (hrseg visualize --out) to link from report.html; "
                                             "repeatable."),
     json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a report.md / report.json / report.html in --out that hrseg did "
+                                        "not write."),
 ) -> None:
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
 
@@ -92,7 +95,11 @@ def report_command(
         if gallery and not html:
             raise HrsegError("--gallery: links go into report.html; add --html")
         links = gallery_links(gallery) if html else []
-        md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
+        if html:
+            from hrseg.ownership import check_replace, html_owned
+
+            check_replace(out / "report.html", html_owned, overwrite, "a report page")
+        md, js = write_report(report, out, overwrite)  # before printing: a bad --out is the only thing the user sees
         page = write_report_page(report, out / "report.html", links) if html else None
         print_report(report)
         console.print(f"wrote {md} and {js}" + (f"; open {page}" if page else ""))

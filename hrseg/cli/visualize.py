@@ -23,6 +23,7 @@ _DATA = typer.Option(None, "--data", help="Prepared data dir (default: the run's
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Live progress bar.")
 _JSON = json_option("Also write the list of panels (OUT/gallery.json) to PATH ('-': standard output).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace files in --out that hrseg did not write.")
 
 
 def _print(kind: str, gallery: object) -> None:
@@ -38,14 +39,15 @@ def _print(kind: str, gallery: object) -> None:
 
 
 def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Optional[Path],
-         data: Optional[Path], device: str, progress: bool, json_path: Optional[str]) -> None:
+         data: Optional[Path], device: str, progress: bool, json_path: Optional[str], overwrite: bool = False) -> None:
     from hrseg.visualization.render import VisualizeOptions, visualize_predictions, visualize_weights
 
     with user_errors():
         json_target(json_path)
         opts = VisualizeOptions(out=str(out), num=num, split=split,
                                 checkpoint=str(checkpoint) if checkpoint else None,
-                                data=str(data) if data else None, device=device, show_progress=progress)
+                                data=str(data) if data else None, device=device, show_progress=progress,
+                                overwrite=overwrite)
         fn = visualize_weights if kind == "weights" else visualize_predictions
         gallery = fn(run, opts)
         _print(kind, gallery)  # OUT/gallery.json is the library's
@@ -56,21 +58,23 @@ def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Opti
 def weights_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
                     split: str = typer.Option("source", "--split", help="'source' or dataset/split."),
                     checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA, device: str = _DEVICE,
-                    progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
+                    progress: bool = _PROGRESS, json_path: Optional[str] = _JSON,
+                    overwrite: bool = _OVERWRITE) -> None:
     """Per source image: image, label, prediction, pixel/region/image scores, combined weight (W^19: per class).
 
     What the levels and the combined weight are: docs/method.md.
     """
-    _run("weights", run, out, num, split, checkpoint, data, device, progress, json_path)
+    _run("weights", run, out, num, split, checkpoint, data, device, progress, json_path, overwrite)
 
 
 @visualize_app.command("predictions")
 def predictions_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
                         split: str = typer.Option("val", "--split", help="Target split or dataset/split."),
                         checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA,
-                        device: str = _DEVICE, progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
+                        device: str = _DEVICE, progress: bool = _PROGRESS, json_path: Optional[str] = _JSON,
+                        overwrite: bool = _OVERWRITE) -> None:
     """Per target image: image, ground truth, prediction and its errors."""
-    _run("predictions", run, out, num, split, checkpoint, data, device, progress, json_path)
+    _run("predictions", run, out, num, split, checkpoint, data, device, progress, json_path, overwrite)
 
 
 def register(app: typer.Typer) -> None:

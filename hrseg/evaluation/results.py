@@ -82,6 +82,36 @@ class LevelQuality:
 
 
 @dataclass
+class ClassQuality:
+    """How the weights rank realistic against deviating pixels *within* one source class.
+
+    Within a class a per-class prior ranks nothing, so ``auc`` (combined weight)
+    and ``level_auc`` (each level's score) are what W adds beyond "trucks look
+    real"; NaN where the class has only one kind of pixel.
+    """
+
+    share: float  # the class's share of the known source pixels
+    realistic_share: float
+    auc: float
+    mean_realistic: float
+    mean_deviating: float
+    level_auc: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"share": self.share, "realistic_share": self.realistic_share, "auc": _num(self.auc),
+                "mean_weight_realistic": _num(self.mean_realistic), "mean_weight_deviating": _num(self.mean_deviating),
+                "levels": {k: _num(v) for k, v in self.level_auc.items()}}
+
+
+def within_class_mean(per_class: dict[str, ClassQuality], level: str | None = None) -> float:
+    """Within-class AUC averaged over classes by pixel share (of the combined weight, or of one level)."""
+    pairs = [(q.share, q.auc if level is None else q.level_auc.get(level, math.nan)) for q in per_class.values()]
+    pairs = [(s, a) for s, a in pairs if not math.isnan(a)]
+    total = sum(s for s, _ in pairs)
+    return sum(s * a for s, a in pairs) / total if total else math.nan
+
+
+@dataclass
 class WeightingReport:
     """Weighting quality against the realism mask (procedural scenes only)."""
 
@@ -93,8 +123,13 @@ class WeightingReport:
     deviating_pixels: int
     combined: LevelQuality
     levels: dict[str, LevelQuality] = field(default_factory=dict)
+    per_class: dict[str, ClassQuality] = field(default_factory=dict)  # by class name
     run: str | None = None
     checkpoint: str | None = None
+
+    @property
+    def within_class_auc(self) -> float:
+        return within_class_mean(self.per_class)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,5 +146,8 @@ class WeightingReport:
             "mean_weight_deviating": _num(self.combined.mean_deviating),
             "auc": _num(self.combined.auc),
             "levels": {k: v.to_dict() for k, v in self.levels.items()},
+            "within_class_auc": _num(self.within_class_auc),
+            "within_class_auc_levels": {k: _num(within_class_mean(self.per_class, k)) for k in self.levels},
+            "per_class": {k: v.to_dict() for k, v in self.per_class.items()},
         }
 

@@ -19,14 +19,15 @@ from torch.utils.data import DataLoader
 from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset
-from hrseg.data.labels import IGNORE_INDEX
+from hrseg.data.labels import CLASS_NAMES, IGNORE_INDEX
 from hrseg.evaluation.metrics import AucAccumulator
-from hrseg.evaluation.results import LevelQuality, WeightingReport
+from hrseg.evaluation.results import ClassQuality, LevelQuality, WeightingReport
 from hrseg.models import logits_of, weighting_input
 from hrseg.models.common import eval_mode
 
 COMBINED = "combined"
 AUC_PIXELS_PER_IMAGE = 50_000  # caps memory on full-size splits; the quick-start scenes stay exact
+MIN_CLASS_PIXELS = 100  # fewer known pixels of a class: no per-class row (its AUC would be noise)
 
 
 @dataclass
@@ -107,6 +108,7 @@ def weighting_quality(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds
 def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDataset, weight_input: str,
              scheme: str, device: torch.device, batch_size: int, show_progress: bool, seed: int) -> WeightingReport:
     groups: dict[str, _Group] = {}
+    per_class: dict[tuple[str, int], _Group] = {}  # (map, class) -> within-class ranking
     loader = DataLoader(ds.with_fields(("image", "label", "realism")), batch_size=batch_size, shuffle=False)
     with progress(disable=not show_progress) as bar:
         task = bar.add_task(f"weights {ds.manifest.dataset}/{ds.manifest.split}", total=len(ds), rate="")
@@ -117,11 +119,19 @@ def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDa
             known = labels != IGNORE_INDEX
             realistic = known & (realism == 1)
             deviating = known & (realism == 0)
+            present = torch.unique(labels[realistic | deviating]).tolist()
             for name, values in [(COMBINED, maps.weight), *maps.levels.items()]:
                 if name not in groups:
                     groups[name] = _Group(AucAccumulator(max_per_image=AUC_PIXELS_PER_IMAGE, seed=seed))
                 for b in range(values.shape[0]):
                     groups[name].update(values[b], realistic[b], deviating[b])
+                for c in present:
+                    key = (name, int(c))
+                    if key not in per_class:
+                        per_class[key] = _Group(AucAccumulator(max_per_image=AUC_PIXELS_PER_IMAGE, seed=seed))
+                    of_class = labels == c
+                    for b in range(values.shape[0]):
+                        per_class[key].update(values[b], realistic[b] & of_class[b], deviating[b] & of_class[b])
             bar.update(task, advance=labels.shape[0], rate=rate(bar, task))
     combined = groups[COMBINED]
     return WeightingReport(
@@ -129,4 +139,22 @@ def _measure(segmenter: torch.nn.Module, weighting: torch.nn.Module, ds: ShardDa
         realistic_pixels=combined.n_realistic, deviating_pixels=combined.n_deviating,
         combined=combined.result(),
         levels={name: g.result() for name, g in groups.items() if name != COMBINED},
+        per_class=_class_rows(per_class, combined.n_realistic + combined.n_deviating),
     )
+
+
+def _class_rows(per_class: dict[tuple[str, int], _Group], total: int) -> dict[str, ClassQuality]:
+    """One row per class with at least ``MIN_CLASS_PIXELS`` known pixels, in class order."""
+    rows: dict[str, ClassQuality] = {}
+    for (name, c), g in sorted(per_class.items(), key=lambda kv: kv[0][1]):
+        if name != COMBINED:
+            continue
+        n = g.n_realistic + g.n_deviating
+        if n < MIN_CLASS_PIXELS:
+            continue
+        r = g.result()
+        levels = {lvl: per_class[(lvl, c)].auc.compute() for (lvl, cc) in per_class if cc == c and lvl != COMBINED}
+        rows[CLASS_NAMES[c]] = ClassQuality(share=n / max(total, 1), realistic_share=g.n_realistic / n, auc=r.auc,
+                                            mean_realistic=r.mean_realistic, mean_deviating=r.mean_deviating,
+                                            level_auc=levels)
+    return rows

@@ -45,6 +45,10 @@ from hrseg.models.common import check_width, scaled
 from hrseg.registry import Registry
 
 LEVELS: tuple[str, ...] = ("pixel", "region", "image")
+#: levels beyond the paper's hierarchy, off unless named in ``weighting.levels``
+AGREEMENT = "agreement"
+OPTIONAL_LEVELS: tuple[str, ...] = (AGREEMENT,)
+BALANCES: tuple[str, ...] = ("none", "class")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -99,6 +103,17 @@ WEIGHTING_NETWORKS.add("w1", WeightingNetwork("w1", lambda cin, ncls, width: w1_
 WEIGHTING_NETWORKS.add("w19", WeightingNetwork("w19", w19_trunk, per_class=True))
 WEIGHTING_NETWORKS.add("w19-literal", WeightingNetwork(
     "w19-literal", lambda cin, ncls, width: w19_trunk(cin, ncls, width, activation=False), per_class=True))
+
+
+def agreement_trunk(num_classes: int = 19, width: float = 1.0) -> nn.Sequential:
+    """The agreement level's classifier: W^19's trunk on the RGB image, one logit per class (softmax), stride 4.
+
+    It learns the target's look of every class from the labelled target
+    batch only (cross-entropy on the real labels); at a source pixel its
+    probability of the synthetic label says whether the pixel looks like
+    that class does in the target.
+    """
+    return w19_trunk(3, num_classes, width)
 
 
 @dataclass(frozen=True)
@@ -255,6 +270,10 @@ for _input in (
     INPUTS.add(_input.name, _input)
 
 
+#: inputs whose last three channels are the normalised RGB image (what the agreement level reads)
+IMAGE_INPUTS: tuple[str, ...] = ("image", "pred+image")
+
+
 def input_channels(kind: str, num_classes: int) -> int:
     """Channels of W's input for ``weighting_input(..., kind)``."""
     return INPUTS[kind].channels(num_classes)
@@ -293,6 +312,8 @@ class WeightingConfig:
     warmup: int = 0  # iterations with every weight 1 while W already learns
     ramp: int = 0  # iterations after warm-up over which the weight goes from uniform to W's (soft to hard)
     heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
+    balance: str = "none"  # "class": W's loss gives every class present in the batch the same share (per channel)
+    agreement_lr: float = 1e-3  # Adam learning rate of the agreement level's classifier (levels incl. "agreement")
     width: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -306,12 +327,19 @@ class WeightingConfig:
         NORMALIZATIONS.check(self.normalize)
         if not self.levels:
             raise HrsegError(f"weighting.levels: at least one of {', '.join(LEVELS)} is needed")
-        unknown = [level for level in self.levels if level not in LEVELS]
+        known = LEVELS + OPTIONAL_LEVELS
+        unknown = [level for level in self.levels if level not in known]
         if unknown:
-            raise HrsegError(f"weighting.levels: unknown level {unknown[0]!r} (choose from {', '.join(LEVELS)})")
+            raise HrsegError(f"weighting.levels: unknown level {unknown[0]!r} (choose from {', '.join(known)})")
         if len(set(self.levels)) != len(self.levels):
             raise HrsegError(f"weighting.levels: repeated level in {list(self.levels)}")
-        for key in ("width", "lr", "sharpen", "steepness") + (("clamp",) if self.clamp is not None else ()):
+        if AGREEMENT in self.levels and self.input not in IMAGE_INPUTS:
+            raise HrsegError(f"weighting.levels: the {AGREEMENT} level reads the image; weighting.input must be one "
+                             f"of {', '.join(IMAGE_INPUTS)}, got {self.input!r}")
+        if self.balance not in BALANCES:
+            raise HrsegError(f"weighting.balance: unknown {self.balance!r} (choose from {', '.join(BALANCES)})")
+        for key in ("width", "lr", "agreement_lr", "sharpen", "steepness") + (
+                ("clamp",) if self.clamp is not None else ()):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise HrsegError(f"weighting.{key}: must be a finite number > 0, got {value}")
@@ -396,8 +424,10 @@ class HierarchicalWeighting(nn.Module):
         self.num_classes = num_classes
         self.width = check_width(cfg.width)
         self.out_channels = num_classes if design.per_class else 1
-        self.trunks = nn.ModuleDict({level: design.build(self.in_channels, num_classes, cfg.width)
-                                     for level in self.levels})
+        self.balance = cfg.balance
+        self.trunks = nn.ModuleDict({
+            level: agreement_trunk(num_classes, cfg.width) if level == AGREEMENT
+            else design.build(self.in_channels, num_classes, cfg.width) for level in self.levels})
         self.register_buffer("running_log_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
@@ -406,12 +436,15 @@ class HierarchicalWeighting(nn.Module):
         """Raw trunk outputs at their native resolution; the image level is averaged to (B, C, 1, 1)."""
         out: dict[str, Tensor] = {}
         for level in self.levels:
+            if level == AGREEMENT:
+                out[level] = self.trunks[level](inp[:, -3:])  # the image is the input's last 3 channels
+                continue
             z = self.trunks[level](inp)
             out[level] = z.mean(dim=(2, 3), keepdim=True) if level == "image" else z
         return out
 
     def _at_label_resolution(self, level: str, z: Tensor, size: tuple[int, int]) -> Tensor:
-        if level == "pixel":
+        if level in ("pixel", AGREEMENT):
             return F.interpolate(z, size=size, mode="bilinear", align_corners=False)
         if level == "region":
             return F.interpolate(z, size=size, mode="nearest")
@@ -428,7 +461,11 @@ class HierarchicalWeighting(nn.Module):
     def pixel_logits(self, logits: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
         """Each level's logit for each labelled pixel: (B, H, W) per level."""
         size = (int(labels.shape[-2]), int(labels.shape[-1]))
-        return {lvl: self._read_class(self._at_label_resolution(lvl, z, size), labels) for lvl, z in logits.items()}
+        out: dict[str, Tensor] = {}
+        for lvl, z in logits.items():
+            z = self._at_label_resolution(lvl, z, size)
+            out[lvl] = agreement_logit(z, labels) if lvl == AGREEMENT else self._read_class(z, labels)
+        return out
 
     # -- combination and normalisation ---------------------------------------------------
     def strength(self, step: int | None = None) -> float:
@@ -505,6 +542,13 @@ class HierarchicalWeighting(nn.Module):
         over valid pixels, each reading its ground-truth class's channel (region and
         image logits are spread to the pixels first), because a cell or image has no
         single class. Pass ``logits`` from a :meth:`forward` with gradient to reuse it.
+
+        ``balance="class"``: wherever a pixel's class is known (every W^19 level,
+        W^1's pixel level) the mean is taken per class and then over the classes
+        present, so each class gets the same share of the loss however few
+        pixels it has. The agreement level is no domain classifier: it learns
+        the real labels by cross-entropy on the target batch (``domain`` 1) and
+        nothing from a source batch, whose synthetic labels it is meant to judge.
         """
         if logits is None:
             logits = self.level_logits(inp)
@@ -513,6 +557,14 @@ class HierarchicalWeighting(nn.Module):
         total = inp.new_zeros((), dtype=torch.float32)
         for level, z in logits.items():
             z = z.float()
+            if level == AGREEMENT:
+                if domain < 0.5 or not bool(valid.any()):
+                    total = total + z.sum() * 0.0  # keep the graph connected for DDP
+                    continue
+                ce = F.cross_entropy(self._at_label_resolution(level, z, size), labels.long(),
+                                     ignore_index=IGNORE_INDEX, reduction="none")
+                total = total + self._mean_over(ce, labels, valid)
+                continue
             if self.out_channels > 1 or level == "pixel":
                 pred = self._read_class(self._at_label_resolution(level, z, size), labels)
                 mask = valid
@@ -527,8 +579,41 @@ class HierarchicalWeighting(nn.Module):
                 total = total + pred.sum() * 0.0  # keep the graph connected for DDP
                 continue
             target = torch.full_like(picked, self.smoothing + float(domain) * (1.0 - 2.0 * self.smoothing))
-            total = total + F.binary_cross_entropy_with_logits(picked, target)
+            if self.balance == "class" and mask is valid:
+                bce = F.binary_cross_entropy_with_logits(pred, torch.full_like(pred, float(target[0])),
+                                                         reduction="none")
+                total = total + self._mean_over(bce, labels, valid)
+            else:
+                total = total + F.binary_cross_entropy_with_logits(picked, target)
         return total
+
+    def _mean_over(self, per_pixel: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+        """Mean of a per-pixel loss over valid pixels; with ``balance="class"`` each present class has equal share."""
+        if self.balance != "class":
+            return per_pixel[valid].mean()
+        return class_balanced_mean(per_pixel, labels, valid, self.num_classes)
+
+
+def class_balanced_mean(per_pixel: Tensor, labels: Tensor, valid: Tensor, num_classes: int) -> Tensor:
+    """Sum over pixels of value / (K * n_c): each of the K classes present weighs 1 / K, spread over its n_c pixels."""
+    cls = torch.where(valid, labels.long(), torch.zeros_like(labels, dtype=torch.long)).clamp(0, num_classes - 1)
+    counts = torch.bincount(cls[valid], minlength=num_classes).to(per_pixel.dtype)
+    present = int((counts > 0).sum())
+    share = torch.where(valid, 1.0 / (counts[cls].clamp_min(1.0) * max(present, 1)), torch.zeros_like(per_pixel))
+    return (per_pixel * share).sum()
+
+
+def agreement_logit(class_logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, C, H, W) class logits -> (B, H, W) logit of the softmax probability of each pixel's label.
+
+    As a logit (log p - log(1 - p)) it combines with the other levels' logits;
+    its sigmoid, the level's score, is that probability. Ignored pixels read class 0.
+    """
+    index = labels.long()
+    index = torch.where((index >= 0) & (index < class_logits.shape[1]), index, torch.zeros_like(index))
+    log_p = torch.log_softmax(class_logits.float(), dim=1).gather(1, index.unsqueeze(1)).squeeze(1)
+    log_p = log_p.clamp(max=-1e-6)
+    return log_p - torch.log(-torch.expm1(log_p))
 
 
 def _region_valid(valid: Tensor, cells: tuple[int, int] | torch.Size) -> Tensor:

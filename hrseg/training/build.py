@@ -73,6 +73,17 @@ def build_networks(cfg: TrainConfig) -> dict[str, nn.Module]:
     return nets
 
 
+def weighting_param_groups(cfg: TrainConfig, w: nn.Module) -> list[dict]:
+    """W's domain classifiers at ``weighting.lr``; the agreement level's class classifier at ``weighting.agreement_lr``."""
+    trunks = getattr(w, "trunks", {})
+    agree = list(trunks["agreement"].parameters()) if "agreement" in trunks else []
+    ids = {id(p) for p in agree}
+    groups: list[dict] = [{"params": [p for p in w.parameters() if id(p) not in ids]}]
+    if agree:
+        groups.append({"params": agree, "lr": cfg.weighting.agreement_lr})
+    return groups
+
+
 def poly_factor(cfg: TrainConfig) -> Callable[[int], float]:
     """The poly LR factor at a step; it restarts at each phase switch (finetune's target phase)."""
     power = cfg.optim.poly_power
@@ -93,7 +104,7 @@ def build_optimizers(cfg: TrainConfig, nets: dict[str, nn.Module]) -> dict[str, 
         )
     }
     if "weighting" in nets:
-        opts["weighting"] = torch.optim.Adam(nets["weighting"].parameters(), lr=cfg.weighting.lr,
+        opts["weighting"] = torch.optim.Adam(weighting_param_groups(cfg, nets["weighting"]), lr=cfg.weighting.lr,
                                              betas=tuple(cfg.weighting.betas))
     for name in ("generator", "discriminator"):
         if name in nets:
