@@ -42,7 +42,8 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
         assert row["delta_to_target_only"] == pytest.approx(row["miou_mean"] - rows["target only"]["miou_mean"])
     assert rows["Ours with W^19"]["weighting_auc"] is not None
     md = (out / "report.md").read_text()
-    assert md.count("\n") == 1 + 2 + 4 and " ± " in md  # the hrseg mark, header, rule, 4 rows
+    assert md.count("\n") == 1 + 2 + 4 + 2 and " ± " in md  # the hrseg mark, header, rule, 4 rows, checkpoint
+    assert md.endswith("\nEvery row scored checkpoints/final.pt.\n")  # which checkpoint the rows used
     page = (out / "report.html").read_text()  # the same table with plots, linking the weight-map galleries
     assert 'href="weights/w19/index.html"' in page and page.count("data:image/png;base64,") == 2
     assert "Ours with W^19" in result.output and "wall time" in result.output and "report.md" in result.output
