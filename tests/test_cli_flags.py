@@ -15,7 +15,7 @@ from tests.cli_fixtures import invoke, text
 
 #: `hrseg train` options that are not one config field each (what to train from, and how to run the command)
 NOT_CONFIG = {"--scheme", "--preset", "--config", "--set", "--list-presets", "--resume", "--from", "--overwrite",
-              "--json", "--help"}
+              "--json", "--help", "--extend", "--auto-resume", "--print-config"}
 
 
 def _train_options() -> set[str]:

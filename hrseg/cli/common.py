@@ -63,6 +63,8 @@ CONFIG_FLAGS: dict[str, str] = {
     "run.save_every": "--save-every",
     "run.tensorboard": "--tensorboard",
     "run.tensorboard_every": "--tensorboard-every",
+    "run.val_every": "--val-every",
+    "run.val_images": "--val-images",
     "finetune.source_iters": "--finetune-source-iters",
     "image_select.road_share": "--select-road-share",
     "image_select.nonroad_keep": "--select-nonroad-keep",

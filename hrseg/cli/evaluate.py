@@ -158,8 +158,12 @@ def eval_command(
         if json_path == "-":
             emit_json(report_dict(full, opts), "-")
         if isinstance(full, EvalReport) and full.predictions:
-            console.print(f"predictions: {full.predictions} "
-                          f"(official check: CITYSCAPES_RESULTS={full.predictions} csEvalPixelLevelSemanticLabeling)")
+            from hrseg.evaluation.evaluate import official_check
+            from hrseg.training.rundir import RunDir
+
+            console.print(f"predictions: {full.predictions}", highlight=False, soft_wrap=True)
+            console.print(official_check(full.predictions, data or RunDir(run).config().data.data, split, max_images),
+                          highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,9 @@ from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NET
 from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
-from hrseg.training.config import override
+from hrseg.training.config import parse_set
 from hrseg.training.presets import PRESETS, build_config
+from hrseg.training.resume import EXTEND_MODES, continue_config
 from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
@@ -34,6 +35,7 @@ NormalizeChoice = NORMALIZATIONS.choices()
 InputChoice = INPUTS.choices()
 BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
+ExtendChoice = Registry("extend mode", "--extend").choices(EXTEND_MODES)
 
 def _param(flag: str) -> str:
     """The Python parameter of a flag: --weight-lr -> weight_lr (--compile -> compile_)."""
@@ -46,9 +48,6 @@ def _param(flag: str) -> str:
 FLAG_KEYS: dict[str, str] = {_param(flag): key for key, flag in CONFIG_FLAGS.items()
                              if key not in ("weighting.clamp", "run.progress")}
 
-
-#: what may be given with --resume: how the run executes, never what it learns
-RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every", "resume_from")
 
 
 def presets_table() -> Table:
@@ -111,6 +110,14 @@ def register(app: typer.Typer) -> None:
         resume_from: str = typer.Option(
             "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
+        auto_resume: bool = typer.Option(
+            False, "--auto-resume", help="For preemptible jobs and torchrun restarts: start the run, or continue "
+                                         "it exactly from last.pt when --out holds this same run; refuses a folder "
+                                         "holding another config."),
+        extend: Optional[ExtendChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--extend", help="With --resume RUN --iters N: train a run on to N iterations; 'stretch' "
+                                   "re-plans the poly schedule over N as if planned so from the start, 'restart' "
+                                   "starts a new poly cycle from --lr at the old end."),
         arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="none, imagenet or a weight file."),
@@ -154,6 +161,11 @@ def register(app: typer.Typer) -> None:
                                                          "(needs the tensorboard package)."),
         tensorboard_every: Optional[int] = typer.Option(
             None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
+        val_every: Optional[int] = typer.Option(
+            None, "--val-every", help="Score S on the target val split every N iterations and at the end; keeps "
+                                      "checkpoints/best.pt by val mIoU (0: never; presets: 2000)."),
+        val_images: Optional[int] = typer.Option(
+            None, "--val-images", help="With --val-every: only the first K val images (default: all)."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
         select_road_share: Optional[float] = typer.Option(
@@ -167,8 +179,8 @@ def register(app: typer.Typer) -> None:
 
         The schemes, presets and what each loss term is: docs/method.md.
         """
+        from hrseg.evaluation.validation import train_with_validation as train
         from hrseg.training.rundir import RunDir
-        from hrseg.training.trainer import train
         from hrseg.visualization.tensorboard import weight_picture
 
         given = locals()
@@ -187,27 +199,27 @@ def register(app: typer.Typer) -> None:
                 flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
             typed.extend(key for key, value in flags.items() if value is not None)
             if resume is not None:
-                extra = [_flag(name) for name in (*FLAG_KEYS, "scheme", "preset", "config", "set_", "overwrite",
-                                                  "weight_clamp") if given[name] not in (None, False, [])
-                         and name not in RESUME_FLAGS]
-                if extra:
-                    raise HrsegError("--resume continues a run with its own config; only --device, --progress, "
-                                     f"--tensorboard and --json may be given with it (got {', '.join(sorted(extra))})")
-                cfg = RunDir(resume).config()
-                cfg = override(cfg, {key: flags[key] for key in ("run.device", "run.tensorboard",
-                                                                 "run.tensorboard_every") if flags[key] is not None})
+                whole = [_flag(name) for name in ("scheme", "preset", "config", "overwrite", "auto_resume")
+                         if given[name] not in (None, False)]
+                if whole:
+                    raise HrsegError(f"--resume continues a run with its own config; {', '.join(whole)} cannot "
+                                     "be given with it")
+                changes = {**parse_set(set_ or ()), **{k: v for k, v in flags.items() if v is not None}}
                 if progress is not None:
-                    cfg = override(cfg, {"run.progress": progress})
+                    changes["run.progress"] = progress
+                cfg = continue_config(RunDir(resume), changes, _value(extend))  # the library's resume rule
             else:
                 if resume_from != "last.pt":
                     raise HrsegError("--from: only with --resume RUN")
+                if extend is not None:
+                    raise HrsegError("--extend: only with --resume RUN --iters N")
                 flags["run.progress"] = progress
                 cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
                                    sets=set_ or (), flags=flags)
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
             result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from,
-                           weight_picture=weight_picture).to_dict()
+                           auto_resume=auto_resume, weight_picture=weight_picture).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, json_path)

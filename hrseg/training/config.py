@@ -116,6 +116,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    restarts: tuple[int, ...] = ()  # iterations where the poly schedule starts again from lr (an extended run)
 
 
 @dataclass
@@ -150,6 +151,9 @@ class RunConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
     tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
     tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+    val_every: int = 0  # score S on the target's val_split every N iterations and at the end (0: never)
+    val_images: int | None = None  # validate on the first K images of the split only (None: all)
+    val_split: str = "val"
 
     @staticmethod
     def upgrade(section: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +226,10 @@ class TrainConfig:
                               ("optim.poly_power", self.optim.poly_power)):
             if not (math.isfinite(value) and value >= 0):
                 raise HrsegError(f"{option}: must be a finite number >= 0, got {value}")
+        if list(self.optim.restarts) != sorted(set(self.optim.restarts)) or any(
+                not 0 < r < self.optim.iters for r in self.optim.restarts):
+            raise HrsegError(f"optim.restarts: increasing iterations inside (0, optim.iters), "
+                             f"got {list(self.optim.restarts)}")
         if not 0 <= self.optim.momentum < 1:
             raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:
@@ -261,6 +269,10 @@ class TrainConfig:
             raise HrsegError(f"run.save_every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
         if self.run.tensorboard_every < 1:
             raise HrsegError(f"run.tensorboard_every: must be >= 1, got {self.run.tensorboard_every}")
+        if self.run.val_every < 0:
+            raise HrsegError(f"run.val_every: must be >= 0 (0: no validation), got {self.run.val_every}")
+        if self.run.val_images is not None and self.run.val_images < 1:
+            raise HrsegError(f"run.val_images: must be >= 1, got {self.run.val_images}")
         if self.run.seed < 0:
             raise HrsegError(f"run.seed: must be >= 0, got {self.run.seed}")
         return self
