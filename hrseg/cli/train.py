@@ -224,6 +224,9 @@ def register(app: typer.Typer) -> None:
                 console.print(result_table(result))
                 emit_json(result, json_path)
             if result["status"] == "interrupted":
-                console.print(f"[yellow]interrupted at iteration {result['iteration']}; continue with "
-                              f"hrseg train --resume {result['run_dir']}[/]")
-                raise typer.Exit(code=130)
+                from hrseg.training.interrupt import EXIT_SIGINT, EXIT_SIGTERM
+
+                by = " by SIGTERM" if result.get("stopped_by") == "SIGTERM" else ""
+                console.print(f"[yellow]interrupted{by} at iteration {result['iteration']} (checkpoint written); "
+                              f"continue with hrseg train --resume {result['run_dir']}[/]")
+                raise typer.Exit(code=EXIT_SIGTERM if by else EXIT_SIGINT)

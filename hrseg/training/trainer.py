@@ -58,6 +58,7 @@ class TrainResult:
     target_images: int = 0
     source_images: int = 0
     best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -222,9 +223,9 @@ class Trainer:
         payload = self.state()
         if not self.is_main:
             return None
-        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
-            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
-        save_checkpoint(self.run_dir.checkpoint_path(name), payload)
+        # the old last.pt becomes previous.pt once the new one is complete: a damaged last.pt never costs the run
+        previous = self.run_dir.checkpoint_path(PREVIOUS) if name == LAST else None
+        save_checkpoint(self.run_dir.checkpoint_path(name), payload, previous=previous)
         return self.run_dir.checkpoint_path(name)
 
     def snapshot(self) -> Any:
@@ -396,7 +397,7 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices), best=self.best,
+            source_images=len(self.data.source_indices), best=self.best, stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
