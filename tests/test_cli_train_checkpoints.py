@@ -82,7 +82,7 @@ def test_keep_checkpoints_of_older_configs_still_loads() -> None:
     saved["run"]["keep_checkpoints"] = "yes"
     with pytest.raises(HrsegError, match="run.keep_checkpoints: expected true/false"):
         TrainConfig.from_dict(saved)
-    with pytest.raises(HrsegError, match="--save-every: must be >= 0"):
+    with pytest.raises(HrsegError, match="run.save_every: must be >= 0"):
         override(TrainConfig(), {"run.save_every": -1}).validate()
 
 

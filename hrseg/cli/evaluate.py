@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from hrseg.cli.common import (FLIP, OVERLAP, SCALE, SLIDE, WINDOW, emit_json, json_option, json_target,
-                              tta_changes, user_errors)
+                              old_run_option, run_argument, the_run, tta_changes, user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.evaluation.results import EvalReport, WeightingReport
@@ -77,7 +77,7 @@ def print_submission(report: object) -> None:
 
 
 def eval_command(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
+    run: Optional[Path] = run_argument("Run folder to evaluate."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt)."),
     network: str = typer.Option(
@@ -109,6 +109,7 @@ def eval_command(
         None, "--predictions", help="Score this folder of prediction PNGs instead of a run (needs --data)."),
     dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
     ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
+    old_run: Optional[Path] = old_run_option(),
 ) -> None:
     """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), write a Cityscapes test
     submission (--split test --save-predictions DIR), or score a folder of PNGs.
@@ -123,8 +124,9 @@ def eval_command(
     with user_errors():
         json_target(json_path)
         changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
+        run = the_run(run, old_run, "eval", required=False)
         if (run is None) == (predictions is None):
-            raise HrsegError("eval: give exactly one of --run RUN_DIR or --predictions DIR")
+            raise HrsegError("eval: give exactly one of RUN or --predictions DIR")
         if predictions is not None:
             if data is None:
                 raise HrsegError("--predictions: also give --data (the prepared data dir holding the split)")
