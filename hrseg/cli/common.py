@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import typer
+from rich.markup import escape
 
 from hrseg.atomic import is_space_error, write_json
 from hrseg.console import console
@@ -98,7 +99,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except HrsegError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
