@@ -21,7 +21,7 @@ DEEP = "[" * 30000 + "]" * 30000
         (["--set", "gan.betas=2,2"], "gan.betas: two numbers in [0, 1) (Adam's), got [2.0, 2.0]"),
         (["--set", "gan.adv_weight=NaN"], "gan.adv_weight: must be a finite number, got nan"),
         (["--set", "gan.adv_weight=-5"], "gan.adv_weight: must be >= 0, got -5.0"),
-        (["--seed", str(2**64 + 1)], f"run.seed: must be in [0, 2^63), got {2**64 + 1}"),
+        (["--seed", str(2**64 + 1)], f"--seed: must be in [0, 2^63), got {2**64 + 1}"),
         (["--set", f"data.crop={DEEP}"], "--set: nested more than 32 levels deep"),
     ],
 )
