@@ -27,9 +27,10 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def check_width(width: float) -> float:
+def check_width(width: float, option: str = "--width") -> float:
+X
     if not (width > 0):
-        raise HrsegError(f"--width: must be a positive number, got {width!r}")
+        raise HrsegError(f"{option}: must be a positive number, got {width!r}")
     return float(width)
 
 
