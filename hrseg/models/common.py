@@ -28,7 +28,8 @@ def scaled(channels: int, width: float) -> int:
 
 
 def check_width(width: float, option: str = "--width") -> float:
-X
+    """``width`` if positive; the error names the setting (``--width`` is S's; W's and G/D's are
+    ``weighting.width``, ``gan.width``)."""
     if not (width > 0):
         raise HrsegError(f"{option}: must be a positive number, got {width!r}")
     return float(width)
