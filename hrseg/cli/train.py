@@ -50,7 +50,7 @@ FLAG_KEYS: dict[str, str] = {
     "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
     "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
     "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
-    "val_every": "run.val_every", "val_images": "run.val_images",
+    "val_every": "run.val_every", "val_images": "run.val_images", "logger": "run.loggers",
     "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
     "select_nonroad_keep": "image_select.nonroad_keep",
 }
@@ -189,6 +189,9 @@ def register(app: typer.Typer) -> None:
                                                          "(needs the tensorboard package)."),
         tensorboard_every: Optional[int] = typer.Option(
             None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
+        logger: Optional[List[str]] = typer.Option(
+            None, "--logger", help="Also log to an experiment tracker: wandb or mlflow (optional extras; "
+                                   "--tensorboard is the TensorBoard one). Repeatable."),
         val_every: Optional[int] = typer.Option(
             None, "--val-every", help="Score S on the target val split every N iterations and at the end; keeps "
                                       "checkpoints/best.pt by val mIoU (0: never; presets: 2000)."),

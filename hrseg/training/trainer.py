@@ -37,7 +37,8 @@ from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.schemes import SCHEMES, StepPlan, check_scheme, plan
 from hrseg.training.selftrain import ema_update, make_teacher, teacher_momentum
 from hrseg.training.runlog import RunLog, describe
-from hrseg.training.tensorboard import WeightPicture, check_available
+from hrseg.training.loggers import check_loggers
+from hrseg.training.tensorboard import WeightPicture
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
@@ -75,8 +76,7 @@ class Trainer:
         check_scheme(cfg)
         if not cfg.run.out:
             raise HrsegError("--out: a run directory is required")
-        if cfg.run.tensorboard:
-            check_available()  # a missing package stops the run before its folder is touched
+        check_loggers(cfg)  # an unknown logger or a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
         self.validator, self.best = validator, None
