@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
+from hrseg.errors import HrsegError
 from hrseg.quickstart import QuickstartConfig
 
 TOY = ["--seeds", "2", "--iters", "2", "--source-images", "12", "--target-images", "16", "--val-images", "4",
@@ -85,7 +86,26 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--jobs" in result.output
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--scene-size", "big"])
     assert result.exit_code == 2 and "--scene-size" in result.output
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--add-scheme", "nope"])
+    assert result.exit_code == 2 and "unknown scheme 'nope'" in " ".join(result.output.split())
     assert not (tmp_path / "q").exists()
+
+
+def test_add_scheme_trains_a_new_row_beside_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hrseg.quickstart as qs
+
+    seen = {}
+
+    def fake(cfg: QuickstartConfig) -> None:
+        seen["schemes"] = cfg.trained_schemes
+        raise HrsegError("stop here")
+
+    monkeypatch.setattr(qs, "run_quickstart", fake)
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--add-scheme", "self-training",
+                                      "--add-scheme", "joint"])
+    assert result.exit_code == 2
+    assert seen["schemes"] == (*QuickstartConfig().schemes, "self-training")
+    assert "self-training" not in QuickstartConfig().schemes  # opt-in: the default quick start is unchanged
 
 
 def test_default_budget_is_the_same_for_every_scheme() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, TypeVar
@@ -24,6 +25,72 @@ from hrseg.errors import HrsegError
 T = TypeVar("T")
 STDOUT = "-"
 JSON_HELP = "Write the result as JSON to PATH ('-': standard output)."
+
+
+#: config key -> the `hrseg train` flag that sets it. The library's errors name config keys (they hold for
+#: --set, TOML files and Python callers alike); the CLI shows the flag a user typed instead, from this one table.
+CONFIG_FLAGS: dict[str, str] = {
+    "data.data": "--data",
+    "run.out": "--out",
+    "model.arch": "--arch",
+    "model.width": "--width",
+    "model.pretrained": "--pretrained",
+    "model.bn": "--bn",
+    "gan.enabled": "--gan",
+    "weighting.network": "--weight-network",
+    "weighting.input": "--weight-input",
+    "weighting.combine": "--weight-combine",
+    "weighting.normalize": "--weight-normalize",
+    "weighting.clamp": "--weight-clamp",
+    "weighting.sharpen": "--weight-sharpen",
+    "weighting.width": "--weight-width",
+    "gan.width": "--gan-width",
+    "data.source": "--source",
+    "data.target": "--target",
+    "data.target_images": "--target-images",
+    "data.target_fraction": "--target-fraction",
+    "optim.iters": "--iters",
+    "data.batch_size": "--batch-size",
+    "data.crop": "--crop",
+    "optim.lr": "--lr",
+    "run.seed": "--seed",
+    "run.device": "--device",
+    "run.amp": "--amp",
+    "run.compile": "--compile",
+    "data.workers": "--workers",
+    "run.threads": "--threads",
+    "run.checkpoint_every": "--checkpoint-every",
+    "run.save_every": "--save-every",
+    "run.tensorboard": "--tensorboard",
+    "run.tensorboard_every": "--tensorboard-every",
+    "run.val_every": "--val-every",
+    "run.val_images": "--val-images",
+    "run.loggers": "--logger",
+    "finetune.source_iters": "--finetune-source-iters",
+    "image_select.road_share": "--select-road-share",
+    "image_select.nonroad_keep": "--select-nonroad-keep",
+    "run.progress": "--progress",
+}
+_TYPE_ERROR = re.compile(r"^[a-z_]+\.[a-z_]+: expected ")
+_KEY = re.compile(r"(?<![\w./-])([a-z_]+\.[a-z_]+)(?![\w.])")
+
+
+def in_flags(message: str, keys: Sequence[str] | None = None) -> str:
+    """``message`` with each config key written as its flag: every key of the table, or only ``keys``
+    (those the user set by flag; a key set with ``--set`` or a file stays a key)."""
+    wanted = CONFIG_FLAGS if keys is None else {k: CONFIG_FLAGS[k] for k in keys if k in CONFIG_FLAGS}
+    return _KEY.sub(lambda m: wanted.get(m.group(1), m.group(1)), message)
+
+
+@contextlib.contextmanager
+def flag_errors(keys: Sequence[str]) -> Iterator[None]:
+    """Library errors inside the block name the flags the user typed for ``keys`` instead of the keys."""
+    try:
+        yield
+    except HrsegError as exc:
+        if _TYPE_ERROR.match(str(exc)):  # a value of the wrong type came from --set or a file: flags are typed
+            raise
+        raise HrsegError(in_flags(str(exc), keys)) from None
 
 
 @contextlib.contextmanager

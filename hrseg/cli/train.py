@@ -15,7 +15,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, json_option, json_target, parse_size, user_errors
+from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, json_option, json_target, parse_size,
+                              user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
@@ -38,22 +39,16 @@ BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
 ExtendChoice = Registry("extend mode", "--extend").choices(EXTEND_MODES)
 
-#: flag name -> config key; the flag's value wins over --config / --preset / --set
-FLAG_KEYS: dict[str, str] = {
-    "data": "data.data", "out": "run.out", "arch": "model.arch", "width": "model.width",
-    "pretrained": "model.pretrained", "bn": "model.bn", "gan": "gan.enabled", "weight_network": "weighting.network",
-    "weight_input": "weighting.input", "weight_combine": "weighting.combine",
-    "weight_normalize": "weighting.normalize", "weight_sharpen": "weighting.sharpen",
-    "weight_width": "weighting.width", "gan_width": "gan.width", "source": "data.source", "target": "data.target",
-    "target_images": "data.target_images", "target_fraction": "data.target_fraction", "iters": "optim.iters",
-    "batch_size": "data.batch_size", "crop": "data.crop", "lr": "optim.lr", "seed": "run.seed",
-    "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
-    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
-    "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
-    "val_every": "run.val_every", "val_images": "run.val_images", "logger": "run.loggers",
-    "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
-    "select_nonroad_keep": "image_select.nonroad_keep",
-}
+def _param(flag: str) -> str:
+    """The Python parameter of a flag: --weight-lr -> weight_lr (--compile -> compile_)."""
+    name = flag[2:].replace("-", "_")
+    return name + "_" if name == "compile" else name
+
+
+#: parameter -> config key, from the one table CONFIG_FLAGS; the flag's value wins over --config / --preset / --set
+#: (--weight-clamp and --progress have their own rule below)
+FLAG_KEYS: dict[str, str] = {_param(flag): key for key, flag in CONFIG_FLAGS.items()
+                             if key not in ("weighting.clamp", "run.progress")}
 
 
 
@@ -211,7 +206,8 @@ def register(app: typer.Typer) -> None:
         from hrseg.visualization.tensorboard import weight_picture
 
         given = locals()
-        with user_errors():
+        typed: list[str] = []  # config keys given by flag: the library's errors name those by their flag
+        with user_errors(), flag_errors(typed):
             json_target(json_path)
             if list_presets:
                 console.print(presets_table())
@@ -225,6 +221,7 @@ def register(app: typer.Typer) -> None:
                 flags["data.crop"] = parse_size(crop, "--crop", "512x256")
             if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
                 flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
+            typed.extend(key for key, value in flags.items() if value is not None)
             if resume is not None:
                 whole = [_flag(name) for name in ("scheme", "preset", "config", "overwrite", "auto_resume")
                          if given[name] not in (None, False)]
@@ -237,9 +234,9 @@ def register(app: typer.Typer) -> None:
                 try:
                     cfg = continue_config(RunDir(resume), changes, _value(extend))  # the library's resume rule
                 except SettingFixed as exc:
-                    typed = [_flag(name) for name, key in FLAG_KEYS.items()
+                    named = [_flag(name) for name, key in FLAG_KEYS.items()
                              if key in exc.keys and given[name] is not None]
-                    raise HrsegError(f"{exc} (got {', '.join(typed or exc.keys)})") from None
+                    raise HrsegError(f"{exc} (got {', '.join(named or exc.keys)})") from None
                 sources = {k: f"run {resume}" for k in flatten(cfg.to_dict())}
                 sources.update({k: "flag" for k in changes})
             else:
@@ -264,6 +261,9 @@ def register(app: typer.Typer) -> None:
                 console.print(result_table(result))
                 emit_json(result, json_path)
             if result["status"] == "interrupted":
-                console.print(f"[yellow]interrupted at iteration {result['iteration']}; continue with "
-                              f"hrseg train --resume {result['run_dir']}[/]")
-                raise typer.Exit(code=130)
+                from hrseg.training.interrupt import EXIT_SIGINT, EXIT_SIGTERM
+
+                by = " by SIGTERM" if result.get("stopped_by") == "SIGTERM" else ""
+                console.print(f"[yellow]interrupted{by} at iteration {result['iteration']} (checkpoint written); "
+                              f"continue with hrseg train --resume {result['run_dir']}[/]")
+                raise typer.Exit(code=EXIT_SIGTERM if by else EXIT_SIGINT)

@@ -4,7 +4,7 @@
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
 RUN/data_subset.json    which target (and filtered source) images the run used
 RUN/metrics.jsonl       one JSON object per logged iteration; validations add {"kind": "val", ...} lines
-RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, a hard link),
+RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, its own file),
                         final.pt (a hard link to the last last.pt),
                         iter_XXXXXX.pt (snapshots: network weights, with --save-every),
                         best.pt (weights with the best val mIoU so far, with --val-every)
@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from hrseg.atomic import atomic_path, write_json
+from hrseg.atomic import atomic_path, remove_temps, write_json
 from hrseg.errors import HrsegError
 from hrseg.locking import LOCK_NAME, folder_lock
 from hrseg.training.build import build_segmenter_of, build_weighting
@@ -196,6 +196,13 @@ class RunDir:
         """The checkpoint to continue from, verified; a damaged one names an intact ``previous.pt`` if there is one."""
         path = self.checkpoint_path(name)
         if not path.is_file():
+            fallback = self.checkpoint_path(PREVIOUS)
+            if name != PREVIOUS and fallback.is_file():
+                raise HrsegError(f"{self.path}: no checkpoints/{name} (a checkpoint write was interrupted); "
+                                 f"continue from {PREVIOUS} with hrseg train --resume {self.path} --from {PREVIOUS}")
+            if not self._has_checkpoint():
+                raise HrsegError(f"{self.path}: nothing to resume (the run stopped before its first checkpoint); "
+                                 "start it again with the same command and --overwrite")
             raise HrsegError(f"{self.path}: nothing to resume (no checkpoints/{name})")
         try:
             payload = load_checkpoint(path)
@@ -249,8 +256,13 @@ class RunDir:
             raise HrsegError(f"{self.path}: --out exists and is not a directory")
         self._created = not self.path.exists()
         with folder_lock(self.path, "another training is running in this run directory", place="run directory"):
+            for folder in (self.path, self.checkpoint_dir, self.eval_dir):  # temps of killed writes: ours, gone
+                remove_temps(folder)
             self._check_owner(resume, overwrite)
             yield
+
+    def _has_checkpoint(self) -> bool:
+        return self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.glob("*.pt"))
 
     def _holds_a_run(self) -> bool:
         """A previous hrseg run (its config parses, or it has checkpoints), not just a file named config.json."""
@@ -277,6 +289,9 @@ class RunDir:
         if not others:
             return
         if not overwrite:
+            if self._holds_a_run() and not self._has_checkpoint():
+                raise HrsegError(f"{self.path}: holds a run that stopped before its first checkpoint; "
+                                 "pass --overwrite to start it again")
             if self._holds_a_run():
                 raise HrsegError(f"{self.path}: already holds a run; continue it with --resume {self.path}, "
                                  "or pass --overwrite to start again")

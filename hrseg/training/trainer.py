@@ -61,6 +61,7 @@ class TrainResult:
     source_images: int = 0
     best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
     parameters: dict[str, int] = field(default_factory=dict)  # per network
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -230,9 +231,9 @@ class Trainer:
         payload = self.state()
         if not self.is_main:
             return None
-        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
-            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
-        save_checkpoint(self.run_dir.checkpoint_path(name), payload)
+        # the old last.pt becomes previous.pt once the new one is complete: a damaged last.pt never costs the run
+        previous = self.run_dir.checkpoint_path(PREVIOUS) if name == LAST else None
+        save_checkpoint(self.run_dir.checkpoint_path(name), payload, previous=previous)
         return self.run_dir.checkpoint_path(name)
 
     def snapshot(self) -> Any:
@@ -405,6 +406,7 @@ class Trainer:
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
             source_images=len(self.data.source_indices), best=self.best, parameters=self.param_counts,
+            stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
