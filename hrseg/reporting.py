@@ -216,7 +216,7 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
     ev = run.eval_results(split)
     if ev is None:
         raise MissingEvaluation(f"{run.eval_path(split)}: missing; evaluate the run first "
-                                f"(hrseg eval --run {run} --split {split})")
+                                f"(hrseg eval {run} --split {split})")
     miou = ev.get("miou")
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
         raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")

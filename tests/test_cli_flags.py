@@ -63,3 +63,47 @@ def test_a_bad_value_is_reported_as_the_user_gave_it(tmp_path: Path) -> None:
     result = invoke("train", "--scheme", "joint", "--data", tmp_path, "--out", tmp_path / "run", "--set",
                     "optim.iters=0")
     assert result.exit_code == 2 and "error: optim.iters: must be >= 1, got 0" in text(result)
+
+
+def test_every_command_takes_the_run_positionally_and_the_old_option_still_works(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    import json
+
+    from tests.cli_fixtures import tiny_run
+    from tests.data_fixtures import cached_synthetic_data
+
+    run = tiny_run(cached_synthetic_data(tmp_path_factory), tmp_path / "run", scheme="w19")
+    new = invoke("eval", run, "--device", "cpu", "--no-progress", "--max-images", "2", "--json", tmp_path / "a.json")
+    old = invoke("eval", "--run", run, "--device", "cpu", "--no-progress", "--max-images", "2",
+                 "--json", tmp_path / "b.json")
+    assert new.exit_code == 0 and old.exit_code == 0, text(new) + text(old)
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert a["miou"] == b["miou"] and a["num_images"] == 2
+    twice = invoke("eval", run, "--run", tmp_path / "other", "--device", "cpu")
+    assert twice.exit_code == 2 and "the run is given twice" in text(twice)
+    drawn = invoke("visualize", "weights", run, "--out", tmp_path / "w", "--num", "1", "--device", "cpu",
+                   "--no-progress")
+    assert drawn.exit_code == 0, text(drawn)
+    assert (tmp_path / "w" / "index.html").is_file()
+    missing = invoke("visualize", "weights", "--out", tmp_path / "w2")
+    assert missing.exit_code == 2 and "give the run folder: hrseg visualize weights RUN" in text(missing)
+    assert "--run" not in invoke("eval", "--help").output  # hidden: the positional RUN is the documented way
+
+
+def test_the_sliding_window_default_is_the_library_s(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """--slide without --window slides the training crop: decided by the library, the same for eval and export."""
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
+    from hrseg.export import load_model
+    from hrseg.inference.tta import InferenceOptions
+    from tests.cli_fixtures import tiny_run
+    from tests.data_fixtures import cached_synthetic_data
+
+    run = tiny_run(cached_synthetic_data(tmp_path_factory), tmp_path / "run")
+    opts = EvalOptions(device="cpu", show_progress=False, max_images=1, tta=InferenceOptions(slide=True))
+    _, path = evaluate_and_save(run, opts, tmp_path / "e.json")
+    import json
+
+    assert json.loads(path.read_text())["inference"]["window"] == [32, 16]  # TINY's crop
+    assert load_model(run).options(slide=True).window == (32, 16)
+    assert InferenceOptions(slide=True, window=(8, 8)).with_default_window((32, 16)).window == (8, 8)
+    assert InferenceOptions().with_default_window((32, 16)).window is None

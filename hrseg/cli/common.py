@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import typer
+from rich.markup import escape
 
 from hrseg.atomic import is_space_error, write_json
 from hrseg.console import console
@@ -99,7 +100,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except HrsegError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -227,3 +228,25 @@ def _show_flags_as_flags() -> None:
 
 
 _show_flags_as_flags()
+
+
+def run_argument(help_text: str = "Run folder.") -> Any:
+    """The run every command takes first, positionally (``hrseg eval RUN``)."""
+    return typer.Argument(None, help=help_text, show_default=False, metavar="RUN")
+
+
+def old_run_option() -> Any:
+    """``--run RUN``, the older spelling: still accepted, hidden from --help."""
+    return typer.Option(None, "--run", hidden=True)
+
+
+def the_run(positional: Optional[Path], option: Optional[Path], command: str,
+            required: bool = True) -> Optional[Path]:
+    """The run folder given either way; both (differing) or, when ``required``, neither is a one-line error."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise HrsegError(f"{command}: the run is given twice ({positional} and --run {option}); give it once")
+    run = positional if positional is not None else option
+    if run is None and required:
+        raise HrsegError(f"{command}: give the run folder: hrseg {command} RUN")
+    return run
+

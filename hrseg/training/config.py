@@ -25,6 +25,7 @@ from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
+from hrseg.training.value_checks import bounded, check_values
 from hrseg.typed import from_dict, to_jsonable
 
 
@@ -276,6 +277,7 @@ class TrainConfig:
             raise HrsegError(f"run.val_images: must be >= 1, got {self.run.val_images}")
         if self.run.seed < 0:
             raise HrsegError(f"run.seed: must be >= 0, got {self.run.seed}")
+        check_values(self)  # the rest: every float finite, GAN weights and betas, the seed's upper end
         return self
 
     def _validate_unlabelled(self) -> None:
@@ -367,7 +369,7 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 def _parse_value(text: str) -> Any:
     try:
-        return json.loads(text)
+        return bounded(lambda: json.loads(text), "--set")
     except ValueError:
         pass
     if "," in text:
@@ -383,9 +385,9 @@ def load_config_file(path: str | Path) -> TrainConfig:
     text = file.read_bytes()
     try:
         if file.suffix.lower() == ".toml":
-            data = toml.loads(text.decode("utf-8"))
+            data = bounded(lambda: toml.loads(text.decode("utf-8")), str(file))
         else:
-            data = json.loads(text)
+            data = bounded(lambda: json.loads(text), str(file))
     except (ValueError, UnicodeDecodeError) as exc:
         kind = "TOML" if file.suffix.lower() == ".toml" else "JSON"
         raise HrsegError(f"{file}: not valid {kind} ({str(exc).splitlines()[0]})") from None
