@@ -88,3 +88,33 @@ def test_every_command_takes_the_run_positionally_and_the_old_option_still_works
     missing = invoke("visualize", "weights", "--out", tmp_path / "w2")
     assert missing.exit_code == 2 and "give the run folder: hrseg visualize weights RUN" in text(missing)
     assert "--run" not in invoke("eval", "--help").output  # hidden: the positional RUN is the documented way
+
+
+def test_the_sliding_window_default_is_the_library_s(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """--slide without --window slides the training crop: decided by the library, the same for eval and export."""
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
+    from hrseg.export import load_model
+    from hrseg.inference.tta import InferenceOptions
+    from tests.cli_fixtures import tiny_run
+    from tests.data_fixtures import cached_synthetic_data
+
+    run = tiny_run(cached_synthetic_data(tmp_path_factory), tmp_path / "run")
+    opts = EvalOptions(device="cpu", show_progress=False, max_images=1, tta=InferenceOptions(slide=True))
+    _, path = evaluate_and_save(run, opts, tmp_path / "e.json")
+    import json
+
+    assert json.loads(path.read_text())["inference"]["window"] == [32, 16]  # TINY's crop
+    assert load_model(run).options(slide=True).window == (32, 16)
+    assert InferenceOptions(slide=True, window=(8, 8)).with_default_window((32, 16)).window == (8, 8)
+    assert InferenceOptions().with_default_window((32, 16)).window is None
+
+
+def test_width_errors_name_the_network_whose_width_it_is() -> None:
+    from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
+
+    for make, option in ((lambda: build_segmenter("fcn8s-vgg16", width=0.0), "--width"),
+                         (lambda: Generator(8, 8, width=0.0), "gan.width"),
+                         (lambda: Discriminator(19, width=0.0), "gan.width"),
+                         (lambda: HierarchicalWeighting("w1", width=0.0), "weighting.width")):
+        with pytest.raises(HrsegError, match=f"^{option}: must be"):
+            make()

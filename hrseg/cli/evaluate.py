@@ -3,6 +3,7 @@ or a folder of PNGs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -118,7 +119,7 @@ def eval_command(
     """
     from dataclasses import replace
 
-    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, report_dict, score_folder
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, score_folder
     from hrseg.inference.tta import InferenceOptions
 
     with user_errors():
@@ -138,11 +139,7 @@ def eval_command(
             emit_json(report.to_dict(), json_path)
             return
         assert run is not None
-        tta = replace(InferenceOptions(), **changes)
-        if tta.slide and tta.window is None:
-            from hrseg.training.rundir import RunDir
-
-            tta = replace(tta, window=tuple(RunDir(run).config().data.crop))
+        tta = replace(InferenceOptions(), **changes)  # --slide without --window: the library slides the crop
         opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
                            data=str(data) if data else None,
                            save_predictions=str(save_predictions) if save_predictions else None,
@@ -158,7 +155,7 @@ def eval_command(
             print_submission(full)
         console.print(f"wrote {path}", highlight=False)
         if json_path == "-":
-            emit_json(report_dict(full, opts), "-")
+            emit_json(json.loads(path.read_text()), "-")  # what was written, with the options the library resolved
         if isinstance(full, EvalReport) and full.predictions:
             from hrseg.evaluation.evaluate import official_check
             from hrseg.training.rundir import RunDir

@@ -152,6 +152,7 @@ class RunConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
     tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
     tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+    loggers: tuple[str, ...] = ()  # more experiment trackers (training/loggers.py: wandb, mlflow, tensorboard)
     val_every: int = 0  # score S on the target's val_split every N iterations and at the end (0: never)
     val_images: int | None = None  # validate on the first K images of the split only (None: all)
     val_split: str = "val"

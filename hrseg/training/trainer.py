@@ -33,11 +33,13 @@ from hrseg.training.objective import Objective, StepLosses
 from hrseg.data.dataset import prepared_size
 from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
+from hrseg.training.preflight import config_warnings
 from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.schemes import SCHEMES, StepPlan, check_scheme, plan
 from hrseg.training.selftrain import ema_update, make_teacher, teacher_momentum
 from hrseg.training.runlog import RunLog, describe
-from hrseg.training.tensorboard import WeightPicture, check_available
+from hrseg.training.loggers import check_loggers
+from hrseg.training.tensorboard import WeightPicture
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
@@ -59,6 +61,7 @@ class TrainResult:
     target_images: int = 0
     source_images: int = 0
     best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
+    parameters: dict[str, int] = field(default_factory=dict)  # per network
     stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,8 +78,7 @@ class Trainer:
         check_scheme(cfg)
         if not cfg.run.out:
             raise HrsegError("--out: a run directory is required")
-        if cfg.run.tensorboard:
-            check_available()  # a missing package stops the run before its folder is touched
+        check_loggers(cfg)  # an unknown logger or a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
         self.validator, self.best = validator, None
@@ -132,6 +134,8 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
             console.print("[yellow]--amp has no effect on the CPU; training in float32[/]")
+        for warning in config_warnings(cfg) if self.is_main else ():
+            console.print(f"[yellow]warning: {warning}[/]", highlight=False)
         if cfg.run.val_every and self.validator is None and self.is_main:
             console.print("[yellow]run.val_every is set but no validator was given: not validating "
                           "(hrseg.evaluation.validation.train_with_validation validates)[/]")
@@ -157,6 +161,10 @@ class Trainer:
         self.nets["segmenter"] = apply_bn(cfg, self.nets["segmenter"], warn=self.is_main)
         if SCHEMES[cfg.scheme].unlabelled == "self-training":  # a copy of S as it will train (after its bn mode)
             self.nets["teacher"] = make_teacher(self.nets["segmenter"])
+        self.param_counts = {k: sum(p.numel() for p in n.parameters()) for k, n in self.nets.items()}
+        if self.is_main:
+            console.print("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in self.param_counts.items()),
+                          highlight=False)
         self.opts = build_optimizers(cfg, self.nets)
         self.scheds = build_schedulers(cfg, self.opts)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -403,7 +411,8 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices), best=self.best, stopped_by=interrupt.signal_name,
+            source_images=len(self.data.source_indices), best=self.best, parameters=self.param_counts,
+            stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
