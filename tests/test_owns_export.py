@@ -99,3 +99,26 @@ def test_a_crafted_export_is_one_line_before_anything_is_allocated(  # case 15
     result = invoke("predict", crafted, img, "--out", tmp_path / "out", "--device", "cpu", "--no-progress")
     assert result.exit_code == 2, text(result)
     assert message in text(result) and "Traceback" not in result.output, text(result)
+
+
+def test_an_evaluation_names_what_it_scored_and_report_marks_an_old_one(  # case 5
+        run: Path, tmp_path: Path) -> None:
+    import json
+
+    assert invoke("eval", "--run", run, "--no-progress").exit_code == 0
+    ev = json.loads((run / "eval" / "val.json").read_text())
+    assert ev["checkpoint"].endswith("final.pt") and ev["iteration"] == 2
+    result = invoke("report", run, "--out", tmp_path / "rep")
+    assert result.exit_code == 0 and "not the run's result" not in text(result)
+    # an evaluation taken while the run was still training (of last.pt at iteration 1)
+    ev.update(checkpoint=str(run / "checkpoints" / "last.pt"), iteration=1)
+    (run / "eval" / "val.json").write_text(json.dumps(ev))
+    result = invoke("report", run, "--out", tmp_path / "rep")
+    assert result.exit_code == 0, text(result)
+    line = f"not the run's result: {run}: scored iteration 1, the run finished at 2; evaluate it again"
+    assert line in text(result), text(result)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Not the run's result:" in md and "scored iteration 1, the run finished at 2" in md
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["rows"][0]["stale"] == {str(run): line.split(f"{run}: ", 1)[1] + f" (hrseg eval {run} --split val)"}
+    assert invoke("eval", "--run", run, "--no-progress").exit_code == 0  # leave the fixture as it was
