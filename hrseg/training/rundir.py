@@ -51,6 +51,7 @@ class LoadedRun:
     weighting: nn.Module | None
     checkpoint: Path
     iteration: int
+    working_size: tuple[int, int] | None = None  # (W, H) the checkpoint says it works at (None: older one)
 
 
 class RunDir:
@@ -240,7 +241,7 @@ class RunDir:
             load_state(weighting, payload["models"]["weighting"], path, "weighting")
             weighting.to(device).eval()
         seg.to(device).eval()
-        return LoadedRun(cfg, seg, weighting, path, int(payload["iteration"]))
+        return LoadedRun(cfg, seg, weighting, path, int(payload["iteration"]), recorded_size(payload))
 
     # -- writing ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -358,6 +359,14 @@ class RunDir:
                 continue
         with atomic_path(path) as tmp:
             tmp.write_text("".join(k + "\n" for k in keep))
+
+
+def recorded_size(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """The working size a checkpoint recorded, when it is a valid (W, H); None for checkpoints from before."""
+    size = payload.get("working_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int and 0 < v <= 1 << 16 for v in size):
+        return int(size[0]), int(size[1])
+    return None
 
 
 def _same(a: TrainConfig, b: TrainConfig) -> bool:

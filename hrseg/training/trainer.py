@@ -30,6 +30,7 @@ from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
+from hrseg.data.dataset import prepared_size
 from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
 from hrseg.training.preflight import config_warnings
@@ -144,6 +145,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
+        # the size the model works at, as the data is now; a resumed run keeps the one it started with
+        self.working_size = (tuple(payload["working_size"]) if payload and payload.get("working_size")
+                             else prepared_size(cfg.data.data, cfg.data.target, ("val", cfg.data.target_split)))
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % (2**32))
         torch.manual_seed(cfg.run.seed)  # network initialisation: identical on every rank
@@ -215,6 +219,7 @@ class Trainer:
             "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes,
             "config": self.cfg.to_dict(),
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items()},
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
@@ -286,6 +291,7 @@ class Trainer:
         return {
             "iteration": self.iteration, "world_size": self.dist.world_size, "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes, "config": self.cfg.to_dict(), "kind": "snapshot",
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items() if k in keep},
         }
 
