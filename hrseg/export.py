@@ -37,7 +37,7 @@ from hrseg.inference.tta import InferenceOptions
 from hrseg.models import SEGMENTERS, build_segmenter
 from hrseg.ownership import check_replace, torch_owned
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from hrseg.training.checkpoint import load_checkpoint, verify_checkpoint
+from hrseg.training.checkpoint import load_checkpoint, load_refusal, verify_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.rundir import RunDir, recorded_size, check_checkpoint_fits, load_state, segmenter_key
 
@@ -174,7 +174,7 @@ def load_model(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise HrsegError(f"{path}: not a readable hrseg model ({type(exc).__name__}: {exc})") from None
+        raise HrsegError(f"{path}: not a readable hrseg model ({load_refusal(exc)})") from None
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt == CHECKPOINT_FORMAT:
         return _from_checkpoint(path, device, network)

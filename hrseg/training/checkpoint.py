@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,17 @@ def verify_checkpoint(path: Path) -> None:
         raise HrsegError(f"{path}: checkpoint is damaged (checksum mismatch in record {record})")
 
 
+def load_refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it unsafely."""
+    text = str(exc)
+    if "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects{what}, not only tensors and plain data; hrseg never unpickles those, "
+                "since that could run any code")
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing, damaged, foreign or corrupt file is a user error naming the file."""
     if not path.is_file():
@@ -124,7 +136,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise HrsegError(f"{path}: not a readable hrseg checkpoint ({type(exc).__name__}: {exc})") from None
+        raise HrsegError(f"{path}: not a readable hrseg checkpoint ({load_refusal(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HrsegError(f"{path}: not an hrseg checkpoint (expected format {FORMAT!r})")
     return payload

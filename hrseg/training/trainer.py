@@ -145,6 +145,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
+        self._check_crop()
         # the size the model works at, as the data is now; a resumed run keeps the one it started with
         self.working_size = (tuple(payload["working_size"]) if payload and payload.get("working_size")
                              else prepared_size(cfg.data.data, cfg.data.target, ("val", cfg.data.target_split)))
@@ -210,6 +211,16 @@ class Trainer:
         self.resumed = True
         self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
+
+    def _check_crop(self) -> None:
+        """A crop larger than the prepared images even at the largest scale would train on padding for minutes."""
+        cfg, hi = self.cfg, max(self.cfg.data.scale)
+        for dataset, split in ((cfg.data.source, cfg.data.source_split), (cfg.data.target, cfg.data.target_split)):
+            size = prepared_size(cfg.data.data, dataset, (split,))
+            if size is not None and (cfg.data.crop[0] > size[0] * hi or cfg.data.crop[1] > size[1] * hi):
+                raise HrsegError(f"data.crop {cfg.data.crop[0]}x{cfg.data.crop[1]}: larger than the prepared "
+                                 f"{dataset}/{split} images ({size[0]}x{size[1]}) even at the largest scale "
+                                 f"(x{hi:g}); choose a crop of at most {int(size[0] * hi)}x{int(size[1] * hi)}")
 
     def state(self) -> dict[str, Any]:
         """Everything exact resume needs, as one plain dict (weights_only-loadable)."""
