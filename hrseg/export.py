@@ -39,7 +39,8 @@ from hrseg.ownership import check_replace, torch_owned
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from hrseg.training.checkpoint import load_checkpoint, load_refusal, verify_checkpoint
 from hrseg.training.config import TrainConfig
-from hrseg.training.rundir import RunDir, recorded_size, check_checkpoint_fits, load_state, segmenter_key
+from hrseg.training.checkpoint import check_checkpoint_fits, load_state, recorded_size, segmenter_key
+from hrseg.training.rundir import RunDir
 
 FORMAT = "hrseg-model/1"
 Size = tuple[int, int]

@@ -31,7 +31,8 @@ from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
 from hrseg.data.dataset import prepared_size
-from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
+from hrseg.training.checkpoint import check_checkpoint_fits, load_state
+from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir
 from hrseg.training.sampling import mix_seed
 from hrseg.training.preflight import config_warnings
 from hrseg.training.resume import auto_resume_mode, history_entry
