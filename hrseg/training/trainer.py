@@ -30,7 +30,9 @@ from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
+from hrseg.data.dataset import prepared_size
+from hrseg.training.checkpoint import check_checkpoint_fits, load_state
+from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir
 from hrseg.training.sampling import mix_seed
 from hrseg.training.preflight import config_warnings
 from hrseg.training.resume import auto_resume_mode, history_entry
@@ -144,6 +146,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
+        self._check_crop()
+        # the size the model works at, as the data is now; a resumed run keeps the one it started with
+        self.working_size = (tuple(payload["working_size"]) if payload and payload.get("working_size")
+                             else prepared_size(cfg.data.data, cfg.data.target, ("val", cfg.data.target_split)))
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % (2**32))
         torch.manual_seed(cfg.run.seed)  # network initialisation: identical on every rank
@@ -207,6 +213,16 @@ class Trainer:
         self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
+    def _check_crop(self) -> None:
+        """A crop larger than the prepared images even at the largest scale would train on padding for minutes."""
+        cfg, hi = self.cfg, max(self.cfg.data.scale)
+        for dataset, split in ((cfg.data.source, cfg.data.source_split), (cfg.data.target, cfg.data.target_split)):
+            size = prepared_size(cfg.data.data, dataset, (split,))
+            if size is not None and (cfg.data.crop[0] > size[0] * hi or cfg.data.crop[1] > size[1] * hi):
+                raise HrsegError(f"data.crop {cfg.data.crop[0]}x{cfg.data.crop[1]}: larger than the prepared "
+                                 f"{dataset}/{split} images ({size[0]}x{size[1]}) even at the largest scale "
+                                 f"(x{hi:g}); choose a crop of at most {int(size[0] * hi)}x{int(size[1] * hi)}")
+
     def state(self) -> dict[str, Any]:
         """Everything exact resume needs, as one plain dict (weights_only-loadable)."""
         return {
@@ -215,6 +231,7 @@ class Trainer:
             "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes,
             "config": self.cfg.to_dict(),
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items()},
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
@@ -286,6 +303,7 @@ class Trainer:
         return {
             "iteration": self.iteration, "world_size": self.dist.world_size, "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes, "config": self.cfg.to_dict(), "kind": "snapshot",
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items() if k in keep},
         }
 
