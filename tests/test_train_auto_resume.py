@@ -81,7 +81,7 @@ def test_auto_resume_on_the_command_line(data: Path, tmp_path: Path) -> None:
     assert first.exit_code == 0, text(first)
     assert invoke(*args, "--iters", "2").exit_code == 0  # finished: says so, trains nothing
     other = invoke(*args, "--iters", "4")
-    assert other.exit_code == 2 and "holds a run with another config (differs in optim.iters)" in text(other)
+    assert other.exit_code == 2 and "holds a run with another config (differs in --iters)" in text(other)
 
 
 @pytest.mark.parametrize("mode", ["stretch", "restart"])

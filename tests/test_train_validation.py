@@ -116,7 +116,7 @@ def test_sharded_validation_sums_to_the_whole_split(data: Path, tmp_path: Path) 
 def test_validation_settings_are_checked(data: Path, tmp_path: Path) -> None:
     from hrseg.errors import HrsegError
 
-    with pytest.raises(HrsegError, match="--val-every"):
+    with pytest.raises(HrsegError, match="run.val_every"):
         cfg_for(data, tmp_path / "r", **{"run.val_every": -1}).validate()
     with pytest.raises(HrsegError, match="val_split"):
         SplitValidator(cfg_for(data, tmp_path / "r", **{"run.val_every": 1, "run.val_split": "nosuch"}).resolved())

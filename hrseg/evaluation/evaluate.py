@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -195,9 +195,11 @@ class SubmissionReport:
     colour: str | None = None
     run: str | None = None
     checkpoint: str | None = None
+    iteration: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "submission", "run": self.run, "checkpoint": self.checkpoint, "dataset": self.dataset,
+        return {"kind": "submission", "run": self.run, "checkpoint": self.checkpoint, "iteration": self.iteration,
+                "dataset": self.dataset,
                 "split": self.split, "num_images": self.num_images, "predictions": self.predictions,
                 "zip": self.zip, "colour": self.colour}
 
@@ -295,7 +297,7 @@ Report = EvalReport | WeightingReport | SubmissionReport
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Report:
     """Evaluate a run directory: segmentation on a target split, weighting quality on ``source``,
     or, for a split without labels (Cityscapes test), a submission written to ``save_predictions``."""
-    opts = (options or EvalOptions()).validate()
+    opts = _run_window(run_dir, options or EvalOptions()).validate()
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     run = RunDir(run_dir)
@@ -340,6 +342,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
                                     tta=opts.tta, amp_dtype=amp_dtype)
     report.run = str(run)
     report.checkpoint = str(loaded.checkpoint)
+    report.iteration = loaded.iteration  # what was scored, so a report can tell an evaluation of a running run
     return report
 
 
@@ -362,10 +365,17 @@ def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
     return path if options.model == "student" else path.with_name(f"{path.stem}-{options.model}.json")
 
 
+def _run_window(run_dir: str | Path, opts: EvalOptions) -> EvalOptions:
+    """``--slide`` without a window slides the run's training crop."""
+    if not (opts.tta.slide and opts.tta.window is None):
+        return opts
+    return replace(opts, tta=opts.tta.with_default_window(RunDir(run_dir).config().data.crop))
+
+
 def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,
                       json_path: str | Path | None = None) -> tuple[Report, Path]:
     """``evaluate_run``, then the report written (atomically) where reports look for it, or to ``json_path``."""
-    opts = options or EvalOptions()
+    opts = _run_window(run_dir, options or EvalOptions())
     report = evaluate_run(run_dir, opts)
     path = Path(json_path) if json_path is not None else default_json_path(run_dir, opts)
     write_json(path, report_dict(report, opts))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,6 +35,7 @@ from hrseg.data.resize import RESIZE_MODES
 from hrseg.errors import HrsegError
 from hrseg.models.registry import logits_of
 
+MIN_WINDOW = 8  # the smallest sliding window, as the smallest training crop
 ALIGN_CORNERS = False  # the evaluation's rule for every bilinear resize of logits
 
 Segmenter = Callable[[torch.Tensor], Any]
@@ -72,6 +73,9 @@ class InferenceOptions:
             raise HrsegError("--slide: needs --window WIDTHxHEIGHT (e.g. the training crop size)")
         if self.window is not None and (len(self.window) != 2 or min(self.window) < 1):
             raise HrsegError(f"--window: expected a positive WIDTHxHEIGHT, got {self.window}")
+        if self.slide and self.window is not None and min(self.window) < MIN_WINDOW:
+            raise HrsegError(f"--window {self.window[0]}x{self.window[1]}: both sides must be >= {MIN_WINDOW} pixels "
+                             "(a smaller window means a forward pass for every few pixels)")
         if not 0.0 <= self.overlap < 1.0:
             raise HrsegError(f"--overlap: must be in [0, 1), got {self.overlap}")
         if not self.scales:
@@ -81,6 +85,13 @@ class InferenceOptions:
             raise HrsegError(f"--scales: every scale must be a positive number, got {bad[0]}")
         if len(set(self.scales)) != len(self.scales):
             raise HrsegError(f"--scales: a scale is listed twice in {list(self.scales)}")
+        return self
+
+    def with_default_window(self, crop: Size | Sequence[int] | None) -> "InferenceOptions":
+        """``--slide`` without ``--window`` slides the training crop (what the model learnt on): the one rule
+        evaluation, prediction and exported models share."""
+        if self.slide and self.window is None and crop is not None:
+            return replace(self, window=(int(crop[0]), int(crop[1])))
         return self
 
     @property
