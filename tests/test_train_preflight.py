@@ -93,3 +93,14 @@ def test_the_run_prints_its_parameter_counts(data: Path, tmp_path: Path) -> None
                  "--crop", "32x16", "--iters", "1", "--target-images", "2", "--device", "cpu", "--no-progress")
     assert out.exit_code == 0, text(out)
     assert "parameters: segmenter " in out.output and "warning: " not in out.output
+
+
+def test_print_config_of_a_continued_run(data: Path, tmp_path: Path) -> None:
+    run = tiny_run(data, tmp_path / "run")
+    printed = invoke("train", "--resume", run, "--iters", "5", "--extend", "restart", "--print-config")
+    assert printed.exit_code == 0, text(printed)
+    sources = _values(printed.stdout)
+    assert sources["optim.iters"] == "flag" and sources["optim.restarts"] == "--extend restart"
+    assert sources["optim.lr"] == f"run {run}"
+    assert "iters = 5  # flag" in printed.stdout and "restarts = [2]  # --extend restart" in printed.stdout
+    assert json.loads((run / "config.json").read_text())["optim"]["iters"] == 2  # printed, not applied

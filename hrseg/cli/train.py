@@ -26,7 +26,7 @@ from hrseg.registry import Registry
 from hrseg.training.config import OptimConfig, TrainConfig, parse_set
 from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.preflight import config_sources, config_toml, config_warnings
-from hrseg.training.resume import EXTEND_MODES, SettingFixed, continue_config, flatten
+from hrseg.training.resume import EXTEND_MODES, SettingFixed, continue_config, differences, flatten
 from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
@@ -238,6 +238,7 @@ def register(app: typer.Typer) -> None:
                              if key in exc.keys and given[name] is not None]
                     raise HrsegError(f"{exc} (got {', '.join(named or exc.keys)})") from None
                 sources = {k: f"run {resume}" for k in flatten(cfg.to_dict())}
+                sources.update({k: f"--extend {_value(extend)}" for k in differences(RunDir(resume).config(), cfg)})
                 sources.update({k: "flag" for k in changes})
             else:
                 if resume_from != "last.pt":
