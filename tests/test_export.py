@@ -47,7 +47,7 @@ def test_export_writes_weights_and_what_is_needed_to_use_them(run: Path, tmp_pat
     assert payload["mean"] == [0.485, 0.456, 0.406] and payload["std"] == [0.229, 0.224, 0.225]
     assert payload["size"] == [32, 16] and payload["crop"] == [32, 16] and payload["dtype"] == "float32"
     assert payload["config"] == cfg.to_dict() and payload["iteration"] == 2 and payload["scheme"] == "w19"
-    loaded = RunDir(run).load_for_inference()
+    loaded = load_model(run)
     state = loaded.segmenter.state_dict()
     assert payload["state_dict"].keys() == state.keys()
     assert all(torch.equal(payload["state_dict"][k], v) for k, v in state.items())
@@ -66,6 +66,9 @@ def test_exported_model_predicts_like_the_run_and_half_is_half(run: Path, tmp_pa
     from_run, from_file, from_half = load_model(run), load_model(tmp_path / "m32.pt"), load_model(tmp_path / "m16.pt")
     assert from_file.kind == "export" and from_file.size == from_run.size == (32, 16)
     assert from_file.crop == (32, 16) and from_file.iteration == 2
+    # one return type: a run brings its typed config and W (eval, visualize), an export the segmenter only
+    assert from_run.cfg == RunDir(run).config() and from_run.weighting is not None and not from_run.weighting.training
+    assert from_run.recorded_size == (32, 16) and from_file.cfg is None and from_file.weighting is None
     assert torch.equal(_logits(from_file.segmenter), _logits(from_run.segmenter))
     reference = _logits(from_run.segmenter)
     assert torch.allclose(_logits(from_half.segmenter), reference, atol=1e-2 * reference.abs().max().item())
@@ -81,6 +84,7 @@ def test_a_checkpoint_file_on_its_own_loads_too(run: Path, tmp_path: Path) -> No
     shutil.copy(run / "checkpoints" / "final.pt", copy)
     model = load_model(copy)
     assert model.kind == "checkpoint" and model.size == (32, 16) and model.iteration == 2
+    assert model.cfg is not None and model.cfg.scheme == "w19" and model.weighting is not None
     assert torch.equal(_logits(model.segmenter), _logits(load_model(run).segmenter))
 
 

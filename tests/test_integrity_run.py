@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from hrseg.cli.main import app
 from hrseg.errors import HrsegError
 from hrseg.training.config import TrainConfig, override
+from hrseg.loader import load_model
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
@@ -85,7 +86,7 @@ def test_truncated_checkpoint_is_named(data: Path, tmp_path: Path) -> None:
     final = run / "checkpoints" / "final.pt"
     final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])
     with pytest.raises(HrsegError, match="final.pt: not a readable hrseg checkpoint .damaged or truncated"):
-        RunDir(run).load_for_inference()
+        load_model(run)
 
 
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(

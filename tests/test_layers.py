@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("hrseg.models",)),
     ("inference", ("hrseg.inference",)),
     ("training", ("hrseg.training",)),
+    ("loader", ("hrseg.loader",)),
     ("evaluation", ("hrseg.evaluation",)),
     ("visualization", ("hrseg.visualization",)),
     ("application", ("hrseg.export", "hrseg.reporting", "hrseg.quickstart")),

@@ -24,6 +24,7 @@ from hrseg.training import distributed as ddp
 from hrseg.training.build import apply_bn, build_networks, build_optimizers
 from hrseg.training.config import TrainConfig, override
 from hrseg.training.presets import PRESET_BUDGETS, PRESETS, build_config
+from hrseg.loader import load_model
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import Trainer, train
 from tests.data_fixtures import cached_synthetic_data
@@ -110,7 +111,7 @@ def test_frozen_keeps_the_backbone_statistics_and_affine_while_the_head_batch_no
     final = torch.load(run / "checkpoints" / "final.pt", weights_only=True)["models"]["segmenter"]
     for key, value in backbone_before.items():
         assert torch.equal(final[f"backbone.{key}"], value), key
-    loaded = RunDir(run).load_for_inference()
+    loaded = load_model(run)
     bn1 = loaded.segmenter.backbone.bn1
     assert type(bn1) is nn.BatchNorm2d and torch.equal(bn1.running_var, backbone_before["bn1.running_var"])
 

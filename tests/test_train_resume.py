@@ -15,6 +15,7 @@ import torch
 from hrseg.errors import HrsegError
 from hrseg.training import losses
 from hrseg.training.config import TrainConfig, override
+from hrseg.loader import load_model
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import Trainer, train
 from tests.data_fixtures import cached_synthetic_data, copy_data, make_synthetic_data
@@ -164,30 +165,30 @@ def test_resume_needs_a_checkpoint_and_an_unfinished_run(data: Path, tmp_path: P
         train(RunDir(run).config(), resume=True)
 
 
-def test_load_for_inference_refuses_foreign_or_missing_checkpoints(data: Path, tmp_path: Path) -> None:
+def test_load_model_refuses_foreign_or_missing_checkpoints(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(cfg_for(data, run, scheme="w1", **{"optim.iters": 2}))
-    loaded = RunDir(run).load_for_inference("last.pt")
+    loaded = load_model(run, checkpoint="last.pt")
     assert loaded.iteration == 2 and loaded.weighting is not None and not loaded.weighting.training
 
     config = json.loads((run / "config.json").read_text())
     config["model"]["arch"] = "pspnet-r50"
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="checkpoint is for 'fcn8s-vgg16', the run uses 'pspnet-r50'"):
-        RunDir(run).load_for_inference()
+        load_model(run)
     config["model"].update(arch="fcn8s-vgg16", num_classes=13)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="checkpoint has 19 classes, the run has 13"):
-        RunDir(run).load_for_inference()
+        load_model(run)
     config["model"].update(num_classes=19, width=0.125)
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(HrsegError, match="segmenter weights do not fit"):
-        RunDir(run).load_for_inference()
+        load_model(run)
 
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(HrsegError, match="has no checkpoint"):
-        RunDir(run).load_for_inference()
+        load_model(run)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "final.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(HrsegError, match="final.pt: not a readable hrseg checkpoint"):
-        RunDir(run).load_for_inference()
+        load_model(run)

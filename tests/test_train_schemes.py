@@ -13,6 +13,7 @@ from hrseg.training.config import TrainConfig, override
 from hrseg.training.presets import PRESETS, quick_config
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.sampling import road_share
+from hrseg.loader import load_model
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import train
 from tests.data_fixtures import cached_synthetic_data
@@ -42,7 +43,7 @@ def _check_run(run: Path, cfg: TrainConfig) -> list[dict]:
     payload = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
     assert payload["iteration"] == cfg.optim.iters
     assert json.loads((run / "config.json").read_text()) == cfg.resolved().to_dict()
-    loaded = RunDir(run).load_for_inference()
+    loaded = load_model(run)
     assert not loaded.segmenter.training
     with torch.no_grad():
         out = loaded.segmenter(torch.zeros(1, 3, 32, 64))

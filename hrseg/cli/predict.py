@@ -93,7 +93,7 @@ def predict_command(
     """
     import torch
 
-    from hrseg.export import load_model
+    from hrseg.loader import load_model
     from hrseg.inference import OutputSpec, predict
     from hrseg.inference.sources import MAX_PIXELS
     from hrseg.device import resolve_device

@@ -38,6 +38,7 @@ from hrseg.evaluation.weighting import weighting_quality
 from hrseg.inference.submission import SubmissionWriter
 from hrseg.models.common import eval_mode
 from hrseg.inference.tta import InferenceOptions, predict_train_ids
+from hrseg.loader import load_model
 from hrseg.training.rundir import RunDir
 
 SOURCE = "source"
@@ -303,8 +304,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
     run = RunDir(run_dir)
     device = resolve_device(opts.device)
     amp_dtype = resolve_amp(device, opts.amp)
-    loaded = run.load_for_inference(opts.checkpoint, device=str(device), model=opts.model)
-    cfg = loaded.config
+    loaded = load_model(run, checkpoint=opts.checkpoint, device=str(device), network=opts.model)
+    cfg = loaded.cfg
+    assert cfg is not None  # a run folder always has its config
     data = opts.data or cfg.data.data
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
     batch_size = opts.batch_size or 2

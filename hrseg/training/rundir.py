@@ -1,4 +1,4 @@
-"""The run folder: the one place that knows its layout, who owns it, and how to load a model from it.
+"""The run folder: the one place that knows its layout and who owns it (models load with :func:`hrseg.loader.load_model`).
 
 ```
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
@@ -25,34 +25,17 @@ import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
-
-import torch
-from torch import nn
 
 from hrseg.atomic import atomic_path, remove_temps, write_json
 from hrseg.errors import HrsegError
 from hrseg.locking import LOCK_NAME, folder_lock
-from hrseg.training.build import build_segmenter_of, build_weighting
-from hrseg.training.checkpoint import (  # noqa: F401 - compatibility lives in checkpoint.py; kept importable here
-    INFERENCE_MODELS, check_checkpoint_fits, load_checkpoint, load_state, recorded_size, segmenter_key)
+from hrseg.training.checkpoint import load_checkpoint
 from hrseg.training.config import TrainConfig
 
 FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
 BEST = "best.pt"  # weights of the best validation so far (with --val-every)
-
-@dataclass
-class LoadedRun:
-    """A run's networks in eval mode, ready for inference."""
-
-    config: TrainConfig
-    segmenter: nn.Module
-    weighting: nn.Module | None
-    checkpoint: Path
-    iteration: int
-    working_size: tuple[int, int] | None = None  # (W, H) the checkpoint says it works at (None: older one)
 
 
 class RunDir:
@@ -221,28 +204,6 @@ class RunDir:
         if payload.get("kind") == "snapshot":
             raise HrsegError(f"{path}: a weights-only snapshot cannot resume a run exactly; use last.pt or previous.pt")
         return path, payload
-
-    def load_for_inference(self, checkpoint: str | os.PathLike[str] | None = None,
-                           device: str | torch.device = "cpu", model: str = "student") -> LoadedRun:
-        """The run's segmenter and weighting network (eval mode) from a checkpoint.
-
-        ``model="teacher"`` loads a self-training run's mean teacher as the segmenter.
-        A checkpoint of another architecture, width or class count than the run's config is refused.
-        """
-        cfg = self.config()
-        path = self.resolve_checkpoint(checkpoint)
-        payload = load_checkpoint(path, map_location="cpu")
-        check_checkpoint_fits(payload, cfg, path)
-        seg = build_segmenter_of(cfg, pretrained="none")
-        key = segmenter_key(payload, model, path)
-        load_state(seg, payload["models"].get(key), path, key)
-        weighting = None
-        if "weighting" in payload["models"]:
-            weighting = build_weighting(cfg)
-            load_state(weighting, payload["models"]["weighting"], path, "weighting")
-            weighting.to(device).eval()
-        seg.to(device).eval()
-        return LoadedRun(cfg, seg, weighting, path, int(payload["iteration"]), recorded_size(payload))
 
     # -- writing ------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -27,7 +27,8 @@ from hrseg.evaluation.predictions import relative_stem
 from hrseg.evaluation.weighting import weight_maps
 from hrseg.models import logits_of
 from hrseg.device import resolve_device
-from hrseg.training.rundir import LoadedRun, RunDir
+from hrseg.loader import LoadedModel, load_model
+from hrseg.training.rundir import RunDir
 from hrseg.visualization.gallery import GalleryItem, Metric, write_gallery
 from hrseg.visualization.panels import class_weight_panel, prediction_panel, weight_panel
 
@@ -137,10 +138,11 @@ def _stack(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 
 
 def _open(run_dir: Path, opts: VisualizeOptions,
-          fields: tuple[str, ...]) -> tuple[LoadedRun, ShardDataset, torch.device]:
+          fields: tuple[str, ...]) -> tuple[LoadedModel, ShardDataset, torch.device]:
     device = resolve_device(opts.device)
-    loaded = RunDir(run_dir).load_for_inference(opts.checkpoint, device=str(device))
-    cfg = loaded.config
+    loaded = load_model(RunDir(run_dir), checkpoint=opts.checkpoint, device=str(device))
+    cfg = loaded.cfg
+    assert cfg is not None  # a run folder always has its config
     dataset, split = resolve_split(opts.split, cfg.data.source, cfg.data.source_split, cfg.data.target)
     probe = open_split(opts.data or cfg.data.data, dataset, split, fields=("label",))
     wanted = tuple(f for f in fields if f != "realism" or probe.manifest.has_realism)
@@ -165,7 +167,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
     run = Path(run_dir)
     loaded, ds, device = _open(run, opts, ("image", "label", "realism", "name"))
     if loaded.weighting is None:
-        raise HrsegError(f"{run}: scheme {loaded.config.scheme!r} has no weighting network to visualise; "
+        raise HrsegError(f"{run}: scheme {loaded.cfg.scheme!r} has no weighting network to visualise; "
                          "use a w1 or w19 run (or hrseg visualize predictions)")
     out = ensure_dir(opts.out)
     files = _file_names(ds)
@@ -175,11 +177,11 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
     items: list[GalleryItem] = []
     with progress(disable=not opts.show_progress) as bar:
         task = bar.add_task("weight panels", total=len(ds), rate="")
-        for batch in DataLoader(ds, batch_size=opts.batch_size or loaded.config.data.batch_size, shuffle=False):
+        for batch in DataLoader(ds, batch_size=opts.batch_size or loaded.cfg.data.batch_size, shuffle=False):
             labels = batch["label"].to(device)
             present = tuple(int(c) for c in torch.unique(labels) if int(c) != IGNORE_INDEX) if per_class else ()
             maps = weight_maps(loaded.segmenter, loaded.weighting, batch["image"].to(device), labels,
-                               loaded.config.weighting.input, per_class=present)
+                               loaded.cfg.weighting.input, per_class=present)
             for b, name in enumerate(batch["name"]):
                 label = batch["label"][b].numpy()
                 realism = batch["realism"][b].numpy() if "realism" in batch else None
@@ -187,7 +189,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
                 panel = weight_panel(
                     _image_rgb(batch["image"][b]), label, maps.prediction[b].cpu().numpy().astype(np.uint8),
                     {k: v[b].float().cpu().numpy() for k, v in maps.levels.items()}, weight,
-                    realism=realism, title=f"{name}  ({loaded.config.scheme}, iteration {loaded.iteration})",
+                    realism=realism, title=f"{name}  ({loaded.cfg.scheme}, iteration {loaded.iteration})",
                 )
                 if per_class:
                     mine = [c for c in present if (label == c).any()]
@@ -223,7 +225,7 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
             for b, name in enumerate(batch["name"]):
                 gt = batch["label"][b].numpy()
                 panel = prediction_panel(_image_rgb(batch["image"][b]), gt, preds[b],
-                                         title=f"{name}  ({loaded.config.scheme}, iteration {loaded.iteration})")
+                                         title=f"{name}  ({loaded.cfg.scheme}, iteration {loaded.iteration})")
                 path = out / files[name]
                 write_png(path, panel)
                 panels.append(path)
@@ -233,8 +235,9 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
     return Gallery(index=index, panels=panels, items=items)
 
 
-def _summary(run: Path, loaded: LoadedRun, ds: ShardDataset) -> dict[str, str]:
-    cfg = loaded.config
+def _summary(run: Path, loaded: LoadedModel, ds: ShardDataset) -> dict[str, str]:
+    cfg = loaded.cfg
+    assert cfg is not None
     return {
         "run": str(run),
         "scheme": cfg.scheme,
