@@ -50,7 +50,7 @@ def test_a_crop_larger_than_the_data_and_a_tiny_window_are_refused(  # minor cas
     args = [a if a != "32x16" else "4096x4096" for a in SMALL]
     result = invoke("train", "--scheme", "target-only", "--data", data, "--out", tmp_path / "r", *args)
     assert result.exit_code == 2, text(result)
-    assert "crop 4096x4096: larger than the prepared" in text(result) and "Traceback" not in result.output
+    assert "crop 4096x4096: more than 4 times the prepared" in text(result) and "Traceback" not in result.output
     from hrseg.errors import HrsegError
     from hrseg.inference.tta import InferenceOptions
 

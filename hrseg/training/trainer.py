@@ -48,6 +48,10 @@ class NonFiniteLoss(HrsegError):
     """A loss term became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
+#: a crop side may exceed the (largest-scale) image side by this factor; beyond, the crops are mostly padding
+MAX_CROP_RATIO = 4
+
+
 @dataclass
 class TrainResult:
     run_dir: str
@@ -214,14 +218,15 @@ class Trainer:
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
     def _check_crop(self) -> None:
-        """A crop larger than the prepared images even at the largest scale would train on padding for minutes."""
+        """A crop many times the prepared images (even at the largest scale) trains on padding for minutes."""
         cfg, hi = self.cfg, max(self.cfg.data.scale)
         for dataset, split in ((cfg.data.source, cfg.data.source_split), (cfg.data.target, cfg.data.target_split)):
             size = prepared_size(cfg.data.data, dataset, (split,))
-            if size is not None and (cfg.data.crop[0] > size[0] * hi or cfg.data.crop[1] > size[1] * hi):
-                raise HrsegError(f"data.crop {cfg.data.crop[0]}x{cfg.data.crop[1]}: larger than the prepared "
-                                 f"{dataset}/{split} images ({size[0]}x{size[1]}) even at the largest scale "
-                                 f"(x{hi:g}); choose a crop of at most {int(size[0] * hi)}x{int(size[1] * hi)}")
+            limit = None if size is None else (int(size[0] * hi * MAX_CROP_RATIO), int(size[1] * hi * MAX_CROP_RATIO))
+            if limit is not None and (cfg.data.crop[0] > limit[0] or cfg.data.crop[1] > limit[1]):
+                raise HrsegError(f"data.crop {cfg.data.crop[0]}x{cfg.data.crop[1]}: more than {MAX_CROP_RATIO} times "
+                                 f"the prepared {dataset}/{split} images ({size[0]}x{size[1]}, x{hi:g} at the "
+                                 f"largest scale): mostly padding; choose a crop of at most {limit[0]}x{limit[1]}")
 
     def state(self) -> dict[str, Any]:
         """Everything exact resume needs, as one plain dict (weights_only-loadable)."""
