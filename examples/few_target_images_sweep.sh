@@ -32,7 +32,7 @@ for n in $COUNTS; do
             if [ ! -f "$run/summary.json" ]; then
                 hrseg train "${BUDGET[@]}" --scheme "$scheme" --data "$DATA" --out "$run" --seed "$seed" "${few[@]}"
             fi
-            [ -f "$run/eval/val.json" ] || hrseg eval --run "$run" --split val
+            [ -f "$run/eval/val.json" ] || hrseg eval "$run" --split val
             runs+=("$run")
         done
     done

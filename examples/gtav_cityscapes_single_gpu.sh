@@ -30,17 +30,17 @@ done
 # 3. Evaluate at full label resolution (2048x1024), saving official-format predictions
 #    for the w19 run and checking them with the official Cityscapes script.
 for preset in baseline1-target-only joint w1 w19; do
-    hrseg eval --run "$OUT/runs/$preset-s$SEED" --split val --device cuda
+    hrseg eval "$OUT/runs/$preset-s$SEED" --split val --device cuda
 done
-hrseg eval --run "$OUT/runs/w19-s$SEED" --split val --device cuda --save-predictions "$OUT/pred-w19" --colour
+hrseg eval "$OUT/runs/w19-s$SEED" --split val --device cuda --save-predictions "$OUT/pred-w19" --colour
 if command -v csEvalPixelLevelSemanticLabeling >/dev/null; then
     CITYSCAPES_DATASET="$CITYSCAPES" CITYSCAPES_RESULTS="$OUT/pred-w19/labelIds" csEvalPixelLevelSemanticLabeling
 fi
 
 # 4. Look at what the weighting networks select (real GTAV has no realism mask,
 #    so only the pictures, not the AUC, are available here).
-hrseg visualize weights --run "$OUT/runs/w19-s$SEED" --out "$OUT/weights-w19" --num 16
-hrseg visualize predictions --run "$OUT/runs/w19-s$SEED" --out "$OUT/pred-panels-w19" --num 16
+hrseg visualize weights "$OUT/runs/w19-s$SEED" --out "$OUT/weights-w19" --num 16
+hrseg visualize predictions "$OUT/runs/w19-s$SEED" --out "$OUT/pred-panels-w19" --num 16
 
 # 5. One Table-1 style comparison (Markdown + JSON in $OUT/report).
 hrseg report "$OUT"/runs/*-s"$SEED" --out "$OUT/report"

@@ -18,11 +18,11 @@ for preset in baseline1-target-only joint w1 w19 baseline2-target-only pspnet-w1
     torchrun --standalone --nproc_per_node="$NGPU" -m hrseg train --preset "$preset" \
         --data "$DATA" --out "$OUT/runs/$preset-s$SEED" --seed "$SEED" --workers 4
     # evaluation is cheap: one process is enough
-    hrseg eval --run "$OUT/runs/$preset-s$SEED" --split val --device cuda
+    hrseg eval "$OUT/runs/$preset-s$SEED" --split val --device cuda
 done
 
 # An interrupted run continues exactly where it stopped:
 #   torchrun --standalone --nproc_per_node="$NGPU" -m hrseg train --resume "$OUT/runs/w19-s$SEED"
 
-hrseg visualize weights --run "$OUT/runs/w19-s$SEED" --out "$OUT/weights-w19" --num 16
+hrseg visualize weights "$OUT/runs/w19-s$SEED" --out "$OUT/weights-w19" --num 16
 hrseg report "$OUT"/runs/*-s"$SEED" --out "$OUT/report"

@@ -32,6 +32,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     try:
         yield tmp
         os.replace(tmp, final)
+        if tmp.exists():  # rename(2) does nothing when both names are already one file: drop the extra name
+            tmp.unlink()
     except OSError as exc:
         full = exc.errno in SPACE_ERRORS
         tmp.unlink(missing_ok=True)
@@ -47,6 +49,22 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Path
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries killed writes left in ``folder`` (``.NAME.XXXX[.suffix].tmp``); returns them.
+
+    Only for folders a caller owns and holds the lock of: nobody else can be writing there.
+    """
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 def is_space_error(exc: BaseException) -> bool:

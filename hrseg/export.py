@@ -63,10 +63,7 @@ class LoadedModel:
 
     def options(self, **changes: Any) -> InferenceOptions:
         """Test-time options with this model's working size (``size=None`` in ``changes``: native size)."""
-        opts = replace(InferenceOptions(size=self.size), **changes)
-        if opts.slide and opts.window is None and self.crop is not None:
-            opts = replace(opts, window=self.crop)
-        return opts.validate()
+        return replace(InferenceOptions(size=self.size), **changes).with_default_window(self.crop).validate()
 
     def describe(self) -> dict[str, Any]:
         return {"model": str(self.source), "kind": self.kind, "checkpoint": str(self.checkpoint),

@@ -59,6 +59,19 @@ def text_owned(mark: str) -> Owned:
     return owned
 
 
+#: the tag every HTML page hrseg writes carries in its head
+HTML_MARK = '<meta name="generator" content="hrseg">'
+
+
+def html_owned(path: Path) -> bool:
+    """An HTML page hrseg wrote (its head holds :data:`HTML_MARK`)."""
+    try:
+        with path.open("rb") as f:
+            return HTML_MARK.encode() in f.read(8192)
+    except OSError:
+        return False
+
+
 def torch_owned(fmt: str) -> Owned:
     """A test for torch files whose pickled dict holds ``"format": fmt`` (found without unpickling)."""
     needle = fmt.encode()

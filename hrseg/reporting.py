@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hrseg.atomic import atomic_path, write_json
+from hrseg.ownership import check_replace, json_mark, json_owned, text_owned
 from hrseg.errors import HrsegError
 from hrseg.models import LEVELS, SEGMENTERS
 from hrseg.models.weighting import INPUTS, WeightingConfig
@@ -43,6 +44,7 @@ class RunResult:
     weight_realistic: float | None = None
     weight_deviating: float | None = None
     level_auc: dict[str, float] = field(default_factory=dict)  # per level (pixel, region, image)
+    checkpoint: str = "?"  # the checkpoint the evaluation scored (final.pt, best.pt, iter_XXXXXX.pt, ...)
     iou: dict[str, float | None] = field(default_factory=dict)  # per class, as the evaluation wrote it
 
     @property
@@ -98,6 +100,11 @@ class ReportRow:
     def auc(self) -> float | None:
         return self._mean_of("auc")
 
+    @property
+    def checkpoint(self) -> str:
+        """The checkpoint(s) the row's evaluations scored, e.g. ``final.pt`` or ``best.pt``."""
+        return ", ".join(sorted({r.checkpoint for r in self.runs}))
+
     def weight_means(self) -> tuple[float | None, float | None]:
         return self._mean_of("weight_realistic"), self._mean_of("weight_deviating")
 
@@ -133,6 +140,7 @@ class ReportRow:
             "weight_realistic": self._mean_of("weight_realistic"),
             "weight_deviating": self._mean_of("weight_deviating"),
             "runs": [r.path for r in self.runs],
+            "checkpoints": [r.checkpoint for r in self.runs],
         }
 
 
@@ -140,10 +148,12 @@ class ReportRow:
 class Report:
     rows: list[ReportRow]
     split: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (run, why) of runs left out
 
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "metric": "mIoU (fraction; the tables show percent)",
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows],
+                "skipped": [{"run": run, "reason": why} for run, why in self.skipped]}
 
     @property
     def has_oracle(self) -> bool:
@@ -155,7 +165,10 @@ class Report:
 
     def markdown(self) -> str:
         has_auc = any(r.auc is not None for r in self.rows)
-        head = ["configuration", "backbone", "target images", "runs", f"mIoU {self.split} (%)", "Δ vs target only"]
+        checkpoints = {r.checkpoint for r in self.rows}
+        per_row = len(checkpoints) > 1  # one shared checkpoint is said under the table instead of a column
+        head = ["configuration", "backbone", "target images", "runs", *(["checkpoint"] * per_row),
+                f"mIoU {self.split} (%)", "Δ vs target only"]
         if self.has_oracle:
             head.append("share of oracle gain")
         if has_auc:
@@ -164,8 +177,8 @@ class Report:
             head.append("AUC pixel / region / image")
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), r.miou_text(),
-                     _delta_text(r.delta)]
+            cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), *([r.checkpoint] * per_row),
+                     r.miou_text(), _delta_text(r.delta)]
             if self.has_oracle:
                 cells.append(captured_text(r.captured))
             if has_auc:
@@ -175,6 +188,8 @@ class Report:
             if self.has_level_auc:
                 cells.append(r.level_auc_text())
             lines.append("| " + " | ".join(cells) + " |")
+        if not per_row and checkpoints != {"?"}:
+            lines += ["", f"Every row scored checkpoints/{checkpoints.pop()}."]
         return "\n".join(lines) + "\n"
 
 
@@ -184,6 +199,10 @@ def captured_text(captured: float | None) -> str:
 
 def _delta_text(delta: float | None) -> str:
     return "—" if delta is None else f"{100 * delta:+.1f}"
+
+
+class MissingEvaluation(HrsegError):
+    """A run without the requested evaluation (yet): skipped by a report unless it is strict."""
 
 
 def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
@@ -196,13 +215,13 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
     config = run.config().to_dict()
     ev = run.eval_results(split)
     if ev is None:
-        raise HrsegError(f"{run.eval_path(split)}: missing; evaluate the run first "
-                         f"(hrseg eval --run {run} --split {split})")
+        raise MissingEvaluation(f"{run.eval_path(split)}: missing; evaluate the run first "
+                                f"(hrseg eval {run} --split {split})")
     miou = ev.get("miou")
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
         raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")
     result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]),
-                       iou=dict(ev.get("iou") or {}))
+                       checkpoint=Path(str(ev.get("checkpoint") or "?")).name, iou=dict(ev.get("iou") or {}))
     src = run.eval_results("source")
     if src is not None:
         result.auc = src.get("auc")
@@ -267,19 +286,35 @@ def _order(row: ReportRow) -> tuple[str, float, int, bool]:
     return row.backbone, budget, rank, bool(first.config.get("gan", {}).get("enabled"))
 
 
-def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
-    """Group runs by configuration, sorted like Table 1, with target-only deltas."""
+def build_report(run_dirs: Sequence[str | Path], split: str = "val", strict: bool = False) -> Report:
+    """Group runs by configuration, sorted like Table 1, with target-only deltas.
+
+    A run without the requested evaluation (still training, not evaluated yet)
+    is left out and listed in ``Report.skipped``, so ``hrseg report runs/*``
+    works while some runs are unfinished; ``strict`` refuses it instead. A
+    report with no evaluated run at all is refused either way.
+    """
     if not run_dirs:
         raise HrsegError("report: give at least one run directory")
     groups: dict[str, ReportRow] = {}
+    skipped: list[tuple[str, str]] = []
     for run_dir in run_dirs:
-        result = load_run(run_dir, split)
+        try:
+            result = load_run(run_dir, split)
+        except MissingEvaluation as exc:
+            if strict:
+                raise
+            skipped.append((str(run_dir), str(exc)))
+            continue
         key = result.key()
         if key not in groups:
             title = SEGMENTERS[result.arch].title if result.arch in SEGMENTERS else result.arch
             groups[key] = ReportRow(configuration=_title(result), backbone=title,
                                     target_images=result.target_images)
         groups[key].runs.append(result)
+    if not groups:
+        raise HrsegError(f"report: none of the {len(run_dirs)} run(s) has an evaluation of {split!r} "
+                         f"(first: {skipped[0][1]})")
     rows = sorted(groups.values(), key=_order)
     _disambiguate(rows)
     for row in rows:
@@ -288,7 +323,7 @@ def build_report(run_dirs: Sequence[str | Path], split: str = "val") -> Report:
         if len(base) == 1:
             row.delta = row.mean - base[0].mean
     _capture_ratios(rows)
-    return Report(rows=rows, split=split)
+    return Report(rows=rows, split=split, skipped=skipped)
 
 
 def _role(row: ReportRow) -> str:
@@ -308,11 +343,19 @@ def _capture_ratios(rows: list[ReportRow]) -> None:
             row.captured = (row.mean - joint[0].mean) / (oracle[0].mean - joint[0].mean)
 
 
-def write_report(report: Report, out_dir: str | Path) -> tuple[Path, Path]:
-    """``report.md`` and ``report.json`` in ``out_dir``, each written atomically."""
+REPORT_MARK = "<!-- written by hrseg report -->"
+
+
+def write_report(report: Report, out_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """``report.md`` and ``report.json`` in ``out_dir``, each written atomically.
+
+    A ``report.md`` or ``report.json`` there that hrseg did not write is replaced only with ``overwrite``.
+    """
     out = Path(out_dir)
     md_path, json_path = out / "report.md", out / "report.json"
+    check_replace(md_path, text_owned(REPORT_MARK), overwrite, "a report", "--out")
+    check_replace(json_path, json_owned("hrseg report"), overwrite, "a report", "--out")
     with atomic_path(md_path) as tmp:
-        tmp.write_text(report.markdown(), encoding="utf-8")
-    write_json(json_path, report.to_dict())
+        tmp.write_text(REPORT_MARK + "\n" + report.markdown(), encoding="utf-8")
+    write_json(json_path, {**json_mark("hrseg report"), **report.to_dict()})
     return md_path, json_path

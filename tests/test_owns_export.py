@@ -47,3 +47,25 @@ def test_export_replaces_its_own_earlier_export(run: Path, tmp_path: Path) -> No
     result = invoke("export", run, "--out", out, "--half")
     assert result.exit_code == 0, text(result)
     assert torch.load(out, weights_only=True)["dtype"] == "float16"
+
+
+def test_report_and_visualize_never_replace_a_users_files(run: Path, tmp_path: Path) -> None:  # case 16
+    assert invoke("eval", "--run", run, "--no-progress").exit_code == 0
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "report.md").write_text("# my notes\n")
+    result = invoke("report", run, "--out", rep)
+    assert result.exit_code == 2 and "report.md: exists and is not a report written by hrseg" in text(result)
+    assert (rep / "report.md").read_text() == "# my notes\n" and not (rep / "report.json").exists()
+    assert invoke("report", run, "--out", rep, "--overwrite").exit_code == 0
+    assert invoke("report", run, "--out", rep).exit_code == 0, "its own report is replaced without --overwrite"
+    vis = tmp_path / "vis"
+    vis.mkdir()
+    (vis / "index.html").write_text("<html>my page</html>")
+    args = ("visualize", "predictions", "--run", run, "--out", vis, "--num", "2", "--no-progress")
+    result = invoke(*args)
+    assert result.exit_code == 2 and "index.html exists and was not written by hrseg" in text(result), text(result)
+    assert (vis / "index.html").read_text() == "<html>my page</html>"
+    assert invoke(*args, "--overwrite").exit_code == 0
+    panels = sorted(p.name for p in vis.glob("*.png"))
+    assert panels and invoke(*args).exit_code == 0, "its own gallery is redrawn without --overwrite"

@@ -31,7 +31,7 @@ def test_prepare_synthetic_never_deletes_raw_data_it_did_not_write(tmp_path: Pat
     for overwrite in (False, True):
         with pytest.raises(HrsegError, match=r"raw/GTAV: exists and was not written by `hrseg prepare synthetic`"):
             _synthetic(data, overwrite)
-    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert sorted(p.relative_to(data) for p in data.rglob("*") if p.name != ".lock") == before
     assert mine.read_bytes() == b"user data"
 
 
@@ -64,3 +64,22 @@ def test_prepare_synthetic_keeps_splits_prepared_from_other_data(tmp_path: Path)
     assert {p.name: p.read_bytes() for p in split.iterdir()} == before
     result = _synthetic(data, overwrite=True)  # the user asked for it: rebuilt from the scenes
     assert result["results"][0].manifest.root == str((data / "raw" / "GTAV").absolute())
+
+
+def test_two_prepares_into_one_folder_the_second_is_refused(tmp_path: Path) -> None:  # case 17
+    import fcntl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    real = tmp_path / "real-gtav"
+    write_gtav_pair(real, 0)
+    with (data / ".lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for attempt in (lambda: _synthetic(data),
+                        lambda: prepare(PrepareConfig(dataset="gtav", root=real, out=data, size=(32, 18)),
+                                        show_progress=False)):
+            with pytest.raises(HrsegError, match=r"another hrseg prepare is writing into this data folder "
+                                                 r"\(its lock is held\); wait for it or use another --out"):
+                attempt()
+    assert sorted(p.name for p in data.iterdir()) == [".lock"]
+    assert _synthetic(data)["generated"] is True  # the lock is free again: works, and takes its own lock in turn

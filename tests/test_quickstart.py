@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
+from hrseg.errors import HrsegError
 from hrseg.quickstart import QuickstartConfig
 
 TOY = ["--seeds", "2", "--iters", "2", "--source-images", "12", "--target-images", "16", "--val-images", "4",
@@ -41,7 +42,8 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
         assert row["delta_to_target_only"] == pytest.approx(row["miou_mean"] - rows["target only"]["miou_mean"])
     assert rows["Ours with W^19"]["weighting_auc"] is not None
     md = (out / "report.md").read_text()
-    assert md.count("\n") == 2 + 4 and " ± " in md
+    assert md.count("\n") == 1 + 2 + 4 + 2 and " ± " in md  # the hrseg mark, header, rule, 4 rows, checkpoint
+    assert md.endswith("\nEvery row scored checkpoints/final.pt.\n")  # which checkpoint the rows used
     page = (out / "report.html").read_text()  # the same table with plots, linking the weight-map galleries
     assert 'href="weights/w19/index.html"' in page and page.count("data:image/png;base64,") == 2
     assert "Ours with W^19" in result.output and "wall time" in result.output and "report.md" in result.output
@@ -84,7 +86,26 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--jobs" in result.output
     result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--scene-size", "big"])
     assert result.exit_code == 2 and "--scene-size" in result.output
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--add-scheme", "nope"])
+    assert result.exit_code == 2 and "unknown scheme 'nope'" in " ".join(result.output.split())
     assert not (tmp_path / "q").exists()
+
+
+def test_add_scheme_trains_a_new_row_beside_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hrseg.quickstart as qs
+
+    seen = {}
+
+    def fake(cfg: QuickstartConfig) -> None:
+        seen["schemes"] = cfg.trained_schemes
+        raise HrsegError("stop here")
+
+    monkeypatch.setattr(qs, "run_quickstart", fake)
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "q"), "--add-scheme", "self-training",
+                                      "--add-scheme", "joint"])
+    assert result.exit_code == 2
+    assert seen["schemes"] == (*QuickstartConfig().schemes, "self-training")
+    assert "self-training" not in QuickstartConfig().schemes  # opt-in: the default quick start is unchanged
 
 
 def test_default_budget_is_the_same_for_every_scheme() -> None:

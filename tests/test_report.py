@@ -91,3 +91,38 @@ def test_rows_follow_table_one_order_whatever_the_argument_order(runs: list[Path
     assert [(r.configuration, r.target_images) for r in report.rows] == [
         ("target only", "4"), ("target only", "16"), ("direct joint", "16"), ("Ours with W^19", "16")]
     assert report.rows[0].delta == pytest.approx(0.0)  # compared with its own budget's target-only
+
+
+def test_runs_without_the_evaluation_are_skipped_with_a_warning_or_refused_with_strict(
+        runs: list[Path], tmp_path: Path) -> None:
+    pending = tmp_path / "pending"
+    write_json(pending / "config.json", quick_config("joint", "D", "o", seed=7).to_dict())  # still training
+    report = build_report([*runs, pending])
+    assert sum(len(r.runs) for r in report.rows) == len(runs)
+    assert [run for run, _ in report.skipped] == [str(pending)]
+    assert report.to_dict()["skipped"][0]["run"] == str(pending)
+    with pytest.raises(HrsegError, match="val.json: missing"):
+        build_report([*runs, pending], strict=True)
+    with pytest.raises(HrsegError, match="none of the 1 run"):
+        build_report([pending])
+    cli = CliRunner().invoke(app, ["report", *map(str, runs), str(pending), "--out", str(tmp_path / "rep")])
+    assert cli.exit_code == 0, cli.output
+    assert f"skipped {pending}:" in " ".join(cli.output.split())
+    strict = CliRunner().invoke(app, ["report", *map(str, runs), str(pending), "--strict", "--out",
+                                      str(tmp_path / "rep2")])
+    assert strict.exit_code == 2 and "missing" in strict.output
+
+
+def test_the_report_says_which_checkpoint_each_row_scored(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", quick_config("target-only", "D", "o"), 0.5)
+    b = _run(tmp_path, "b", quick_config("joint", "D", "o"), 0.6)
+    write_json(a / "eval" / "val.json", {"kind": "segmentation", "miou": 0.5, "checkpoint": f"{a}/checkpoints/best.pt"})
+    write_json(b / "eval" / "val.json", {"kind": "segmentation", "miou": 0.6, "checkpoint": f"{b}/checkpoints/final.pt"})
+    report = build_report([a, b])
+    assert [r.checkpoint for r in report.rows] == ["best.pt", "final.pt"]
+    md = report.markdown()
+    assert "| checkpoint |" in md and "| best.pt |" in md and "| final.pt |" in md
+    cli = CliRunner().invoke(app, ["report", str(a), str(b), "--out", str(tmp_path / "rep")])
+    assert cli.exit_code == 0 and "best.pt" in cli.output and "final.pt" in cli.output
+    write_json(b / "eval" / "val.json", {"kind": "segmentation", "miou": 0.6, "checkpoint": f"{b}/checkpoints/best.pt"})
+    assert build_report([a, b]).markdown().endswith("\nEvery row scored checkpoints/best.pt.\n")

@@ -239,7 +239,7 @@ def test_torchrun_with_one_process_joins_a_process_group(monkeypatch: pytest.Mon
         (["--scheme", "joint", "--arch", "deeplabv2-r101", "--bn", "frozen", "--width", "1"],
          "--bn frozen: needs --pretrained imagenet or a weight file"),
         (["--scheme", "joint", "--bn", "half"], "Invalid value for '--bn'"),
-        (["--scheme", "joint", "--set", "model.bn=half"], "--bn: must be one of train, frozen, sync, got 'half'"),
+        (["--scheme", "joint", "--set", "model.bn=half"], "model.bn: must be one of train, frozen, sync, got 'half'"),
     ],
 )
 def test_bad_bn_settings_exit_2_with_one_line(extra: list[str], message: str, data: Path, tmp_path: Path) -> None:
@@ -302,5 +302,5 @@ def test_frozen_needs_a_backbone_attribute(tmp_path: Path) -> None:
     cfg = override(TrainConfig(scheme="joint"), {"model.bn": "frozen", "model.width": 0.0625})
     with pytest.raises(HrsegError, match="has no ImageNet backbone to freeze"):
         apply_bn(cfg, nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), warn=False)
-    with pytest.raises(HrsegError, match="needs --pretrained"):
+    with pytest.raises(HrsegError, match="needs model.pretrained"):
         build_config(scheme="joint", flags={"model.arch": "pspnet-r50", "model.bn": "frozen"})

@@ -21,14 +21,18 @@ WORKER = textwrap.dedent(
     import torch
     from hrseg.training.config import TrainConfig
     from hrseg.training.distributed import unwrap
+    from hrseg.training.distributed import DistInfo
     from hrseg.training.trainer import Trainer
+    from hrseg.evaluation.validation import SplitValidator
 
     cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, validator=SplitValidator(cfg.resolved()))
     result = trainer.run()
     rank = trainer.dist.rank
     state = {name: unwrap(net).state_dict() for name, net in trainer.nets.items()}
-    torch.save({"state": state, "world": trainer.dist.world_size, "status": result.status},
+    # the final weights scored by one process over the whole split: what the sharded validation must equal
+    alone = SplitValidator(cfg.resolved())(unwrap(trainer.nets["segmenter"]).eval(), DistInfo()).miou
+    torch.save({"state": state, "world": trainer.dist.world_size, "status": result.status, "alone": alone},
                os.path.join(sys.argv[2], f"rank{rank}.pt"))
     trainer.close()
     """
@@ -53,7 +57,7 @@ def test_two_gloo_processes_end_with_identical_weights(data: Path, tmp_path: Pat
         "model.width": 0.0625, "model.pretrained": "none", "weighting.width": 0.125, "gan.width": 0.0625,
         "gan.enabled": True, "weighting.normalize": "running", "data.batch_size": 1, "data.crop": (64, 32), "optim.iters": 3,
         "run.device": "cpu", "run.progress": False, "run.checkpoint_every": 2,
-        "run.keep_checkpoints": True, "data.data": str(data), "run.out": str(tmp_path / "run"),
+        "run.keep_checkpoints": True, "run.val_every": 2, "data.data": str(data), "run.out": str(tmp_path / "run"),
     })
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -81,4 +85,8 @@ def test_two_gloo_processes_end_with_identical_weights(data: Path, tmp_path: Pat
         assert torch.equal(tensor, seg_final[name])
     assert final["data"]["positions"]["target"] == 3
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iter"] for r in records] == [1, 2, 3]  # one writer: no duplicated lines
+    assert [r["iter"] for r in records if "kind" not in r] == [1, 2, 3]  # one writer: no duplicated lines
+    vals = [r for r in records if r.get("kind") == "val"]
+    assert [r["iter"] for r in vals] == [2, 3] and all(r["val_images"] == 4 for r in vals)
+    # sharded over the two ranks, summed: the score one process gets on the whole split
+    assert vals[-1]["val_miou"] == pytest.approx(r0["alone"], abs=1e-12) and r0["alone"] == r1["alone"]

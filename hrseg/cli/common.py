@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, TypeVar
 
 import typer
+from rich.markup import escape
 
 from hrseg.atomic import is_space_error, write_json
 from hrseg.console import console
@@ -26,13 +28,78 @@ STDOUT = "-"
 JSON_HELP = "Write the result as JSON to PATH ('-': standard output)."
 
 
+#: config key -> the `hrseg train` flag that sets it. The library's errors name config keys (they hold for
+#: --set, TOML files and Python callers alike); the CLI shows the flag a user typed instead, from this one table.
+CONFIG_FLAGS: dict[str, str] = {
+    "data.data": "--data",
+    "run.out": "--out",
+    "model.arch": "--arch",
+    "model.width": "--width",
+    "model.pretrained": "--pretrained",
+    "model.bn": "--bn",
+    "gan.enabled": "--gan",
+    "weighting.network": "--weight-network",
+    "weighting.input": "--weight-input",
+    "weighting.combine": "--weight-combine",
+    "weighting.normalize": "--weight-normalize",
+    "weighting.clamp": "--weight-clamp",
+    "weighting.sharpen": "--weight-sharpen",
+    "weighting.width": "--weight-width",
+    "gan.width": "--gan-width",
+    "data.source": "--source",
+    "data.target": "--target",
+    "data.target_images": "--target-images",
+    "data.target_fraction": "--target-fraction",
+    "optim.iters": "--iters",
+    "data.batch_size": "--batch-size",
+    "data.crop": "--crop",
+    "optim.lr": "--lr",
+    "run.seed": "--seed",
+    "run.device": "--device",
+    "run.amp": "--amp",
+    "run.compile": "--compile",
+    "data.workers": "--workers",
+    "run.threads": "--threads",
+    "run.checkpoint_every": "--checkpoint-every",
+    "run.save_every": "--save-every",
+    "run.tensorboard": "--tensorboard",
+    "run.tensorboard_every": "--tensorboard-every",
+    "run.val_every": "--val-every",
+    "run.val_images": "--val-images",
+    "finetune.source_iters": "--finetune-source-iters",
+    "image_select.road_share": "--select-road-share",
+    "image_select.nonroad_keep": "--select-nonroad-keep",
+    "run.progress": "--progress",
+}
+_TYPE_ERROR = re.compile(r"^[a-z_]+\.[a-z_]+: expected ")
+_KEY = re.compile(r"(?<![\w./-])([a-z_]+\.[a-z_]+)(?![\w.])")
+
+
+def in_flags(message: str, keys: Sequence[str] | None = None) -> str:
+    """``message`` with each config key written as its flag: every key of the table, or only ``keys``
+    (those the user set by flag; a key set with ``--set`` or a file stays a key)."""
+    wanted = CONFIG_FLAGS if keys is None else {k: CONFIG_FLAGS[k] for k in keys if k in CONFIG_FLAGS}
+    return _KEY.sub(lambda m: wanted.get(m.group(1), m.group(1)), message)
+
+
+@contextlib.contextmanager
+def flag_errors(keys: Sequence[str]) -> Iterator[None]:
+    """Library errors inside the block name the flags the user typed for ``keys`` instead of the keys."""
+    try:
+        yield
+    except HrsegError as exc:
+        if _TYPE_ERROR.match(str(exc)):  # a value of the wrong type came from --set or a file: flags are typed
+            raise
+        raise HrsegError(in_flags(str(exc), keys)) from None
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn an HrsegError into one red line on stderr and exit code 2."""
     try:
         yield
     except HrsegError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -160,3 +227,25 @@ def _show_flags_as_flags() -> None:
 
 
 _show_flags_as_flags()
+
+
+def run_argument(help_text: str = "Run folder.") -> Any:
+    """The run every command takes first, positionally (``hrseg eval RUN``)."""
+    return typer.Argument(None, help=help_text, show_default=False, metavar="RUN")
+
+
+def old_run_option() -> Any:
+    """``--run RUN``, the older spelling: still accepted, hidden from --help."""
+    return typer.Option(None, "--run", hidden=True)
+
+
+def the_run(positional: Optional[Path], option: Optional[Path], command: str,
+            required: bool = True) -> Optional[Path]:
+    """The run folder given either way; both (differing) or, when ``required``, neither is a one-line error."""
+    if positional is not None and option is not None and Path(positional) != Path(option):
+        raise HrsegError(f"{command}: the run is given twice ({positional} and --run {option}); give it once")
+    run = positional if positional is not None else option
+    if run is None and required:
+        raise HrsegError(f"{command}: give the run folder: hrseg {command} RUN")
+    return run
+

@@ -3,6 +3,7 @@ or a folder of PNGs."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,7 +11,7 @@ import typer
 from rich.table import Table
 
 from hrseg.cli.common import (FLIP, OVERLAP, SCALE, SLIDE, WINDOW, emit_json, json_option, json_target,
-                              tta_changes, user_errors)
+                              old_run_option, run_argument, the_run, tta_changes, user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.evaluation.results import EvalReport, WeightingReport
@@ -77,7 +78,7 @@ def print_submission(report: object) -> None:
 
 
 def eval_command(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run directory to evaluate."),
+    run: Optional[Path] = run_argument("Run folder to evaluate."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint name in RUN/checkpoints or a file (default: final.pt, else last.pt)."),
     network: str = typer.Option(
@@ -109,6 +110,7 @@ def eval_command(
         None, "--predictions", help="Score this folder of prediction PNGs instead of a run (needs --data)."),
     dataset: str = typer.Option("cityscapes", "--dataset", help="With --predictions: dataset of the split."),
     ids: str = typer.Option("label", "--ids", help="With --predictions: PNGs hold 'label' ids or 'train' ids."),
+    old_run: Optional[Path] = old_run_option(),
 ) -> None:
     """Evaluate a run (mIoU on a target split, or weighting AUC on 'source'), write a Cityscapes test
     submission (--split test --save-predictions DIR), or score a folder of PNGs.
@@ -117,14 +119,15 @@ def eval_command(
     """
     from dataclasses import replace
 
-    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, report_dict, score_folder
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save, score_folder
     from hrseg.inference.tta import InferenceOptions
 
     with user_errors():
         json_target(json_path)
         changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
+        run = the_run(run, old_run, "eval", required=False)
         if (run is None) == (predictions is None):
-            raise HrsegError("eval: give exactly one of --run RUN_DIR or --predictions DIR")
+            raise HrsegError("eval: give exactly one of RUN or --predictions DIR")
         if predictions is not None:
             if data is None:
                 raise HrsegError("--predictions: also give --data (the prepared data dir holding the split)")
@@ -136,11 +139,7 @@ def eval_command(
             emit_json(report.to_dict(), json_path)
             return
         assert run is not None
-        tta = replace(InferenceOptions(), **changes)
-        if tta.slide and tta.window is None:
-            from hrseg.training.rundir import RunDir
-
-            tta = replace(tta, window=tuple(RunDir(run).config().data.crop))
+        tta = replace(InferenceOptions(), **changes)  # --slide without --window: the library slides the crop
         opts = EvalOptions(split=split, classes=classes, checkpoint=str(checkpoint) if checkpoint else None,
                            data=str(data) if data else None,
                            save_predictions=str(save_predictions) if save_predictions else None,
@@ -156,10 +155,14 @@ def eval_command(
             print_submission(full)
         console.print(f"wrote {path}", highlight=False)
         if json_path == "-":
-            emit_json(report_dict(full, opts), "-")
+            emit_json(json.loads(path.read_text()), "-")  # what was written, with the options the library resolved
         if isinstance(full, EvalReport) and full.predictions:
-            console.print(f"predictions: {full.predictions} "
-                          f"(official check: CITYSCAPES_RESULTS={full.predictions} csEvalPixelLevelSemanticLabeling)")
+            from hrseg.evaluation.evaluate import official_check
+            from hrseg.training.rundir import RunDir
+
+            console.print(f"predictions: {full.predictions}", highlight=False, soft_wrap=True)
+            console.print(official_check(full.predictions, data or RunDir(run).config().data.data, split, max_images),
+                          highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.table import Table
 
 from hrseg.cli.common import emit_json, given, json_option, json_target, old_spelling, parse_size, user_errors
 from hrseg.console import console
+from hrseg.data.readers import DATASETS, DatasetSpec
 from hrseg.errors import HrsegError
 
 MAX_MESSAGES = 20
@@ -48,6 +49,7 @@ def _summary(results: list, json_path: Optional[str]) -> None:
 def _run_dataset(
     dataset: str, root: Path, out: Path, size: Optional[str], splits: list[str], workers: Optional[int],
     shard_size: int, compression: str, resize: str, overwrite: bool, json_path: Optional[str],
+    name: Optional[str] = None,
 ) -> None:
     from hrseg.data.prepare import PrepareConfig, default_workers, prepare
 
@@ -57,16 +59,13 @@ def _run_dataset(
             dataset=dataset, root=root, out=out, splits=tuple(splits),
             size=parse_size(size, "--size") if size else None,
             resize=resize, workers=workers or default_workers(), shard_size=shard_size, compression=compression,
-            overwrite=overwrite,
+            overwrite=overwrite, name=name,
         )
         _summary(prepare(cfg), json_path)
 
 
 ROOT = typer.Option(..., "--root", help="Dataset root folder (the layout is checked).")
 OUT = typer.Option(..., "--out", help="Prepared data folder (DATA); writes DATA/<dataset>/<split>/.")
-SIZE = typer.Option(None, "--size", metavar="WxH",
-                    help="Size the images are stored at "
-                         "(default: GTAV 1280x720, Cityscapes 1024x512, SYNTHIA 1280x760).")
 WORKERS = typer.Option(None, "--workers", help="Worker processes (default: CPU count, at most 8).")
 SHARD_SIZE = typer.Option(256, "--shard-size", help="Input images per shard.")
 COMPRESSION = typer.Option("none", "--compression", help="none | lzf | gzip.")
@@ -75,35 +74,34 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Rebuild a split prepared wi
 JSON = json_option("Write the summary as JSON to PATH ('-': standard output).")
 
 
-@prepare_app.command("gtav")
-def gtav(
-    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE, workers: Optional[int] = WORKERS,
-    shard_size: int = SHARD_SIZE, compression: str = COMPRESSION, resize: str = RESIZE,
-    overwrite: bool = OVERWRITE, json_path: Optional[str] = JSON,
-) -> None:
-    """GTAV: images/ + labels/ (palettised labelIds) [+ realism/] -> DATA/gtav/train."""
-    _run_dataset("gtav", root, out, size, [], workers, shard_size, compression, resize, overwrite, json_path)
+def _dataset_command(spec: DatasetSpec) -> Callable[..., None]:
+    """`hrseg prepare <format>`, generated from the format's DatasetSpec."""
+    w, h = spec.default_size
+    many = len(spec.splits) > 1
+
+    def command(
+        root: Path = ROOT, out: Path = OUT,
+        size: Optional[str] = typer.Option(None, "--size", metavar="WxH",
+                                           help=f"Size the images are stored at (default {w}x{h})."),
+        split: list[str] = typer.Option(
+            [], "--split", hidden=not many,
+            help=f"{' | '.join(spec.splits)} (repeatable; default {' and '.join(spec.default_splits)})."),
+        name: Optional[str] = typer.Option(
+            None, "--name", hidden=not spec.renamable,
+            help=f"The prepared folder DATA/NAME/ (default {spec.name}); train with --target NAME."),
+        workers: Optional[int] = WORKERS, shard_size: int = SHARD_SIZE, compression: str = COMPRESSION,
+        resize: str = RESIZE, overwrite: bool = OVERWRITE, json_path: Optional[str] = JSON,
+    ) -> None:
+        _run_dataset(spec.name, root, out, size, split, workers, shard_size, compression, resize, overwrite,
+                     json_path, name)
+
+    command.__doc__ = spec.help
+    command.__name__ = f"prepare_{spec.name}"
+    return command
 
 
-@prepare_app.command("cityscapes")
-def cityscapes(
-    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE,
-    split: list[str] = typer.Option([], "--split", help="train | val | test (repeatable; default train and val)."),
-    workers: Optional[int] = WORKERS, shard_size: int = SHARD_SIZE, compression: str = COMPRESSION,
-    resize: str = RESIZE, overwrite: bool = OVERWRITE, json_path: Optional[str] = JSON,
-) -> None:
-    """Cityscapes: leftImg8bit/ + gtFine/*_labelIds.png -> DATA/cityscapes/<split> (val keeps full-size labels)."""
-    _run_dataset("cityscapes", root, out, size, split, workers, shard_size, compression, resize, overwrite, json_path)
-
-
-@prepare_app.command("synthia")
-def synthia(
-    root: Path = ROOT, out: Path = OUT, size: Optional[str] = SIZE, workers: Optional[int] = WORKERS,
-    shard_size: int = SHARD_SIZE, compression: str = COMPRESSION, resize: str = RESIZE,
-    overwrite: bool = OVERWRITE, json_path: Optional[str] = JSON,
-) -> None:
-    """SYNTHIA-RAND-CITYSCAPES: RGB/ + GT/LABELS/ (16-bit) -> DATA/synthia/train."""
-    _run_dataset("synthia", root, out, size, [], workers, shard_size, compression, resize, overwrite, json_path)
+for _spec in DATASETS.values():
+    prepare_app.command(_spec.name)(_dataset_command(_spec))
 
 
 @prepare_app.command("synthetic")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -31,6 +31,9 @@ def quickstart_command(
     oracle: bool = typer.Option(False, "--oracle", help="Also train the perfect-selection upper bound (weight 1 on "
                                 "realistic, 0 on deviating source pixels) and show the share of its gain each row "
                                 "captures."),
+    add_scheme: Optional[List[str]] = typer.Option(
+        None, "--add-scheme", help="Also train this scheme, e.g. self-training or w19+self-training (repeatable; "
+                                   "a self-training row costs about twice a joint one)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No live progress bars."),
     json_path: Optional[str] = json_option(
         "Also write the summary (OUT/quickstart.json) to PATH ('-': standard output)."),
@@ -44,6 +47,7 @@ def quickstart_command(
     """
     from hrseg.cli.report import print_report
     from hrseg.quickstart import QuickstartConfig, run_quickstart
+    from hrseg.training.schemes import QUICKSTART_SCHEMES
 
     with user_errors():
         json_target(json_path)
@@ -52,7 +56,8 @@ def quickstart_command(
         n_target = given({"--target-scenes": target_scenes, "--target-images": target_images},
                          QuickstartConfig.target_images)[0]
         n_val = given({"--val-scenes": val_scenes, "--val-images": val_images}, QuickstartConfig.val_images)[0]
-        cfg = QuickstartConfig(out=str(out), seeds=seeds, iters=iters, device=device, jobs=jobs, threads=threads,
+        extra = tuple(s for s in add_scheme or () if s not in QUICKSTART_SCHEMES)
+        cfg = QuickstartConfig(out=str(out), seeds=seeds, schemes=QUICKSTART_SCHEMES + extra, iters=iters, device=device, jobs=jobs, threads=threads,
                                workers=workers, oracle=oracle, source_images=n_source, target_images=n_target, val_images=n_val,
                                scene_size=parse_size(scene_size, "--scene-size", "256x128"),
                                show_progress=not no_progress)

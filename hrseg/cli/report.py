@@ -19,6 +19,8 @@ from hrseg.visualization.report_page import gallery_links, write_report_page
 def _shared_text(name: str, value: str) -> str:
     if name == "backbone":
         return value
+    if name == "checkpoint":
+        return f"checkpoint {value}"
     return f"{value} {name.removesuffix('s')}" if value == "1" else f"{value} {name}"
 
 
@@ -33,7 +35,7 @@ def print_report(report: Report) -> None:
     has_auc = any(r.auc is not None for r in report.rows)
     shared = {
         "backbone": {r.backbone for r in report.rows}, "target images": {r.target_images for r in report.rows},
-        "runs": {str(len(r.runs)) for r in report.rows},
+        "runs": {str(len(r.runs)) for r in report.rows}, "checkpoint": {r.checkpoint for r in report.rows} - {"?"},
     }
     common = [_shared_text(name, values.pop()) for name, values in shared.items() if len(values) == 1]
     heading = f"mIoU on {report.split} (%), mean ± std over runs; Δ: vs target only"
@@ -45,7 +47,7 @@ def print_report(report: Report) -> None:
     table.add_column("configuration", no_wrap=True)
     varying = [name for name, values in shared.items() if values]  # emptied by pop() when shared
     for name in varying:
-        table.add_column(name, justify="right" if name != "backbone" else "left", no_wrap=True)
+        table.add_column(name, justify="left" if name in ("backbone", "checkpoint") else "right", no_wrap=True)
     table.add_column("mIoU", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
     if report.has_oracle:
@@ -56,8 +58,8 @@ def print_report(report: Report) -> None:
         table.add_column("pix/reg/img", justify="right", no_wrap=True)
     for row in report.rows:
         cells = [row.configuration]
-        cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs))}[n]
-                  for n in varying]
+        cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs)),
+                   "checkpoint": row.checkpoint}[n] for n in varying]
         cells += [row.miou_text(), "—" if row.delta is None else f"{100 * row.delta:+.1f}"]
         if report.has_oracle:
             cells.append(captured_text(row.captured))
@@ -73,6 +75,8 @@ def print_report(report: Report) -> None:
 def report_command(
     runs: List[Path] = typer.Argument(..., help="Run directories (already evaluated with hrseg eval)."),
     split: str = typer.Option("val", "--split", help="Which evaluation to compare (RUN/eval/<split>.json)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on a run without the evaluation instead of "
+                                                         "skipping it with a warning."),
     out: Path = typer.Option(Path("."), "--out", help="Folder for report.md and report.json (and report.html)."),
     html: bool = typer.Option(False, "--html/--no-html",
                               help="Also write report.html: the table, per-class IoU and training curves as plots "
@@ -81,6 +85,9 @@ def report_command(
                                        help="A gallery folder (hrseg visualize --out) to link from report.html; "
                                             "repeatable."),
     json_path: Optional[str] = json_option("Also write report.json's content to PATH ('-': standard output)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a report.md / report.json / report.html in --out that hrseg did "
+                                        "not write."),
 ) -> None:
     """Compare runs like the paper's Table 1: configuration, backbone, target images, mIoU, Δ to target-only.
 
@@ -88,11 +95,17 @@ def report_command(
     """
     with user_errors():
         json_target(json_path)
-        report = build_report(runs, split)
+        report = build_report(runs, split, strict=strict)
+        for run, why in report.skipped:
+            console.print(f"[yellow]skipped {run}: {why}[/]", highlight=False, soft_wrap=True)
         if gallery and not html:
             raise HrsegError("--gallery: links go into report.html; add --html")
         links = gallery_links(gallery) if html else []
-        md, js = write_report(report, out)  # before printing: a bad --out is the only thing the user sees
+        if html:
+            from hrseg.ownership import check_replace, html_owned
+
+            check_replace(out / "report.html", html_owned, overwrite, "a report page")
+        md, js = write_report(report, out, overwrite)  # before printing: a bad --out is the only thing the user sees
         page = write_report_page(report, out / "report.html", links) if html else None
         print_report(report)
         console.print(f"wrote {md} and {js}" + (f"; open {page}" if page else ""))

@@ -14,15 +14,17 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, json_option, json_target, parse_size, user_errors
+from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, json_option, json_target, parse_size,
+                              user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
 from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NETWORKS
 from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
-from hrseg.training.config import override
+from hrseg.training.config import parse_set
 from hrseg.training.presets import PRESETS, build_config
+from hrseg.training.resume import EXTEND_MODES, continue_config
 from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
@@ -33,26 +35,19 @@ NormalizeChoice = NORMALIZATIONS.choices()
 InputChoice = INPUTS.choices()
 BnChoice = Registry("batch-norm mode", "--bn").choices(BN_MODES)
 PresetChoice = Registry("preset", "--preset").choices(tuple(PRESETS))
+ExtendChoice = Registry("extend mode", "--extend").choices(EXTEND_MODES)
 
-#: flag name -> config key; the flag's value wins over --config / --preset / --set
-FLAG_KEYS: dict[str, str] = {
-    "data": "data.data", "out": "run.out", "arch": "model.arch", "width": "model.width",
-    "pretrained": "model.pretrained", "bn": "model.bn", "gan": "gan.enabled", "weight_network": "weighting.network",
-    "weight_input": "weighting.input", "weight_combine": "weighting.combine",
-    "weight_normalize": "weighting.normalize", "weight_sharpen": "weighting.sharpen",
-    "weight_width": "weighting.width", "gan_width": "gan.width", "source": "data.source", "target": "data.target",
-    "target_images": "data.target_images", "target_fraction": "data.target_fraction", "iters": "optim.iters",
-    "batch_size": "data.batch_size", "crop": "data.crop", "lr": "optim.lr", "seed": "run.seed",
-    "device": "run.device", "amp": "run.amp", "compile_": "run.compile", "workers": "data.workers",
-    "threads": "run.threads", "checkpoint_every": "run.checkpoint_every", "save_every": "run.save_every",
-    "tensorboard": "run.tensorboard", "tensorboard_every": "run.tensorboard_every",
-    "finetune_source_iters": "finetune.source_iters", "select_road_share": "image_select.road_share",
-    "select_nonroad_keep": "image_select.nonroad_keep",
-}
+def _param(flag: str) -> str:
+    """The Python parameter of a flag: --weight-lr -> weight_lr (--compile -> compile_)."""
+    name = flag[2:].replace("-", "_")
+    return name + "_" if name == "compile" else name
 
 
-#: what may be given with --resume: how the run executes, never what it learns
-RESUME_FLAGS = ("device", "tensorboard", "tensorboard_every", "resume_from")
+#: parameter -> config key, from the one table CONFIG_FLAGS; the flag's value wins over --config / --preset / --set
+#: (--weight-clamp and --progress have their own rule below)
+FLAG_KEYS: dict[str, str] = {_param(flag): key for key, flag in CONFIG_FLAGS.items()
+                             if key not in ("weighting.clamp", "run.progress")}
+
 
 
 def presets_table() -> Table:
@@ -115,6 +110,14 @@ def register(app: typer.Typer) -> None:
         resume_from: str = typer.Option(
             "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds files."),
+        auto_resume: bool = typer.Option(
+            False, "--auto-resume", help="For preemptible jobs and torchrun restarts: start the run, or continue "
+                                         "it exactly from last.pt when --out holds this same run; refuses a folder "
+                                         "holding another config."),
+        extend: Optional[ExtendChoice] = typer.Option(  # type: ignore[valid-type]
+            None, "--extend", help="With --resume RUN --iters N: train a run on to N iterations; 'stretch' "
+                                   "re-plans the poly schedule over N as if planned so from the start, 'restart' "
+                                   "starts a new poly cycle from --lr at the old end."),
         arch: Optional[ArchChoice] = typer.Option(None, "--arch", help="Segmentation network."),  # type: ignore[valid-type]
         width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier of S."),
         pretrained: Optional[str] = typer.Option(None, "--pretrained", help="none, imagenet or a weight file."),
@@ -158,6 +161,11 @@ def register(app: typer.Typer) -> None:
                                                          "(needs the tensorboard package)."),
         tensorboard_every: Optional[int] = typer.Option(
             None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
+        val_every: Optional[int] = typer.Option(
+            None, "--val-every", help="Score S on the target val split every N iterations and at the end; keeps "
+                                      "checkpoints/best.pt by val mIoU (0: never; presets: 2000)."),
+        val_images: Optional[int] = typer.Option(
+            None, "--val-images", help="With --val-every: only the first K val images (default: all)."),
         finetune_source_iters: Optional[int] = typer.Option(
             None, "--finetune-source-iters", help="finetune: source iterations first (0 = half)."),
         select_road_share: Optional[float] = typer.Option(
@@ -171,12 +179,13 @@ def register(app: typer.Typer) -> None:
 
         The schemes, presets and what each loss term is: docs/method.md.
         """
+        from hrseg.evaluation.validation import train_with_validation as train
         from hrseg.training.rundir import RunDir
-        from hrseg.training.trainer import train
         from hrseg.visualization.tensorboard import weight_picture
 
         given = locals()
-        with user_errors():
+        typed: list[str] = []  # config keys given by flag: the library's errors name those by their flag
+        with user_errors(), flag_errors(typed):
             json_target(json_path)
             if list_presets:
                 console.print(presets_table())
@@ -188,32 +197,36 @@ def register(app: typer.Typer) -> None:
                 flags["data.crop"] = parse_size(crop, "--crop", "512x256")
             if weight_clamp is not None:  # 0 means "no clamp", which a None-means-unset flag cannot say
                 flags["weighting.clamp"] = weight_clamp if weight_clamp > 0 else None
+            typed.extend(key for key, value in flags.items() if value is not None)
             if resume is not None:
-                extra = [_flag(name) for name in (*FLAG_KEYS, "scheme", "preset", "config", "set_", "overwrite",
-                                                  "weight_clamp") if given[name] not in (None, False, [])
-                         and name not in RESUME_FLAGS]
-                if extra:
-                    raise HrsegError("--resume continues a run with its own config; only --device, --progress, "
-                                     f"--tensorboard and --json may be given with it (got {', '.join(sorted(extra))})")
-                cfg = RunDir(resume).config()
-                cfg = override(cfg, {key: flags[key] for key in ("run.device", "run.tensorboard",
-                                                                 "run.tensorboard_every") if flags[key] is not None})
+                whole = [_flag(name) for name in ("scheme", "preset", "config", "overwrite", "auto_resume")
+                         if given[name] not in (None, False)]
+                if whole:
+                    raise HrsegError(f"--resume continues a run with its own config; {', '.join(whole)} cannot "
+                                     "be given with it")
+                changes = {**parse_set(set_ or ()), **{k: v for k, v in flags.items() if v is not None}}
                 if progress is not None:
-                    cfg = override(cfg, {"run.progress": progress})
+                    changes["run.progress"] = progress
+                cfg = continue_config(RunDir(resume), changes, _value(extend))  # the library's resume rule
             else:
                 if resume_from != "last.pt":
                     raise HrsegError("--from: only with --resume RUN")
+                if extend is not None:
+                    raise HrsegError("--extend: only with --resume RUN --iters N")
                 flags["run.progress"] = progress
                 cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
                                    sets=set_ or (), flags=flags)
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
             result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from,
-                           weight_picture=weight_picture).to_dict()
+                           auto_resume=auto_resume, weight_picture=weight_picture).to_dict()
             if int(os.environ.get("RANK", "0")) == 0:
                 console.print(result_table(result))
                 emit_json(result, json_path)
             if result["status"] == "interrupted":
-                console.print(f"[yellow]interrupted at iteration {result['iteration']}; continue with "
-                              f"hrseg train --resume {result['run_dir']}[/]")
-                raise typer.Exit(code=130)
+                from hrseg.training.interrupt import EXIT_SIGINT, EXIT_SIGTERM
+
+                by = " by SIGTERM" if result.get("stopped_by") == "SIGTERM" else ""
+                console.print(f"[yellow]interrupted{by} at iteration {result['iteration']} (checkpoint written); "
+                              f"continue with hrseg train --resume {result['run_dir']}[/]")
+                raise typer.Exit(code=EXIT_SIGTERM if by else EXIT_SIGINT)

@@ -8,13 +8,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from hrseg.cli.common import emit_json, json_option, json_target, user_errors
+from hrseg.cli.common import emit_json, json_option, json_target, old_run_option, run_argument, the_run, user_errors
 from hrseg.console import console
 
 visualize_app = typer.Typer(help="Draw weight maps or predictions of a run as PNG panels with an index.html.",
                             no_args_is_help=True)
 
-_RUN = typer.Option(..., "--run", help="Run directory.")
+_RUN = run_argument("Run folder to draw.")
+_OLD_RUN = old_run_option()
 _OUT = typer.Option(..., "--out", help="Output folder for the PNGs, index.html and gallery.json.")
 _NUM = typer.Option(8, "--num", help="Number of images, spread evenly over the split.")
 _CKPT = typer.Option(None, "--checkpoint",
@@ -23,6 +24,7 @@ _DATA = typer.Option(None, "--data", help="Prepared data dir (default: the run's
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Live progress bar.")
 _JSON = json_option("Also write the list of panels (OUT/gallery.json) to PATH ('-': standard output).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace files in --out that hrseg did not write.")
 
 
 def _print(kind: str, gallery: object) -> None:
@@ -37,15 +39,18 @@ def _print(kind: str, gallery: object) -> None:
     console.print(f"open {gallery.index}")
 
 
-def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Optional[Path],
-         data: Optional[Path], device: str, progress: bool, json_path: Optional[str]) -> None:
+def _run(kind: str, run: Optional[Path], out: Path, num: int, split: str, checkpoint: Optional[Path],
+         data: Optional[Path], device: str, progress: bool, json_path: Optional[str], overwrite: bool = False,
+         old_run: Optional[Path] = None) -> None:
     from hrseg.visualization.render import VisualizeOptions, visualize_predictions, visualize_weights
 
     with user_errors():
         json_target(json_path)
+        run = the_run(run, old_run, f"visualize {kind}")
         opts = VisualizeOptions(out=str(out), num=num, split=split,
                                 checkpoint=str(checkpoint) if checkpoint else None,
-                                data=str(data) if data else None, device=device, show_progress=progress)
+                                data=str(data) if data else None, device=device, show_progress=progress,
+                                overwrite=overwrite)
         fn = visualize_weights if kind == "weights" else visualize_predictions
         gallery = fn(run, opts)
         _print(kind, gallery)  # OUT/gallery.json is the library's
@@ -53,24 +58,26 @@ def _run(kind: str, run: Path, out: Path, num: int, split: str, checkpoint: Opti
 
 
 @visualize_app.command("weights")
-def weights_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
+def weights_command(run: Optional[Path] = _RUN, out: Path = _OUT, num: int = _NUM,
                     split: str = typer.Option("source", "--split", help="'source' or dataset/split."),
                     checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA, device: str = _DEVICE,
-                    progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
+                    progress: bool = _PROGRESS, json_path: Optional[str] = _JSON,
+                    overwrite: bool = _OVERWRITE, old_run: Optional[Path] = _OLD_RUN) -> None:
     """Per source image: image, label, prediction, pixel/region/image scores, combined weight (W^19: per class).
 
     What the levels and the combined weight are: docs/method.md.
     """
-    _run("weights", run, out, num, split, checkpoint, data, device, progress, json_path)
+    _run("weights", run, out, num, split, checkpoint, data, device, progress, json_path, overwrite, old_run)
 
 
 @visualize_app.command("predictions")
-def predictions_command(run: Path = _RUN, out: Path = _OUT, num: int = _NUM,
+def predictions_command(run: Optional[Path] = _RUN, out: Path = _OUT, num: int = _NUM,
                         split: str = typer.Option("val", "--split", help="Target split or dataset/split."),
                         checkpoint: Optional[Path] = _CKPT, data: Optional[Path] = _DATA,
-                        device: str = _DEVICE, progress: bool = _PROGRESS, json_path: Optional[str] = _JSON) -> None:
+                        device: str = _DEVICE, progress: bool = _PROGRESS, json_path: Optional[str] = _JSON,
+                        overwrite: bool = _OVERWRITE, old_run: Optional[Path] = _OLD_RUN) -> None:
     """Per target image: image, ground truth, prediction and its errors."""
-    _run("predictions", run, out, num, split, checkpoint, data, device, progress, json_path)
+    _run("predictions", run, out, num, split, checkpoint, data, device, progress, json_path, overwrite, old_run)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hrseg.data.readers import SPLITS, Listing, RawSample, list_split
+from hrseg.data.readers import DATASETS, DatasetSpec, Listing, RawSample, list_split
 from hrseg.data.resize import RESIZE_MODES
 from hrseg.data.shardbuild import (
     Fingerprint,
@@ -53,12 +54,11 @@ from hrseg.data.shardbuild import (
 from hrseg.data.shards import COMPRESSIONS, MANIFEST_NAME, Manifest, ShardInfo, ShardOptions
 from hrseg.data.workers import ProgressFn, WorkerPool, open_pool, run_jobs
 from hrseg.errors import HrsegError
+from hrseg.locking import folder_lock
 
 __all__ = ["PrepareConfig", "SplitResult", "ShardTask", "build_shard", "prepare", "prepare_split", "stats_rows",
            "default_workers", "RESIZE_MODES"]
 
-DEFAULT_SIZES: dict[str, tuple[int, int]] = {"gtav": (1280, 720), "cityscapes": (1024, 512), "synthia": (1280, 760)}
-EVALUATED_SPLITS = {("cityscapes", "val")}
 DEFAULT_SHARD_SIZE = 256
 COUNT_KEYS = (
     "listed", "written", "missing_label", "missing_image", "corrupt", "blank",
@@ -67,13 +67,14 @@ COUNT_KEYS = (
 SPACE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 ACCESS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
 MAX_NAMED = 3
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
     """One `hrseg prepare <dataset>` invocation."""
 
-    dataset: str
+    dataset: str  # a format in readers.DATASETS
     root: Path
     out: Path
     splits: tuple[str, ...] = ()
@@ -83,23 +84,32 @@ class PrepareConfig:
     shard_size: int = DEFAULT_SHARD_SIZE
     compression: str = "none"
     overwrite: bool = False
-    full_labels: bool | None = None  # None: keep them for evaluated splits (Cityscapes val)
+    full_labels: bool | None = None  # None: keep them for the format's evaluated splits (Cityscapes val)
+    name: str | None = None  # the prepared folder DATA/<name>/ (None: the format's name)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def prepared_name(self) -> str:
+        return self.name or self.dataset
 
     def resolved_splits(self) -> tuple[str, ...]:
-        return self.splits or (("train", "val") if self.dataset == "cityscapes" else ("train",))
+        return self.splits or self.spec.default_splits
 
     def resolved_size(self) -> tuple[int, int]:
-        return self.size or DEFAULT_SIZES[self.dataset]
+        return self.size or self.spec.default_size
 
     def keeps_full_labels(self, split: str) -> bool:
-        return (self.dataset, split) in EVALUATED_SPLITS if self.full_labels is None else self.full_labels
+        return split in self.spec.evaluated_splits if self.full_labels is None else self.full_labels
 
     def validate(self) -> None:
-        if self.dataset not in SPLITS:
-            raise HrsegError(f"unknown dataset {self.dataset!r}")
         for split in self.resolved_splits():
-            if split not in SPLITS[self.dataset]:
-                raise HrsegError(f"--split {split}: {self.dataset} has the split(s) {', '.join(SPLITS[self.dataset])}")
+            self.spec.check_split(split)
+        if self.name is not None and not (self.spec.renamable and _NAME.fullmatch(self.name)):
+            raise HrsegError(f"--name {self.name!r}: " + ("a folder name of letters, digits, '-' and '_'"
+                                                         if self.spec.renamable else f"{self.dataset} is not renamed"))
         w, h = self.resolved_size()
         if w < 1 or h < 1:
             raise HrsegError(f"--size {w}x{h}: width and height must be positive")
@@ -271,7 +281,7 @@ def prepare_split(
     t0 = time.perf_counter()
     if listing is None:
         listing = list_split(cfg.dataset, cfg.root, split)
-    split_dir = cfg.out / cfg.dataset / split
+    split_dir = cfg.out / cfg.prepared_name / split
     keep_full = cfg.keeps_full_labels(split)
     options = ShardOptions(
         size=cfg.resolved_size(), resize=cfg.resize, compression=cfg.compression, shard_size=cfg.shard_size,
@@ -330,7 +340,7 @@ def prepare_split(
         infos[k] = b.info
     stats = {k: plan.states[k].stats for k in plan.check} | {k: b.stats for k, b in zip(plan.build, built)}
     realism = any(plan.states[k].has_realism for k in plan.check) or any(b.has_realism for b in built)
-    manifest = _assemble_manifest(cfg.dataset, split, listing, options, [infos[k] for k in range(len(plan.ranges))],
+    manifest = _assemble_manifest(cfg.prepared_name, split, listing, options, [infos[k] for k in range(len(plan.ranges))],
                                   [stats[k] for k in range(len(plan.ranges))], realism)
     manifest.root = str(Path(cfg.root).absolute())
     _save_if_changed(manifest, split_dir)
@@ -409,6 +419,15 @@ def prepare(cfg: PrepareConfig, show_progress: bool = True) -> list[SplitResult]
     cfg.validate()
     # a wrong layout or an empty split is refused before any worker or progress bar starts
     listings = {split: list_split(cfg.dataset, cfg.root, split) for split in cfg.resolved_splits()}
+    with folder_lock(cfg.out, PREPARE_BUSY, read_only_ok=True):
+        return _prepare_locked(cfg, listings, show_progress)
+
+
+#: the refusal when another prepare holds the data folder
+PREPARE_BUSY = "another hrseg prepare is writing into this data folder"
+
+
+def _prepare_locked(cfg: PrepareConfig, listings: dict[str, Listing], show_progress: bool) -> list[SplitResult]:
     shards = sum(-(-len(listing.samples) // cfg.shard_size) for listing in listings.values())
     results: list[SplitResult] = []
     pool = open_pool(min(cfg.workers, shards))
@@ -428,7 +447,7 @@ def _with_progress(cfg: PrepareConfig, split: str, pool: WorkerPool | None, list
     from hrseg.console import progress
 
     with progress() as bar:
-        task = bar.add_task(f"{cfg.dataset}/{split}", total=None, rate="")
+        task = bar.add_task(f"{cfg.prepared_name}/{split}", total=None, rate="")
         start = time.perf_counter()
         done = 0
 

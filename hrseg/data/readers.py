@@ -1,4 +1,12 @@
-"""The on-disk layouts of GTAV, Cityscapes and SYNTHIA-RAND-CITYSCAPES, read into trainId samples.
+"""Dataset formats as a registry (``DATASETS``: one ``DatasetSpec`` each), and GTAV, Cityscapes, SYNTHIA.
+
+A format is its spec: name, splits, default stored size, the splits evaluated
+at full resolution, how a split's files are listed and how a label file turns
+into trainIds. ``prepare``, ``hrseg prepare <format>`` (one generated command
+per spec) and this module's :func:`list_split` / :func:`decode` read it, so a
+new format is one module in ``hrseg/data/formats/`` that calls
+:func:`register_dataset` (``formats/folder.py``: any folder of images and label
+PNGs with a class table).
 
 Listing (which files form a split) and decoding (one image/label pair to
 RGB + trainIds) are separate so ``prepare`` can list in the parent and decode
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -28,9 +37,8 @@ import numpy as np
 from hrseg.data.labels import IGNORE_INDEX, KNOWN_LABEL_IDS, LABEL_TO_TRAIN, SYNTHIA_TO_TRAIN
 from hrseg.data.png import PNG_SIGNATURE, PngError, decode_palette_indices
 from hrseg.errors import HrsegError
+from hrseg.registry import Registry
 
-DATASETS = ("gtav", "cityscapes", "synthia")
-SPLITS: dict[str, tuple[str, ...]] = {"gtav": ("train",), "synthia": ("train",), "cityscapes": ("train", "val", "test")}
 SYNTHIA_KNOWN_IDS = np.zeros(65536, dtype=bool)
 SYNTHIA_KNOWN_IDS[:23] = True  # SYNTHIA's classes 0 (void) .. 22
 
@@ -43,6 +51,7 @@ class RawSample:
     image: Path
     label: Path | None
     realism: Path | None = None
+    classes: Path | None = None  # the class table a format reads labels with (folder format)
 
 
 @dataclass
@@ -149,16 +158,9 @@ def list_synthia(root: Path) -> Listing:
 def list_split(dataset: str, root: str | Path, split: str) -> Listing:
     """The sorted samples of ``dataset``/``split`` under ``root``; layout problems are user errors."""
     root = Path(root)
-    if dataset not in DATASETS:
-        raise HrsegError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if split not in SPLITS[dataset]:
-        raise HrsegError(f"--split {split}: {dataset} has the split(s) {', '.join(SPLITS[dataset])}")
-    if dataset == "gtav":
-        listing = list_gtav(root)
-    elif dataset == "cityscapes":
-        listing = list_cityscapes(root, split)
-    else:
-        listing = list_synthia(root)
+    spec = DATASETS[dataset]
+    spec.check_split(split)
+    listing = spec.list(root, split)
     if not listing.samples:
         raise HrsegError(f"--root {root}: {dataset} split {split!r} is empty (no image/label pairs found)")
     return listing
@@ -198,21 +200,79 @@ def _imdecode_unchanged(data: bytes) -> np.ndarray:
     return raw
 
 
-def _label_ids(dataset: str, data: bytes) -> np.ndarray:
-    """Raw label ids as stored: uint8 labelIds (GTAV, Cityscapes) or uint16 SYNTHIA ids."""
+def _labelid_png(data: bytes, palettised: bool) -> np.ndarray:
+    """Cityscapes labelIds from an 8-bit PNG: palette indices (GTAV) or grey values (Cityscapes)."""
     depth, colour = _png_header(data)
-    if dataset == "synthia":
-        raw = _imdecode_unchanged(data)
-        return raw[:, :, -1] if raw.ndim == 3 else raw
     if depth > 8:
         kind = {0: "grey", 2: "colour", 3: "palettised", 4: "grey+alpha", 6: "colour+alpha"}.get(colour, "")
         raise PngError(f"label PNG is {depth}-bit {kind}; labelIds must be 8-bit palettised or 8-bit grey")
-    if dataset == "gtav":
+    if palettised:
         return decode_palette_indices(data)
     raw = _imdecode_unchanged(data)
     if raw.ndim != 2:
         raise PngError("Cityscapes labelIds PNG must be single-channel")
     return raw
+
+
+def _to_train(ids: np.ndarray, known: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, int]:
+    return table[ids], int(ids.size - np.count_nonzero(known[ids]))
+
+
+def gtav_labels(data: bytes, sample: RawSample) -> tuple[np.ndarray, int]:
+    return _to_train(_labelid_png(data, palettised=True), KNOWN_LABEL_IDS, LABEL_TO_TRAIN)
+
+
+def cityscapes_labels(data: bytes, sample: RawSample) -> tuple[np.ndarray, int]:
+    return _to_train(_labelid_png(data, palettised=False), KNOWN_LABEL_IDS, LABEL_TO_TRAIN)
+
+
+def synthia_labels(data: bytes, sample: RawSample) -> tuple[np.ndarray, int]:
+    """16-bit PNG, the class id in the last OpenCV channel."""
+    _png_header(data)
+    raw = _imdecode_unchanged(data)
+    return _to_train(raw[:, :, -1] if raw.ndim == 3 else raw, SYNTHIA_KNOWN_IDS, SYNTHIA_TO_TRAIN)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One on-disk dataset format: everything prepare, the readers and ``hrseg prepare <name>`` need."""
+
+    name: str  # `hrseg prepare NAME`, and the prepared folder DATA/NAME/ unless renamed (--name)
+    title: str  # in messages: "not a GTAV layout"
+    help: str  # the prepare command's help: the layout it reads
+    splits: tuple[str, ...]
+    default_size: tuple[int, int]  # (W, H) the images are stored at unless --size
+    list: Callable[[Path, str], Listing]  # (root, split) -> the split's samples
+    labels: Callable[[bytes, RawSample], tuple[np.ndarray, int]]  # label file -> (trainIds, unknown pixels)
+    evaluated_splits: tuple[str, ...] = ()  # prepared with full-resolution labels (what eval scores)
+    default_splits: tuple[str, ...] = ("train",)  # prepared when no --split is given
+    renamable: bool = False  # --name: several datasets of this format side by side
+
+    def check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise HrsegError(f"--split {split}: {self.name} has the split(s) {', '.join(self.splits)}")
+        return split
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset format", "hrseg prepare")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a format; ``hrseg prepare`` gains a command of its name."""
+    return DATASETS.add(spec.name, spec)
+
+
+register_dataset(DatasetSpec(
+    "gtav", "GTAV", "GTAV: images/ + labels/ (palettised labelIds) [+ realism/] -> DATA/gtav/train.",
+    ("train",), (1280, 720), lambda root, split: list_gtav(root), gtav_labels))
+register_dataset(DatasetSpec(
+    "cityscapes", "Cityscapes",
+    "Cityscapes: leftImg8bit/ + gtFine/*_labelIds.png -> DATA/cityscapes/<split> (val keeps full-size labels).",
+    ("train", "val", "test"), (1024, 512), list_cityscapes, cityscapes_labels, evaluated_splits=("val",),
+    default_splits=("train", "val")))
+register_dataset(DatasetSpec(
+    "synthia", "SYNTHIA-RAND-CITYSCAPES", "SYNTHIA-RAND-CITYSCAPES: RGB/ + GT/LABELS/ (16-bit) -> DATA/synthia/train.",
+    ("train",), (1280, 760), lambda root, split: list_synthia(root), synthia_labels))
 
 
 def is_blank(image: np.ndarray) -> bool:
@@ -237,15 +297,12 @@ def decode(dataset: str, sample: RawSample) -> Decoded:
         label = np.full((h, w), IGNORE_INDEX, dtype=np.uint8)
     else:
         try:
-            ids = _label_ids(dataset, _read_bytes(sample.label))
+            label, unknown = DATASETS[dataset].labels(_read_bytes(sample.label), sample)
         except (OSError, PngError) as exc:
             return Decoded(sample.name, skip="corrupt", detail=f"{sample.label}: {exc}")
-        known = SYNTHIA_KNOWN_IDS[ids] if dataset == "synthia" else KNOWN_LABEL_IDS[ids]
-        unknown = int(ids.size - np.count_nonzero(known))
         if unknown:
             out.events["unknown_label_ids"] = 1
             out.events["unknown_label_pixels"] = unknown
-        label = SYNTHIA_TO_TRAIN[ids] if dataset == "synthia" else LABEL_TO_TRAIN[ids]
         if label.shape != (h, w):
             out.events["label_resized"] = 1
             label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
@@ -261,3 +318,6 @@ def decode(dataset: str, sample: RawSample) -> Decoded:
             realism = cv2.resize(realism, (w, h), interpolation=cv2.INTER_NEAREST)
     out.image, out.label, out.realism = image, np.ascontiguousarray(label), realism
     return out
+
+
+import hrseg.data.formats  # noqa: E402,F401  (registers every format module in hrseg/data/formats/)

@@ -23,6 +23,7 @@ from hrseg.data.png import encode_palette_png, write_png
 from hrseg.data.scenes import GENERATOR, SOURCE_ASPECT, draw_scene
 from hrseg.data.workers import start_pool
 from hrseg.errors import HrsegError
+from hrseg.locking import folder_lock
 
 TRAIN_CITIES = ("aachen", "bochum", "bremen")
 VAL_CITIES = ("frankfurt", "lindau", "munster")
@@ -177,6 +178,15 @@ class SyntheticPrepareConfig:
 
 def prepare_synthetic(cfg: SyntheticPrepareConfig, show_progress: bool = True) -> dict[str, object]:
     """Generate the scenes under ``out/raw`` and prepare ``gtav/train`` and ``cityscapes/{train,val}``."""
+    from hrseg.data.prepare import PREPARE_BUSY
+
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise HrsegError(f"--out {cfg.out}: is a file, not a folder; choose a folder for the prepared data")
+    with folder_lock(cfg.out, PREPARE_BUSY):
+        return _prepare_synthetic_locked(cfg, show_progress)
+
+
+def _prepare_synthetic_locked(cfg: SyntheticPrepareConfig, show_progress: bool) -> dict[str, object]:
     from hrseg.data.prepare import PrepareConfig, prepare
 
     t0 = time.perf_counter()

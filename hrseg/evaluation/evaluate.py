@@ -12,7 +12,9 @@ submission for the evaluation server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -146,7 +148,22 @@ def evaluate_segmenter(segmenter: Callable[[torch.Tensor], Any], ds: ShardDatase
 def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: int, device: torch.device,
            batch_size: int, writer: PredictionWriter | None, show_progress: bool,
            tta: InferenceOptions | None, amp_dtype: torch.dtype | None) -> EvalReport:
-    sizes = full_label_sizes(ds)
+    cm = confusion_of(segmenter, ds, device, batch_size, writer, show_progress, tta, amp_dtype)
+    return EvalReport.from_confusion(
+        cm, dataset=ds.manifest.dataset, split=ds.manifest.split, classes=classes, num_images=len(ds),
+        predictions=str(writer.label_ids_dir) if writer is not None else None,
+    )
+
+
+def confusion_of(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, device: torch.device,
+                 batch_size: int = 2, writer: PredictionWriter | None = None, show_progress: bool = False,
+                 tta: InferenceOptions | None = None, amp_dtype: torch.dtype | None = None,
+                 sizes: list[tuple[int, int]] | None = None) -> ConfusionMatrix:
+    """The confusion matrix of ``segmenter`` (in eval mode) over ``ds``: what every score is computed from.
+
+    Validation while training sums these over the ranks' shards of the split.
+    """
+    sizes = full_label_sizes(ds) if sizes is None else sizes
     cm = ConfusionMatrix()
     loader = DataLoader(ds.with_fields(("image", "full_label", "name")), batch_size=batch_size, shuffle=False)
     done = 0
@@ -163,10 +180,7 @@ def _score(segmenter: Callable[[torch.Tensor], Any], ds: ShardDataset, classes: 
                     writer.write(name, pred.cpu().numpy())
             done += n
             bar.update(task, advance=n, rate=rate(bar, task))
-    return EvalReport.from_confusion(
-        cm, dataset=ds.manifest.dataset, split=ds.manifest.split, classes=classes, num_images=len(ds),
-        predictions=str(writer.label_ids_dir) if writer is not None else None,
-    )
+    return cm
 
 
 @dataclass
@@ -247,13 +261,41 @@ def score_folder(predictions: str | Path, data: str | Path, dataset: str = "city
                                      predictions=str(folder), source="folder")
 
 
+def official_check(predictions: str | Path, data: str | Path, split: str, max_images: int | None) -> str:
+    """The cityscapesScripts command that re-scores saved predictions, ready to paste, or why there is none.
+
+    The official script scores every ``gtFine/val`` image of ``CITYSCAPES_DATASET``
+    (the raw Cityscapes folder, not the prepared one): taken from the environment
+    when set there, else the raw folder ``hrseg prepare synthetic`` writes beside
+    its prepared data. Its JSON goes to ``CITYSCAPES_EXPORT_DIR`` (the predictions'
+    folder), never into the dataset.
+    """
+    if split != "val" or max_images is not None:
+        return ("official check: cityscapesScripts scores every image of gtFine/val; "
+                + ("this evaluation scored the first " + str(max_images) if max_images is not None
+                   else f"this evaluation scored {split!r}"))
+    folder = Path(predictions).absolute()
+    candidates = [os.environ.get("CITYSCAPES_DATASET", ""), str(Path(data).absolute() / "raw" / "cityscapes")]
+    root = next((c for c in candidates if c and (Path(c) / "gtFine" / "val").is_dir()), None)
+    env = {"CITYSCAPES_DATASET": root or "/path/to/cityscapes", "CITYSCAPES_RESULTS": str(folder),
+           "CITYSCAPES_EXPORT_DIR": str(folder.parent)}
+    script = "csEvalPixelLevelSemanticLabeling"
+    if root and not next((Path(root) / "gtFine" / "val").glob("*/*_gtFine_instanceIds.png"), None):
+        # no instance maps (procedural scenes): the script's instance-level score would stop it at the first image
+        script = ("python3 -c 'import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as e; "
+                  "e.args.evalInstLevelScore = False; e.main()'")
+    command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + script
+    note = "" if root else " (set CITYSCAPES_DATASET to your Cityscapes folder, the one holding gtFine/)"
+    return f"official check: {command}{note}"
+
+
 Report = EvalReport | WeightingReport | SubmissionReport
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Report:
     """Evaluate a run directory: segmentation on a target split, weighting quality on ``source``,
     or, for a split without labels (Cityscapes test), a submission written to ``save_predictions``."""
-    opts = (options or EvalOptions()).validate()
+    opts = _run_window(run_dir, options or EvalOptions()).validate()
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)
     run = RunDir(run_dir)
@@ -320,10 +362,17 @@ def default_json_path(run_dir: str | Path, options: EvalOptions) -> Path:
     return path if options.model == "student" else path.with_name(f"{path.stem}-{options.model}.json")
 
 
+def _run_window(run_dir: str | Path, opts: EvalOptions) -> EvalOptions:
+    """``--slide`` without a window slides the run's training crop."""
+    if not (opts.tta.slide and opts.tta.window is None):
+        return opts
+    return replace(opts, tta=opts.tta.with_default_window(RunDir(run_dir).config().data.crop))
+
+
 def evaluate_and_save(run_dir: str | Path, options: EvalOptions | None = None,
                       json_path: str | Path | None = None) -> tuple[Report, Path]:
     """``evaluate_run``, then the report written (atomically) where reports look for it, or to ``json_path``."""
-    opts = options or EvalOptions()
+    opts = _run_window(run_dir, options or EvalOptions())
     report = evaluate_run(run_dir, opts)
     path = Path(json_path) if json_path is not None else default_json_path(run_dir, opts)
     write_json(path, report_dict(report, opts))

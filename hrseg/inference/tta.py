@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -81,6 +81,13 @@ class InferenceOptions:
             raise HrsegError(f"--scales: every scale must be a positive number, got {bad[0]}")
         if len(set(self.scales)) != len(self.scales):
             raise HrsegError(f"--scales: a scale is listed twice in {list(self.scales)}")
+        return self
+
+    def with_default_window(self, crop: Size | Sequence[int] | None) -> "InferenceOptions":
+        """``--slide`` without ``--window`` slides the training crop (what the model learnt on): the one rule
+        evaluation, prediction and exported models share."""
+        if self.slide and self.window is None and crop is not None:
+            return replace(self, window=(int(crop[0]), int(crop[1])))
         return self
 
     @property

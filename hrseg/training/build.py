@@ -85,11 +85,13 @@ def weighting_param_groups(cfg: TrainConfig, w: nn.Module) -> list[dict]:
 
 
 def poly_factor(cfg: TrainConfig) -> Callable[[int], float]:
-    """The poly LR factor at a step; it restarts at each phase switch (finetune's target phase)."""
+    """The poly LR factor at a step; it restarts at each phase switch (finetune's target phase)
+    and at each of ``optim.restarts`` (a run extended with a warm restart)."""
     power = cfg.optim.poly_power
 
     def factor(step: int) -> float:
         _, (start, end) = phase_at(cfg, min(step, cfg.optim.iters - 1))
+        start = max([start, *(r for r in cfg.optim.restarts if r <= step)])
         return max(0.0, 1.0 - (step - start) / max(1, end - start)) ** power
 
     return factor

@@ -14,6 +14,7 @@ damaged instead of resuming or evaluating silently wrong weights.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -74,12 +75,19 @@ def _lists_to_tuples(obj: Any) -> Any:
     return obj
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` (plus the format tag) to ``path``; a full disk is one line, nothing half-written."""
+def save_checkpoint(path: Path, payload: dict[str, Any], previous: Path | None = None) -> None:
+    """Atomically write ``payload`` (plus the format tag) to ``path``; a full disk is one line, nothing half-written.
+
+    ``previous``: once the new file is complete, the old ``path`` is renamed to it, so the two are always two
+    files (never two names of one): a kill before the renames leaves both old ones, between them the old
+    ``path`` as ``previous`` (which resuming names).
+    """
     payload = {"format": FORMAT, **payload}
     try:
         with atomic_path(path, suffix=".pt") as tmp:
             torch.save(payload, tmp)
+            if previous is not None and path.is_file():
+                os.replace(path, previous)
     except (OSError, RuntimeError) as exc:
         if _out_of_space(exc):
             raise HrsegError(f"{path}: out of disk space writing the checkpoint (the previous one is kept)") from None

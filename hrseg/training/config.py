@@ -25,6 +25,7 @@ from hrseg.models import SEGMENTERS
 from hrseg.models.batchnorm import BN_MODES, count_batchnorm
 from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
+from hrseg.training.value_checks import bounded, check_values
 from hrseg.typed import from_dict, to_jsonable
 
 
@@ -116,6 +117,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    restarts: tuple[int, ...] = ()  # iterations where the poly schedule starts again from lr (an extended run)
 
 
 @dataclass
@@ -150,6 +152,9 @@ class RunConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
     tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
     tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+    val_every: int = 0  # score S on the target's val_split every N iterations and at the end (0: never)
+    val_images: int | None = None  # validate on the first K images of the split only (None: all)
+    val_split: str = "val"
 
     @staticmethod
     def upgrade(section: dict[str, Any]) -> dict[str, Any]:
@@ -215,54 +220,63 @@ class TrainConfig:
         SEGMENTERS.check(self.model.arch)
         self.weighting.check()
         self._validate_bn()
-        for option, value in (("--width", self.model.width), ("--gan-width", self.gan.width),
-                              ("--lr", self.optim.lr), ("gan.lr", self.gan.lr)):
+        for option, value in (("model.width", self.model.width), ("gan.width", self.gan.width),
+                              ("optim.lr", self.optim.lr), ("gan.lr", self.gan.lr)):
             _positive(option, value)
         for option, value in (("optim.weight_decay", self.optim.weight_decay),
                               ("optim.poly_power", self.optim.poly_power)):
             if not (math.isfinite(value) and value >= 0):
                 raise HrsegError(f"{option}: must be a finite number >= 0, got {value}")
+        if list(self.optim.restarts) != sorted(set(self.optim.restarts)) or any(
+                not 0 < r < self.optim.iters for r in self.optim.restarts):
+            raise HrsegError(f"optim.restarts: increasing iterations inside (0, optim.iters), "
+                             f"got {list(self.optim.restarts)}")
         if not 0 <= self.optim.momentum < 1:
             raise HrsegError(f"optim.momentum: must be in [0, 1), got {self.optim.momentum}")
         if self.data.target_images is not None and self.data.target_fraction is not None:
-            raise HrsegError("--target-images and --target-fraction are exclusive; give one")
+            raise HrsegError("data.target_images and data.target_fraction are exclusive; give one")
         if self.data.target_images is not None and self.data.target_images < 0:
-            raise HrsegError(f"--target-images: must be >= 0, got {self.data.target_images}")
+            raise HrsegError(f"data.target_images: must be >= 0, got {self.data.target_images}")
         self._validate_unlabelled()
         if self.data.target_fraction is not None and not 0 < self.data.target_fraction <= 1:
-            raise HrsegError(f"--target-fraction: must be in (0, 1], got {self.data.target_fraction}")
+            raise HrsegError(f"data.target_fraction: must be in (0, 1], got {self.data.target_fraction}")
         if self.optim.iters < 1:
-            raise HrsegError(f"--iters: must be >= 1, got {self.optim.iters}")
+            raise HrsegError(f"optim.iters: must be >= 1, got {self.optim.iters}")
         if self.data.batch_size < 1:
-            raise HrsegError(f"--batch-size: must be >= 1, got {self.data.batch_size}")
+            raise HrsegError(f"data.batch_size: must be >= 1, got {self.data.batch_size}")
         if self.data.workers < 0:
-            raise HrsegError(f"--workers: must be >= 0, got {self.data.workers}")
+            raise HrsegError(f"data.workers: must be >= 0, got {self.data.workers}")
         if min(self.data.crop) < 8:
-            raise HrsegError(f"--crop: both sides must be >= 8 pixels, got {self.data.crop}")
+            raise HrsegError(f"data.crop: both sides must be >= 8 pixels, got {self.data.crop}")
         lo, hi = self.data.scale
         if not (0 < lo <= hi and math.isfinite(hi)):
             raise HrsegError(f"data.scale: expected 0 < min <= max, got {list(self.data.scale)}")
         if len(SCHEMES[self.scheme].phases) > 1 and self.finetune_source_iters() >= self.optim.iters:
             raise HrsegError(
-                f"--finetune-source-iters: {self.finetune.source_iters} leaves no target iteration "
-                f"out of --iters {self.optim.iters}"
+                f"finetune.source_iters: {self.finetune.source_iters} leaves no target iteration "
+                f"out of optim.iters {self.optim.iters}"
             )
         if self.finetune.source_iters < 0:
-            raise HrsegError(f"--finetune-source-iters: must be >= 0, got {self.finetune.source_iters}")
+            raise HrsegError(f"finetune.source_iters: must be >= 0, got {self.finetune.source_iters}")
         if not 0 <= self.image_select.road_share <= 1:
-            raise HrsegError(f"--select-road-share: must be in [0, 1], got {self.image_select.road_share}")
+            raise HrsegError(f"image_select.road_share: must be in [0, 1], got {self.image_select.road_share}")
         if not 0 <= self.image_select.nonroad_keep <= 1:
-            raise HrsegError(f"--select-nonroad-keep: must be in [0, 1], got {self.image_select.nonroad_keep}")
+            raise HrsegError(f"image_select.nonroad_keep: must be in [0, 1], got {self.image_select.nonroad_keep}")
         if self.run.threads < 0:
-            raise HrsegError(f"--threads: must be >= 0, got {self.run.threads}")
+            raise HrsegError(f"run.threads: must be >= 0, got {self.run.threads}")
         if self.run.checkpoint_every < 1 or self.run.log_every < 1:
-            raise HrsegError("--checkpoint-every and --log-every must be >= 1")
+            raise HrsegError("run.checkpoint_every and run.log_every must be >= 1")
         if self.run.save_every < 0:
-            raise HrsegError(f"--save-every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
+            raise HrsegError(f"run.save_every: must be >= 0 (0: no snapshots), got {self.run.save_every}")
         if self.run.tensorboard_every < 1:
-            raise HrsegError(f"--tensorboard-every: must be >= 1, got {self.run.tensorboard_every}")
+            raise HrsegError(f"run.tensorboard_every: must be >= 1, got {self.run.tensorboard_every}")
+        if self.run.val_every < 0:
+            raise HrsegError(f"run.val_every: must be >= 0 (0: no validation), got {self.run.val_every}")
+        if self.run.val_images is not None and self.run.val_images < 1:
+            raise HrsegError(f"run.val_images: must be >= 1, got {self.run.val_images}")
         if self.run.seed < 0:
-            raise HrsegError(f"--seed: must be >= 0, got {self.run.seed}")
+            raise HrsegError(f"run.seed: must be >= 0, got {self.run.seed}")
+        check_values(self)  # the rest: every float finite, GAN weights and betas, the seed's upper end
         return self
 
     def _validate_unlabelled(self) -> None:
@@ -285,16 +299,16 @@ class TrainConfig:
                 raise HrsegError(f"{key}: must be a finite number >= 0, got {value}")
         if self.data.target_images == 0:
             if scheme.weighting is not None and scheme.unlabelled != "self-training":
-                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} learns W's \"target\" from labelled "
+                raise HrsegError(f"data.target_images 0: scheme {self.scheme!r} learns W's \"target\" from labelled "
                                  "target images; with none, use its self-training row (W reads the teacher's "
                                  "pseudo-labels)")
             if scheme.unlabelled is None and any(p.target for p in scheme.phases):
-                raise HrsegError(f"--target-images 0: scheme {self.scheme!r} trains on labelled target images; "
+                raise HrsegError(f"data.target_images 0: scheme {self.scheme!r} trains on labelled target images; "
                                  "with none use source-only, minent or a self-training scheme")
             if self.gan.enabled:
-                raise HrsegError("--target-images 0: the GAN needs a labelled target batch every step; use --no-gan")
+                raise HrsegError("data.target_images 0: the GAN needs a labelled target batch every step; use --no-gan")
             if self.weighting.heldout_images:
-                raise HrsegError("--target-images 0: weighting.heldout_images needs labelled target images")
+                raise HrsegError("data.target_images 0: weighting.heldout_images needs labelled target images")
 
     def _validate_bn(self) -> None:
         """Batch-norm modes need batch norm; frozen needs statistics worth freezing.
@@ -306,15 +320,15 @@ class TrainConfig:
         """
         m = self.model
         if m.bn not in BN_MODES:
-            raise HrsegError(f"--bn: must be one of {', '.join(BN_MODES)}, got {m.bn!r}")
+            raise HrsegError(f"model.bn: must be one of {', '.join(BN_MODES)}, got {m.bn!r}")
         if m.bn == "train":
             return
         if not backbone_has_batchnorm(m.arch):
-            raise HrsegError(f"--bn {m.bn}: {m.arch} has no batch-norm layers; use --bn train")
+            raise HrsegError(f"model.bn {m.bn}: {m.arch} has no batch-norm layers; use model.bn train")
         if m.bn == "frozen" and m.pretrained == "none" and m.width == 1.0:
-            raise HrsegError("--bn frozen: needs --pretrained imagenet or a weight file (with --pretrained none the "
-                             "frozen layers keep mean 0 / variance 1: no normalisation); from scratch use --bn train "
-                             "or --bn sync")
+            raise HrsegError("model.bn frozen: needs model.pretrained imagenet or a weight file (with "
+                             "model.pretrained none the frozen layers keep mean 0 / variance 1: no normalisation); from scratch use model.bn train "
+                             "or model.bn sync")
 
     def finetune_source_iters(self) -> int:
         return self.finetune.source_iters or self.optim.iters // 2
@@ -354,7 +368,7 @@ def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 def _parse_value(text: str) -> Any:
     try:
-        return json.loads(text)
+        return bounded(lambda: json.loads(text), "--set")
     except ValueError:
         pass
     if "," in text:
@@ -370,9 +384,9 @@ def load_config_file(path: str | Path) -> TrainConfig:
     text = file.read_bytes()
     try:
         if file.suffix.lower() == ".toml":
-            data = toml.loads(text.decode("utf-8"))
+            data = bounded(lambda: toml.loads(text.decode("utf-8")), str(file))
         else:
-            data = json.loads(text)
+            data = bounded(lambda: json.loads(text), str(file))
     except (ValueError, UnicodeDecodeError) as exc:
         kind = "TOML" if file.suffix.lower() == ".toml" else "JSON"
         raise HrsegError(f"{file}: not valid {kind} ({str(exc).splitlines()[0]})") from None

@@ -53,7 +53,15 @@ def init_from_env(device_type: str) -> DistInfo:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend=backend)
+    else:
+        # after a torchrun restart the store can still hold the dead attempt's addresses, which gloo would try
+        # (connection refused, or a hang until its timeout): each attempt gets keys of its own
+        store, _, _ = next(dist.rendezvous("env://"))
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f"hrseg/attempt_{attempt}", store),
+                                rank=rank, world_size=world)
     return DistInfo(rank, world, local_rank, True, True, backend)
 
 
@@ -130,12 +138,30 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (a decision only rank 0 may take, e.g. whether to resume)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return values
     values = values.clone()
     dist.all_reduce(values)
     return values / info.world_size
+
+
+def all_reduce_sum(values: torch.Tensor, info: DistInfo, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The element-wise sum over the ranks (on ``device`` for the collective: NCCL needs the GPU), back on the CPU."""
+    if not info.enabled:
+        return values
+    moved = values.to(device).clone()
+    dist.all_reduce(moved)
+    return moved.cpu()
 
 
 def barrier(info: DistInfo) -> None:

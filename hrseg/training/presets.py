@@ -65,15 +65,17 @@ class Preset:
 
 # Paper-scale budget [reconstructed: the paper does not state iterations or learning rates].
 _FCN = {"model.arch": "fcn8s-vgg16", "model.pretrained": "imagenet", "optim.lr": 1e-3,
-        "optim.iters": 40000, "data.batch_size": 1, "data.crop": (1024, 512), "run.amp": True}
+        "optim.iters": 40000, "data.batch_size": 1, "data.crop": (1024, 512), "run.amp": True,
+        "run.val_every": 2000}
 _PSP = {"model.arch": "pspnet-r50", "model.pretrained": "imagenet", "model.aux": True, "optim.lr": 1e-2,
-        "optim.iters": 40000, "data.batch_size": 2, "data.crop": (768, 384), "run.amp": True}
+        "optim.iters": 40000, "data.batch_size": 2, "data.crop": (768, 384), "run.amp": True,
+        "run.val_every": 2000}
 # DeepLab-v2 as the domain-adaptation repositories train it (AdaptSegNet, ADVENT): one image per domain,
 # 1024x512 target crops, SGD at 2.5e-4 with poly decay, batch norm frozen at ImageNet values, 120k iterations
 # [reconstructed from those repositories; they also give the ASPP classifier 10x the learning rate, hrseg does not].
 _DEEPLAB = {"model.arch": "deeplabv2-r101", "model.pretrained": "imagenet", "model.bn": "frozen",
             "optim.lr": 2.5e-4, "optim.iters": 120000, "data.batch_size": 1, "data.crop": (1024, 512),
-            "run.amp": True}
+            "run.amp": True, "run.val_every": 2000}
 
 # Unlabelled target images on DeepLab-v2, GTA -> Cityscapes without target labels [reconstructed from the
 # published configs]. ADVENT (valeoai/ADVENT, advent/domain_adaptation/config.py): lr 2.5e-4, one image per
@@ -132,7 +134,7 @@ QUICK_BUDGET: dict[str, Any] = {
     "model.arch": "fcn8s-vgg16", "model.width": 0.125, "model.pretrained": "none",
     "optim.iters": 500, "optim.lr": 0.01, "data.batch_size": 4, "data.crop": (128, 64),
     "data.target_images": 16, "weighting.width": 0.125, "gan.width": 0.125, "gan.enabled": False,
-    "run.checkpoint_every": 1000, "run.threads": 1,
+    "run.checkpoint_every": 1000, "run.threads": 1, "run.val_every": 0,
 }
 
 

@@ -3,11 +3,13 @@
 ```
 RUN/config.json         resolved TrainConfig (absolute data / run paths)
 RUN/data_subset.json    which target (and filtered source) images the run used
-RUN/metrics.jsonl       one JSON object per logged iteration
-RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, a hard link),
+RUN/metrics.jsonl       one JSON object per logged iteration; validations add {"kind": "val", ...} lines
+RUN/checkpoints/        last.pt (resumable state), previous.pt (the last.pt before it, its own file),
                         final.pt (a hard link to the last last.pt),
-                        iter_XXXXXX.pt (snapshots: network weights, with --save-every)
+                        iter_XXXXXX.pt (snapshots: network weights, with --save-every),
+                        best.pt (weights with the best val mIoU so far, with --val-every)
 RUN/summary.json        what train() returned
+RUN/config_history.json each start, resume and extension: at which iteration, which config keys changed
 RUN/eval/<split>.json   full evaluations; eval/<split>-first<N>.json partial ones
 RUN/tb/                 TensorBoard events (when enabled)
 RUN/.lock               held (flock) by the training process that owns the folder
@@ -30,7 +32,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from hrseg.atomic import atomic_path, write_json
+from hrseg.atomic import atomic_path, remove_temps, write_json
 from hrseg.errors import HrsegError
 from hrseg.locking import LOCK_NAME, folder_lock
 from hrseg.training.build import build_segmenter_of, build_weighting
@@ -38,6 +40,7 @@ from hrseg.training.checkpoint import load_checkpoint
 from hrseg.training.config import TrainConfig
 
 FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
+BEST = "best.pt"  # weights of the best validation so far (with --val-every)
 
 @dataclass
 class LoadedRun:
@@ -76,6 +79,10 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def history_path(self) -> Path:
+        return self.path / "config_history.json"
+
+    @property
     def summary_path(self) -> Path:
         return self.path / "summary.json"
 
@@ -112,7 +119,7 @@ class RunDir:
 
     def _owned(self) -> list[Path]:
         return [self.config_path, self.subset_path, self.metrics_path, self.summary_path, self.checkpoint_dir,
-                self.eval_dir, self.tensorboard_dir]
+                self.eval_dir, self.tensorboard_dir, self.history_path]
 
     # -- reading ------------------------------------------------------------------------------
     def is_run(self) -> bool:
@@ -189,6 +196,13 @@ class RunDir:
         """The checkpoint to continue from, verified; a damaged one names an intact ``previous.pt`` if there is one."""
         path = self.checkpoint_path(name)
         if not path.is_file():
+            fallback = self.checkpoint_path(PREVIOUS)
+            if name != PREVIOUS and fallback.is_file():
+                raise HrsegError(f"{self.path}: no checkpoints/{name} (a checkpoint write was interrupted); "
+                                 f"continue from {PREVIOUS} with hrseg train --resume {self.path} --from {PREVIOUS}")
+            if not self._has_checkpoint():
+                raise HrsegError(f"{self.path}: nothing to resume (the run stopped before its first checkpoint); "
+                                 "start it again with the same command and --overwrite")
             raise HrsegError(f"{self.path}: nothing to resume (no checkpoints/{name})")
         try:
             payload = load_checkpoint(path)
@@ -242,8 +256,13 @@ class RunDir:
             raise HrsegError(f"{self.path}: --out exists and is not a directory")
         self._created = not self.path.exists()
         with folder_lock(self.path, "another training is running in this run directory", place="run directory"):
+            for folder in (self.path, self.checkpoint_dir, self.eval_dir):  # temps of killed writes: ours, gone
+                remove_temps(folder)
             self._check_owner(resume, overwrite)
             yield
+
+    def _has_checkpoint(self) -> bool:
+        return self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.glob("*.pt"))
 
     def _holds_a_run(self) -> bool:
         """A previous hrseg run (its config parses, or it has checkpoints), not just a file named config.json."""
@@ -270,6 +289,9 @@ class RunDir:
         if not others:
             return
         if not overwrite:
+            if self._holds_a_run() and not self._has_checkpoint():
+                raise HrsegError(f"{self.path}: holds a run that stopped before its first checkpoint; "
+                                 "pass --overwrite to start it again")
             if self._holds_a_run():
                 raise HrsegError(f"{self.path}: already holds a run; continue it with --resume {self.path}, "
                                  "or pass --overwrite to start again")
@@ -300,6 +322,21 @@ class RunDir:
 
     def write_config(self, cfg: TrainConfig) -> None:
         write_json(self.config_path, cfg.to_dict())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The run's config history (oldest first); empty for a run started before hrseg 0.2."""
+        if not self.history_path.is_file():
+            return []
+        try:
+            data = json.loads(self.history_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise HrsegError(f"{self.history_path}: unreadable config history ({exc})") from None
+        if not isinstance(data, list):
+            raise HrsegError(f"{self.history_path}: config history is not a JSON list")
+        return data
+
+    def append_history(self, entry: dict[str, Any]) -> None:
+        write_json(self.history_path, [*self.history(), entry])
 
     def write_subset(self, subset: dict[str, Any]) -> None:
         write_json(self.subset_path, subset)

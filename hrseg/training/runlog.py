@@ -31,6 +31,17 @@ class RunLog:
         if self.tb is not None:
             self.tb.scalars(values, iteration)
 
+    def record_val(self, values: dict[str, Any], iteration: int) -> None:
+        """A validation's line (always written, whatever ``log_every``); TensorBoard gets val/miou, val/iou/<class>."""
+        if self.file is None:
+            return
+        self.file.write(json.dumps(values) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            flat = {"val/miou": values["val_miou"],
+                    **{f"val/iou/{name}": iou for name, iou in values["val_iou"].items() if iou is not None}}
+            self.tb.scalars({k: v for k, v in flat.items() if v is not None}, iteration)
+
     def wants_image(self, iteration: int) -> bool:
         return self.tb is not None and self.tb.wants_image(iteration)
 

@@ -42,6 +42,7 @@ def _ignore_sigint(worker_id: int) -> None:
     would break the batch the main process still has to fetch.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cluster signals every process; the main one checkpoints
 
 
 class DomainStream:
@@ -79,6 +80,10 @@ class DomainStream:
         return next(self._iter)
 
     def close(self) -> None:
+        """Stop the loader workers now: they ignore SIGTERM, so they must not be left to exit-time termination."""
+        shutdown = getattr(self._iter, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
         self._iter = None
 
 

@@ -30,12 +30,14 @@ from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
+from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
 from hrseg.training.sampling import mix_seed
+from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.schemes import SCHEMES, StepPlan, check_scheme, plan
 from hrseg.training.selftrain import ema_update, make_teacher, teacher_momentum
 from hrseg.training.runlog import RunLog, describe
 from hrseg.training.tensorboard import WeightPicture, check_available
+from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
 class NonFiniteLoss(HrsegError):
@@ -55,6 +57,8 @@ class TrainResult:
     checkpoint: str = ""
     target_images: int = 0
     source_images: int = 0
+    best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -64,7 +68,8 @@ class Trainer:
     """The networks, optimisers, data and counters of one run; ``run()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite: bool = False,
-                 resume_from: str = LAST, weight_picture: WeightPicture | None = None) -> None:
+                 resume_from: str = LAST, validator: Validator | None = None, auto_resume: bool = False,
+                 weight_picture: WeightPicture | None = None) -> None:
         cfg = cfg.resolved().validate()
         check_scheme(cfg)
         if not cfg.run.out:
@@ -73,6 +78,8 @@ class Trainer:
             check_available()  # a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
+        self.validator, self.best = validator, None
+        self.resumed = self.finished = False
         self.weight_picture = weight_picture
         if cfg.run.threads > 0:
             torch.set_num_threads(cfg.run.threads)
@@ -83,8 +90,16 @@ class Trainer:
         self.is_main = self.dist.is_main
         self._owner = contextlib.ExitStack()
         try:
+            if auto_resume:
+                if resume or overwrite:
+                    raise HrsegError("--auto-resume decides by itself whether to resume; drop --resume/--overwrite")
+                mode = self._auto_resume_mode()
+                resume, overwrite, self.finished = mode in ("resume", "finished"), mode == "restart", mode == "finished"
+                resume_from = LAST
             if self.is_main:
                 self._owner.enter_context(self.run_dir.claim(resume=resume, overwrite=overwrite))
+            if self.finished:
+                return
             self._setup(resume_from if resume else None)
         except BaseException:
             self.close()  # a refused run must not keep the folder locked or the process group alive
@@ -92,11 +107,33 @@ class Trainer:
                 self.run_dir.abandon()
             raise
 
+    def _auto_resume_mode(self) -> str:
+        """Rank 0 decides (fresh / resume / restart / finished) and every rank follows, or every rank raises."""
+        decision: tuple[str, str]
+        if self.is_main:
+            try:
+                decision = ("ok", auto_resume_mode(self.run_dir, self.cfg))
+            except HrsegError as exc:
+                decision = ("error", str(exc))
+        else:
+            decision = ("", "")
+        kind, value = ddp.broadcast_object(decision if self.is_main else None, self.dist)
+        if kind == "error":
+            raise HrsegError(value)
+        if self.is_main and value != "fresh":
+            console.print(f"--auto-resume: {self.run_dir} holds this run: "
+                          + {"resume": "continuing from last.pt", "restart": "no checkpoint yet, starting it again",
+                             "finished": "already finished"}[value], highlight=False)
+        return value
+
     def _setup(self, resume_from: str | None) -> None:
         cfg = self.cfg
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
             console.print("[yellow]--amp has no effect on the CPU; training in float32[/]")
+        if cfg.run.val_every and self.validator is None and self.is_main:
+            console.print("[yellow]run.val_every is set but no validator was given: not validating "
+                          "(hrseg.evaluation.validation.train_with_validation validates)[/]")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -150,9 +187,16 @@ class Trainer:
             load_state(net, payload["models"].get(name), path, name)
         for name, opt in self.opts.items():
             opt.load_state_dict(payload["optimizers"][name])
-            self.scheds[name].load_state_dict(payload["schedulers"][name])
+            sched = self.scheds[name]
+            sched.load_state_dict(payload["schedulers"][name])
+            # the rate the next step uses, from this config's schedule: the same value for a plain resume,
+            # the re-planned one for an extended run (whose saved rate is the old plan's ~0)
+            for group, base, factor in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * factor(sched.last_epoch)
         self.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
+        self.resumed = True
+        self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
     def state(self) -> dict[str, Any]:
@@ -167,6 +211,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
             "scaler": self.scaler.state_dict(),
+            "best": self.best,
             "rng": ddp.gather_objects(capture_rng(self.data.generators), self.dist),
             "data": {"positions": self.data.positions(), "target_indices": list(self.data.target_indices),
                      "source_indices": list(self.data.source_indices), "signature": self.data.signature,
@@ -178,9 +223,9 @@ class Trainer:
         payload = self.state()
         if not self.is_main:
             return None
-        if name == LAST and self.run_dir.checkpoint_path(LAST).is_file():
-            self.run_dir.link_checkpoint(LAST, PREVIOUS)  # a damaged last.pt never costs the whole run
-        save_checkpoint(self.run_dir.checkpoint_path(name), payload)
+        # the old last.pt becomes previous.pt once the new one is complete: a damaged last.pt never costs the run
+        previous = self.run_dir.checkpoint_path(PREVIOUS) if name == LAST else None
+        save_checkpoint(self.run_dir.checkpoint_path(name), payload, previous=previous)
         return self.run_dir.checkpoint_path(name)
 
     def snapshot(self) -> Any:
@@ -197,6 +242,35 @@ class Trainer:
         path = self.run_dir.checkpoint_path(self.run_dir.snapshot_name(self.iteration))
         save_checkpoint(path, full)
         return path
+
+    def validate(self) -> ValResult:
+        """Score S with the validator (every rank); no random source or batch-norm statistic is touched.
+
+        The RNG states are put back afterwards (a data loader draws a seed from
+        the global generator even without workers), so validating never changes
+        what is trained: a run with ``--val-every`` ends with the same weights.
+        """
+        assert self.validator is not None
+        rng = capture_rng(self.data.generators)
+        seg = ddp.unwrap(self.nets["segmenter"])
+        was_training = seg.training
+        seg.eval()
+        try:
+            with torch.no_grad():
+                return self.validator(seg, self.dist)
+        finally:
+            seg.train(was_training)
+            restore_rng(rng, self.data.generators)
+
+    def _validate(self, log: RunLog) -> None:
+        result = self.validate()
+        better = improves(result, self.best)
+        if better:
+            self.best = {"miou": result.miou, "iteration": self.iteration, "split": result.split,
+                         "images": result.images}
+            if self.is_main:
+                save_checkpoint(self.run_dir.checkpoint_path(BEST), {**self.state_models(), "best": self.best})
+        log.record_val(result.record(self.iteration, better), self.iteration)
 
     def state_models(self) -> dict[str, Any]:
         """The part of :meth:`state` inference needs: S and W (never G and D), with what identifies them."""
@@ -260,7 +334,13 @@ class Trainer:
     def run(self, stop_after: int | None = None) -> TrainResult:
         """Train to ``optim.iters``; ``stop_after`` ends this call early, as a Ctrl-C would (resumable)."""
         cfg, run = self.cfg, self.run_dir
+        if self.finished:
+            summary = run.summary() or {}
+            return TrainResult(**{k: v for k, v in summary.items() if k in TrainResult.__dataclass_fields__})
         if self.is_main:
+            before = run.config() if self.resumed else None
+            event = "start" if before is None else "extend" if before.optim.iters != cfg.optim.iters else "resume"
+            run.append_history(history_entry(event, self.iteration, before, cfg))
             run.write_config(cfg)
             run.write_subset(self.data.subset_record())
             run.truncate_metrics(self.iteration)
@@ -287,6 +367,8 @@ class Trainer:
                     log.record(last, self.iteration)
                     if log.wants_image(self.iteration):
                         self._weight_image(log.tb)
+                    if self.validator is not None and validation_due(cfg, self.iteration):
+                        self._validate(log)
                     bar.update(task, completed=self.iteration, description=describe(values),
                                rate=f"{last['images_per_s']:.1f} img/s")
                     stop = self._agree(interrupt.requested or (
@@ -315,7 +397,7 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices),
+            source_images=len(self.data.source_indices), best=self.best, stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
@@ -343,14 +425,20 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
-          overwrite: bool = False, resume_from: str = LAST, weight_picture: WeightPicture | None = None) -> TrainResult:
+          overwrite: bool = False, resume_from: str = LAST, validator: Validator | None = None,
+          auto_resume: bool = False, weight_picture: WeightPicture | None = None) -> TrainResult:
     """Train ``cfg`` into ``cfg.run.out`` (or continue it when ``resume``, from ``resume_from``).
 
     A fresh run refuses a folder that already holds a run or foreign files unless ``overwrite``.
+    ``validator`` scores S every ``run.val_every`` iterations (``hrseg.evaluation.validation``
+    builds the one ``hrseg train`` uses); without one, ``run.val_every`` is not acted on (said in one line).
+    ``auto_resume`` (for preemptible jobs, torchrun restarts): start ``cfg`` fresh, continue it exactly
+    from ``last.pt`` when the folder holds this same run, refuse a folder holding another
+    (:func:`hrseg.training.resume.auto_resume_mode`).
     ``weight_picture`` draws TensorBoard's weight maps (``--tensorboard``); without it only values are logged.
     """
-    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from,
-                      weight_picture=weight_picture)
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite, resume_from=resume_from, validator=validator,
+                      auto_resume=auto_resume, weight_picture=weight_picture)
     try:
         return trainer.run(stop_after=stop_after)
     finally:

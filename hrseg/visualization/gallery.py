@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hrseg.atomic import atomic_path, write_json
+from hrseg.ownership import HTML_MARK, check_folder, html_owned, json_mark, read_index
 
 INDEX, LISTING = "index.html", "gallery.json"
+WRITTEN_BY = "hrseg visualize"
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ def render_index(title: str, items: Sequence[GalleryItem], metrics: Sequence[Met
     esc = html.escape
     parts = [
         "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        '<html lang="en"><head><meta charset="utf-8">', HTML_MARK,
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
@@ -209,6 +211,7 @@ def listing(title: str, items: Sequence[GalleryItem], metrics: Sequence[Metric] 
             summary: dict[str, str] | None = None) -> dict[str, Any]:
     """``gallery.json``'s content: the index, every panel, and each panel's numbers."""
     return {
+        **json_mark(WRITTEN_BY),
         "title": title,
         "index": INDEX,
         "summary": dict(summary or {}),
@@ -221,3 +224,29 @@ def listing(title: str, items: Sequence[GalleryItem], metrics: Sequence[Metric] 
 def read_listing(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """A gallery's ``gallery.json`` (for the report page, which links galleries and shows their size)."""
     return json.loads((Path(folder) / LISTING).read_text(encoding="utf-8"))
+
+
+def _listing_is_ours(path: Path) -> bool:
+    """gallery.json written by hrseg (marked; or, from before the mark, shaped like one)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(obj, dict) and (obj.get("written_by") == WRITTEN_BY or
+                                      (obj.get("index") == INDEX and isinstance(obj.get("panels"), list)))
+
+
+def check_gallery_folder(folder: str | os.PathLike[str], panels: Sequence[str], overwrite: bool = False) -> None:
+    """Refuse to draw into ``folder`` over files hrseg did not write there (``overwrite``: replace them).
+
+    Its own files are the index, the listing and the panels an earlier ``gallery.json`` lists.
+    """
+    out = Path(folder)
+    listing_path = out / LISTING
+    earlier = read_index(listing_path, _listing_is_ours)
+    own = [str(p) for p in (earlier or {}).get("panels", []) if isinstance(p, str)]
+    if earlier is not None:
+        own.append(LISTING)
+    if html_owned(out / INDEX):
+        own.append(INDEX)
+    check_folder(out, own, [*panels, INDEX, LISTING], overwrite)

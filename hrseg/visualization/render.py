@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hrseg.atomic import ensure_dir
+from hrseg.visualization.gallery import check_gallery_folder
 from hrseg.console import progress, rate
 from hrseg.data.augment import normalize
 from hrseg.data.dataset import ShardDataset, open_split
@@ -43,6 +44,7 @@ class VisualizeOptions:
     device: str = "auto"
     batch_size: int | None = None  # None: the run's training batch (batch-normalised weights depend on it)
     show_progress: bool = True
+    overwrite: bool = False  # replace files in ``out`` that hrseg did not write
 
     def validate(self) -> "VisualizeOptions":
         if self.num < 1:
@@ -167,6 +169,7 @@ def visualize_weights(run_dir: str | Path, options: VisualizeOptions) -> Gallery
                          "use a w1 or w19 run (or hrseg visualize predictions)")
     out = ensure_dir(opts.out)
     files = _file_names(ds)
+    check_gallery_folder(out, list(files.values()), opts.overwrite)
     per_class = getattr(loaded.weighting, "out_channels", 1) > 1
     panels: list[Path] = []
     items: list[GalleryItem] = []
@@ -209,6 +212,7 @@ def visualize_predictions(run_dir: str | Path, options: VisualizeOptions) -> Gal
     loaded, ds, device = _open(run, opts, ("image", "label", "name"))
     out = ensure_dir(opts.out)
     files = _file_names(ds)
+    check_gallery_folder(out, list(files.values()), opts.overwrite)
     panels: list[Path] = []
     items: list[GalleryItem] = []
     with progress(disable=not opts.show_progress) as bar, torch.no_grad():

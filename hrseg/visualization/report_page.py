@@ -26,6 +26,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from hrseg.atomic import atomic_path
+from hrseg.ownership import HTML_MARK
 from hrseg.data.labels import CLASS_NAMES
 from hrseg.errors import HrsegError
 from hrseg.training.rundir import RunDir
@@ -289,7 +290,7 @@ def render_report_page(report: ReportLike, galleries: Sequence[GalleryLink] = ()
     """The page's HTML; gallery links are made relative to ``page_dir`` (where the page is written)."""
     esc = html.escape
     runs = sum(len(r.runs) for r in report.rows)
-    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', HTML_MARK,
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
              f"<h1>{esc(title)}</h1>",
