@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/unlabelled-results.jsonl"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--queue", nargs="+", default=None, metavar="ROW@SEED",
+                    help="train exactly these (row, seed) pairs in this order instead of --rows x --seeds")
     ap.add_argument("--iters", type=int, default=None, help="override the quick budget's iterations")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (one thread each)")
     ap.add_argument("--table", type=Path, default=None, help="print the markdown tables of a results file")
@@ -184,7 +186,12 @@ def main() -> None:
     done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
             if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
     # seed-major order: a stopped study leaves whole seeds, which pair
-    todo = [(name, seed) for seed in args.seeds for name in args.rows if (name, seed) not in done]
+    order = [(n, int(s)) for n, s in (q.rsplit("@", 1) for q in args.queue)] if args.queue else \
+        [(name, seed) for seed in args.seeds for name in args.rows]
+    unknown = [n for n, _ in order if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"--queue: unknown rows {unknown}")
+    todo = [(name, seed) for name, seed in order if (name, seed) not in done]
     budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
     print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)
     from hrseg.data.workers import pool_context

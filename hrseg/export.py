@@ -17,6 +17,7 @@ working size, the one entry point ``hrseg predict`` and the Python API share.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,9 +37,10 @@ from hrseg.inference.tta import InferenceOptions
 from hrseg.models import SEGMENTERS, build_segmenter
 from hrseg.ownership import check_replace, torch_owned
 from hrseg.training.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from hrseg.training.checkpoint import load_checkpoint, verify_checkpoint
+from hrseg.training.checkpoint import load_checkpoint, load_refusal, verify_checkpoint
 from hrseg.training.config import TrainConfig
-from hrseg.training.rundir import RunDir, check_checkpoint_fits, load_state, segmenter_key
+from hrseg.training.checkpoint import check_checkpoint_fits, load_state, recorded_size, segmenter_key
+from hrseg.training.rundir import RunDir
 
 FORMAT = "hrseg-model/1"
 Size = tuple[int, int]
@@ -121,7 +123,7 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], *
     run = RunDir(run_dir)
     loaded = run.load_for_inference(checkpoint, device="cpu")
     cfg = loaded.config
-    work = size or working_size(cfg)
+    work = size or loaded.working_size or working_size(cfg)  # the checkpoint's own; the data only for old ones
     if work is None:
         raise HrsegError(f"{run}: the run's prepared data ({cfg.data.data}) is gone, so the size the model works "
                          "at is unknown; give --size WxH (the size the target images were prepared at)")
@@ -173,7 +175,7 @@ def load_model(model: str | os.PathLike[str], *, checkpoint: str | os.PathLike[s
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise HrsegError(f"{path}: not a readable hrseg model ({type(exc).__name__}: {exc})") from None
+        raise HrsegError(f"{path}: not a readable hrseg model ({load_refusal(exc)})") from None
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt == CHECKPOINT_FORMAT:
         return _from_checkpoint(path, device, network)
@@ -190,7 +192,8 @@ def _from_run(path: Path, checkpoint: str | os.PathLike[str] | None, device: str
     loaded = RunDir(path).load_for_inference(checkpoint, device=device, model=network)
     cfg = loaded.config
     return LoadedModel(loaded.segmenter, cfg.model.arch, cfg.model.width, cfg.model.num_classes,
-                       working_size(cfg), tuple(cfg.data.crop), CLASS_NAMES[: cfg.model.num_classes],
+                       loaded.working_size or working_size(cfg), tuple(cfg.data.crop),
+                       CLASS_NAMES[: cfg.model.num_classes],
                        cfg.to_dict(), path, loaded.checkpoint, loaded.iteration,
                        "run" if network == "student" else f"run ({network})")
 
@@ -207,38 +210,82 @@ def _from_checkpoint(path: Path, device: str | torch.device, network: str = "stu
     key = segmenter_key(payload, network, path)
     load_state(seg, payload["models"].get(key), path, key)
     seg.to(device).eval()
-    return LoadedModel(seg, cfg.model.arch, cfg.model.width, cfg.model.num_classes, working_size(cfg),
-                       tuple(cfg.data.crop), CLASS_NAMES[: cfg.model.num_classes], cfg.to_dict(), path, path,
+    return LoadedModel(seg, cfg.model.arch, cfg.model.width, cfg.model.num_classes,
+                       recorded_size(payload) or working_size(cfg), tuple(cfg.data.crop), CLASS_NAMES[: cfg.model.num_classes], cfg.to_dict(), path, path,
                        int(payload["iteration"]), "checkpoint" if network == "student" else f"checkpoint ({network})")
+
+
+MAX_SIDE = 1 << 16
 
 
 def _field(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
     value = payload.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise HrsegError(f"{path}: exported model has no valid {key!r} entry")
+        raise HrsegError(f"{path}: exported model has no valid {key!r} entry (got {_show(value)})")
     return value
 
 
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _pair(payload: dict[str, Any], key: str, path: Path, optional: bool = False) -> Size | None:
+    """A (W, H) entry: two ints in [1, 65536]."""
+    value = payload.get(key)
+    if value is None and optional:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(type(v) is int and 1 <= v <= MAX_SIDE for v in value)):
+        raise HrsegError(f"{path}: exported model's {key!r} must be [width, height] in 1..{MAX_SIDE}, "
+                         f"got {_show(value)}")
+    return int(value[0]), int(value[1])
+
+
 def _from_export(path: Path, payload: dict[str, Any], device: str | torch.device) -> LoadedModel:
+    """Every field is checked (types, ranges, the weights' shapes against the architecture on the meta
+    device) before anything is allocated: a crafted file is one line, never gigabytes or a traceback."""
     arch = _field(payload, "arch", str, path)
     if arch not in SEGMENTERS:
         raise HrsegError(f"{path}: model is a {arch!r}, which this hrseg does not know "
                          f"(it has {', '.join(SEGMENTERS)})")
     width = float(_field(payload, "width", (int, float), path))
+    if not (math.isfinite(width) and 0 < width <= 4):
+        raise HrsegError(f"{path}: exported model's 'width' must be in (0, 4], got {_show(payload['width'])}")
     num_classes = int(_field(payload, "num_classes", int, path))
+    if not 1 <= num_classes <= 255:
+        raise HrsegError(f"{path}: exported model's 'num_classes' must be in 1..255, got {num_classes}")
     mean, std = _field(payload, "mean", list, path), _field(payload, "std", list, path)
-    if [round(float(v), 6) for v in mean] != list(IMAGENET_MEAN) or \
-            [round(float(v), 6) for v in std] != list(IMAGENET_STD):
-        raise HrsegError(f"{path}: model expects input normalised with mean {mean} / std {std}; "
+    try:
+        same = [round(float(v), 6) for v in mean] == list(IMAGENET_MEAN) and \
+            [round(float(v), 6) for v in std] == list(IMAGENET_STD)
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise HrsegError(f"{path}: model expects input normalised with mean {_show(mean)} / std {_show(std)}; "
                          "hrseg feeds ImageNet-normalised images")
-    size = _field(payload, "size", list, path)
-    crop = payload.get("crop")
-    seg = build_segmenter(arch, num_classes=num_classes, width=width, pretrained="none",
-                          aux=bool(payload.get("aux", False)))
+    size = _pair(payload, "size", path)
+    crop = _pair(payload, "crop", path, optional=True)
+    iteration = payload.get("iteration", 0)
+    if type(iteration) is not int or iteration < 0:
+        raise HrsegError(f"{path}: exported model's 'iteration' must be a count >= 0, got {_show(iteration)}")
+    names = payload.get("class_names", list(CLASS_NAMES[:num_classes]))
+    if not (isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)):
+        raise HrsegError(f"{path}: exported model's 'class_names' must be {num_classes} names, got {_show(names)}")
     state = _field(payload, "state_dict", dict, path)
+    aux = payload.get("aux", False)
+    if not isinstance(aux, bool):
+        raise HrsegError(f"{path}: exported model's 'aux' must be true or false, got {_show(aux)}")
+    with torch.device("meta"):  # shapes only: nothing is allocated for a network the weights do not fit
+        shapes = {k: tuple(v.shape) for k, v in build_segmenter(arch, num_classes=num_classes, width=width,
+                                                                pretrained="none", aux=aux).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if got != shapes or len(got) != len(state):
+        wrong = sorted(set(shapes) ^ set(got)) or [k for k in shapes if shapes[k] != got[k]]
+        raise HrsegError(f"{path}: its weights do not fit a {arch} of width {width} with {num_classes} classes "
+                         f"(first difference: {wrong[0] if wrong else 'a non-tensor entry'})")
+    seg = build_segmenter(arch, num_classes=num_classes, width=width, pretrained="none", aux=aux)
     load_state(seg, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path, "segmenter")
     seg.to(device).eval()
-    names = tuple(str(n) for n in payload.get("class_names", CLASS_NAMES[:num_classes]))
-    return LoadedModel(seg, arch, width, num_classes, (int(size[0]), int(size[1])),
-                       (int(crop[0]), int(crop[1])) if isinstance(crop, list) else None, names,
-                       dict(payload.get("config") or {}), path, path, int(payload.get("iteration", 0)), "export")
+    return LoadedModel(seg, arch, width, num_classes, size, crop, tuple(names),
+                       dict(payload.get("config") or {}), path, path, iteration, "export")

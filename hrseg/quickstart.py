@@ -83,6 +83,12 @@ class QuickstartConfig:
                                    "run.threads": self.threads}
         if self.iters is not None:
             changes["optim.iters"] = self.iters
+        # small scenes (--scene-size) are prepared smaller than the quick budget's crop: crop what there is
+        prepared = SyntheticPrepareConfig(out=self.data_dir, scenes=SceneConfig(size=self.scene_size))
+        width, height = prepared.target_prepared_size()
+        crop = quick_config(scheme, "", "").data.crop
+        if width < crop[0] or height < crop[1]:
+            changes["data.crop"] = (min(crop[0], width), min(crop[1], height))
         return quick_config(scheme, str(self.data_dir), str(self.run_dir(scheme, seed)), seed=seed, **changes)
 
 

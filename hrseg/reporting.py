@@ -46,6 +46,7 @@ class RunResult:
     level_auc: dict[str, float] = field(default_factory=dict)  # per level (pixel, region, image)
     checkpoint: str = "?"  # the checkpoint the evaluation scored (final.pt, best.pt, iter_XXXXXX.pt, ...)
     iou: dict[str, float | None] = field(default_factory=dict)  # per class, as the evaluation wrote it
+    stale: str | None = None  # why the evaluation may not be the run's result (older than its final checkpoint)
 
     @property
     def scheme(self) -> str:
@@ -141,6 +142,7 @@ class ReportRow:
             "weight_deviating": self._mean_of("weight_deviating"),
             "runs": [r.path for r in self.runs],
             "checkpoints": [r.checkpoint for r in self.runs],
+            "stale": {r.path: r.stale for r in self.runs if r.stale},
         }
 
 
@@ -190,6 +192,7 @@ class Report:
             lines.append("| " + " | ".join(cells) + " |")
         if not per_row and checkpoints != {"?"}:
             lines += ["", f"Every row scored checkpoints/{checkpoints.pop()}."]
+        lines += [f"\nNot the run's result: {r.path}: {r.stale}" for row in self.rows for r in row.runs if r.stale]
         return "\n".join(lines) + "\n"
 
 
@@ -203,6 +206,30 @@ def _delta_text(delta: float | None) -> str:
 
 class MissingEvaluation(HrsegError):
     """A run without the requested evaluation (yet): skipped by a report unless it is strict."""
+
+
+def _stale(run: RunDir, ev: dict[str, Any], split: str) -> str | None:
+    """Why an evaluation of last.pt / final.pt is not the run's result, or None (best.pt, snapshots: a choice)."""
+    name = Path(str(ev.get("checkpoint") or "")).name
+    if name not in ("last.pt", "final.pt"):
+        return None
+    try:
+        summary = json.loads(run.summary_path.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    done = summary.get("iteration") if summary.get("status") == "finished" else None
+    scored = ev.get("iteration")
+    again = f"evaluate it again (hrseg eval {run} --split {split})"
+    if done is None:
+        if run.checkpoint_path("last.pt").is_file() and not run.checkpoint_path("final.pt").is_file():
+            return f"scored iteration {scored if scored is not None else '?'} of a run that has not finished; {again}"
+        return None
+    if not isinstance(scored, int):
+        return None if name == "final.pt" else f"scored last.pt at an unrecorded iteration (the run finished at " \
+                                                  f"{done}); {again}"
+    if scored < int(done):
+        return f"scored iteration {scored}, the run finished at {done}; {again}"
+    return None
 
 
 def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
@@ -221,7 +248,8 @@ def load_run(run_dir: str | Path, split: str = "val") -> RunResult:
     if not isinstance(miou, (int, float)) or math.isnan(float(miou)):
         raise HrsegError(f"{run.eval_path(split)}: no mIoU in this file")
     result = RunResult(path=str(run), config=config, miou=float(miou), seed=int(config["run"]["seed"]),
-                       checkpoint=Path(str(ev.get("checkpoint") or "?")).name, iou=dict(ev.get("iou") or {}))
+                       checkpoint=Path(str(ev.get("checkpoint") or "?")).name, iou=dict(ev.get("iou") or {}),
+                       stale=_stale(run, ev, split))
     src = run.eval_results("source")
     if src is not None:
         result.auc = src.get("auc")

@@ -95,6 +95,8 @@ def test_weights_gallery_in_a_browser(browser: Browser, w19_run: Path, tmp_path:
     shown = browser.eval(ORDER)
     assert sorted(shown) == sorted(n for n, v in by_auc.items() if v >= limit) and len(shown) < 5
     assert browser.eval("document.getElementById('count').textContent") == f"{len(shown)} of 5 shown"
+    heights = browser.eval("Array.from(document.querySelectorAll('figure.item')).map(f => [f.hidden, f.offsetHeight])")
+    assert all((height == 0) == hidden for hidden, height in heights)  # filtered panels are really not drawn
     _type(browser, "filter-value", "")
 
     # keyboard: j twice lands on the second panel in the current order, k goes back

@@ -80,3 +80,18 @@ def test_a_kill_in_the_first_checkpoint_write_gives_one_advice(data: Path, tmp_p
                    "--no-progress", "--iters", "1")
     assert fresh.exit_code == 2 and "holds a run that stopped before its first checkpoint; pass --overwrite" \
         in text(fresh), text(fresh)
+
+
+def test_a_pickle_is_refused_without_torchs_advice_to_load_it_unsafely(tmp_path: Path) -> None:  # minor case
+    from hrseg.training.checkpoint import load_checkpoint
+
+    path = tmp_path / "evil.pt"
+    import torch
+
+    torch.save({"format": "hrseg-checkpoint/1", "obj": Path("/")}, path)
+    for load in (lambda: load_checkpoint(path), lambda: __import__("hrseg.export").export.load_model(path)):
+        with pytest.raises(HrsegError) as exc:
+            load()
+        message = str(exc.value)
+        assert "weights_only" not in message and "trust" not in message and "\n" not in message, message
+        assert "it holds Python objects (pathlib.PosixPath), not only tensors and plain data" in message

@@ -107,3 +107,14 @@ def test_the_sliding_window_default_is_the_library_s(tmp_path_factory: pytest.Te
     assert load_model(run).options(slide=True).window == (32, 16)
     assert InferenceOptions(slide=True, window=(8, 8)).with_default_window((32, 16)).window == (8, 8)
     assert InferenceOptions().with_default_window((32, 16)).window is None
+
+
+def test_width_errors_name_the_network_whose_width_it_is() -> None:
+    from hrseg.models import Discriminator, Generator, HierarchicalWeighting, build_segmenter
+
+    for make, option in ((lambda: build_segmenter("fcn8s-vgg16", width=0.0), "--width"),
+                         (lambda: Generator(8, 8, width=0.0), "gan.width"),
+                         (lambda: Discriminator(19, width=0.0), "gan.width"),
+                         (lambda: HierarchicalWeighting("w1", width=0.0), "weighting.width")):
+        with pytest.raises(HrsegError, match=f"^{option}: must be"):
+            make()

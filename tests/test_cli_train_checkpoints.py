@@ -156,7 +156,7 @@ def test_tensorboard_can_be_turned_on_when_resuming(data: Path, tmp_path: Path,
                                                  "run.out": str(run)})
     assert train(cfg, stop_after=1).status == "interrupted"
     refused = invoke("train", "--resume", run, "--crop", "32x16")
-    assert refused.exit_code == 2 and "data.crop cannot change on resume (may change: run.device" in text(refused)
+    assert refused.exit_code == 2 and "--crop cannot change on resume (may change: run.device" in text(refused)
     result = invoke("train", "--resume", run, "--tensorboard", "--device", "cpu", "--no-progress")
     assert result.exit_code == 0, text(result)
     assert json.loads((run / "config.json").read_text())["run"]["tensorboard"] is True

@@ -42,3 +42,17 @@ def test_deep_nesting_in_a_config_file_is_one_line(suffix: str, tmp_path: Path) 
     path.write_text(f"a = {DEEP}\n" if suffix == ".toml" else f'{{"a": {DEEP}}}')
     result = invoke("train", "--config", path, "--out", tmp_path / "r")
     assert result.exit_code == 2 and f"{path}: nested more than 32 levels deep" in text(result), text(result)
+
+
+def test_a_crop_larger_than_the_data_and_a_tiny_window_are_refused(  # minor cases
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    data = cached_synthetic_data(tmp_path_factory, prepared_size=(32, 16))
+    args = [a if a != "32x16" else "4096x4096" for a in SMALL]
+    result = invoke("train", "--scheme", "target-only", "--data", data, "--out", tmp_path / "r", *args)
+    assert result.exit_code == 2, text(result)
+    assert "crop 4096x4096: more than 4 times the prepared" in text(result) and "Traceback" not in result.output
+    from hrseg.errors import HrsegError
+    from hrseg.inference.tta import InferenceOptions
+
+    with pytest.raises(HrsegError, match=r"--window 1x1: both sides must be >= 8 pixels"):
+        InferenceOptions(slide=True, window=(1, 1)).validate()

@@ -141,21 +141,39 @@ def test_nothing_predictable_is_one_line_exit_2_after_the_index(run: Path, tmp_p
     assert a_file.exit_code == 2 and f"--out {bad}: cannot write here" in text(a_file)
 
 
-def test_a_run_without_its_data_needs_a_size(run: Path, data: Path, tmp_path: Path) -> None:
+def test_the_run_decides_its_working_size_not_its_data_folder(run: Path, data: Path, tmp_path: Path) -> None:
+    """Issue 18, case 4: data re-prepared at another size changes nothing; only a checkpoint from before
+    the size was recorded falls back to the data folder (and, without it, needs --size)."""
+    from hrseg.training.checkpoint import load_checkpoint, save_checkpoint
+
     moved = tmp_path / "run"
     shutil.copytree(run, moved)
+    regrown = tmp_path / "data"
+    shutil.copytree(data, regrown)
+    for manifest in regrown.rglob("manifest.json"):  # as if prepared again at twice the size
+        m = json.loads(manifest.read_text())
+        m["size"] = [2 * v for v in m["size"]]
+        manifest.write_text(json.dumps(m))
     cfg = json.loads((moved / "config.json").read_text())
-    cfg["data"]["data"] = str(tmp_path / "gone")
+    cfg["data"]["data"] = str(regrown)
     (moved / "config.json").write_text(json.dumps(cfg))
     image = next(_val_dir(data).rglob("*.png"))
+    ok = invoke("predict", moved, image, "--out", tmp_path / "b", "--device", "cpu", "--no-progress", "--json", "-")
+    assert ok.exit_code == 0, text(ok)
+    assert stdout_json(ok)["options"]["size"] == [32, 16]
+    assert np.array_equal(_label_ids(next((tmp_path / "b" / "labelIds").rglob("*.png"))),
+                          _label_ids(_predict_one(run, image, tmp_path / "c")))
+    for name in ("final.pt", "last.pt"):  # a checkpoint written before the size was recorded
+        path = moved / "checkpoints" / name
+        payload = load_checkpoint(path)
+        payload.pop("working_size")
+        path.unlink()
+        save_checkpoint(path, {k: v for k, v in payload.items() if k != "format"})
+    cfg["data"]["data"] = str(tmp_path / "gone")
+    (moved / "config.json").write_text(json.dumps(cfg))
     refused = invoke("predict", moved, image, "--out", tmp_path / "a", "--device", "cpu")
     assert refused.exit_code == 2
     assert "--size: " in text(refused) and "give --size WxH" in text(refused)
-    ok = invoke("predict", moved, image, "--out", tmp_path / "b", "--size", "32x16", "--device", "cpu",
-                "--no-progress")
-    assert ok.exit_code == 0, text(ok)
-    assert np.array_equal(_label_ids(next((tmp_path / "b" / "labelIds").rglob("*.png"))),
-                          _label_ids(_predict_one(run, image, tmp_path / "c")))
 
 
 def _predict_one(run: Path, image: Path, out: Path) -> Path:

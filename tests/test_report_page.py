@@ -89,3 +89,22 @@ def test_without_matplotlib_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(HrsegError, match=r"pip install \"hrseg\[plots\]\""):
         write_report_page(report, tmp_path / "report.html")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_validation_curve_from_a_real_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The validation lines training writes (run.val_every) become the page's val mIoU panel."""
+    from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save
+    from hrseg.evaluation.validation import train_with_validation
+    from hrseg.training.config import override
+    from tests.data_fixtures import cached_synthetic_data
+
+    data = cached_synthetic_data(tmp_path_factory)
+    run = tmp_path_factory.mktemp("val-run") / "w1"
+    train_with_validation(override(quick_config("w1", str(data), str(run)), {
+        "model.width": 0.0625, "weighting.width": 0.125, "data.batch_size": 2, "data.crop": (64, 32),
+        "optim.iters": 4, "run.device": "cpu", "run.progress": False, "run.val_every": 2, "data.target_images": 4}))
+    evaluate_and_save(run, EvalOptions(split="val", device="cpu", show_progress=False))
+    rows = build_report([run]).rows
+    train_logs, val_logs, panels = curve_panels(rows)
+    assert [r["iter"] for r in val_logs[rows[0].configuration][0]] == [2, 4]
+    assert panels[-1][0] == "validation mIoU (%)"

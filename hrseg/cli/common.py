@@ -66,6 +66,7 @@ CONFIG_FLAGS: dict[str, str] = {
     "run.tensorboard_every": "--tensorboard-every",
     "run.val_every": "--val-every",
     "run.val_images": "--val-images",
+    "run.loggers": "--logger",
     "finetune.source_iters": "--finetune-source-iters",
     "image_select.road_share": "--select-road-share",
     "image_select.nonroad_keep": "--select-nonroad-keep",

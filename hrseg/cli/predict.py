@@ -36,7 +36,7 @@ def print_skipped(skipped: list[dict[str, str]]) -> None:
         console.print(f"[yellow]... {len(skipped) - SHOWN_SKIPPED} more skipped[/] (all listed in the JSON index)")
 
 
-def working_size(text: Optional[str], model_size: Optional[tuple[int, int]], model: Path) -> Optional[tuple[int, int]]:
+def size_option(text: Optional[str], model_size: Optional[tuple[int, int]], model: Path) -> Optional[tuple[int, int]]:
     """``--size``: WxH, 'native' (each image at its own size) or, not given, the model's own working size."""
     if text is None:
         if model_size is None:
@@ -110,7 +110,7 @@ def predict_command(
         changes = tta_changes(slide=slide, window=window, overlap=overlap, scales=scales, flip=flip)
         dev = resolve_device(device)
         loaded = load_model(model, checkpoint=checkpoint, device=dev, network=network)
-        options = loaded.options(size=working_size(size, loaded.size, model), resize=resize, **changes)
+        options = loaded.options(size=size_option(size, loaded.size, model), resize=resize, **changes)
         spec = OutputSpec(label_ids=label_ids, colour=colour, overlay=overlay, frames=frames, alpha=alpha)
         result = predict(loaded.segmenter, inputs, out, options, spec, batch_size=batch_size, device=str(dev),
                          amp=amp, workers=workers, show_progress=progress, overwrite=overwrite,

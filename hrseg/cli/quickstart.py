@@ -70,8 +70,7 @@ def quickstart_command(
         s = result.seconds
         console.print(f"wall time {s['total']:.0f} s (prepare {s['prepare']:.0f}, train {s['train']:.0f}, "
                       f"evaluate {s['evaluate']:.0f}, visualize {s['visualize']:.0f})")
-        emit_json(result.to_dict(), out / "quickstart.json")
-        emit_json(result.to_dict(), json_path)
+        emit_json(result.to_dict(), json_path)  # OUT/quickstart.json is the library's
 
 
 def register(app: typer.Typer) -> None:

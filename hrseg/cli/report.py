@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich import box
 from rich.table import Table
 
@@ -98,6 +99,9 @@ def report_command(
         report = build_report(runs, split, strict=strict)
         for run, why in report.skipped:
             console.print(f"[yellow]skipped {run}: {why}[/]", highlight=False, soft_wrap=True)
+        for stale in [r for row in report.rows for r in row.runs if r.stale]:
+            console.print(f"[yellow]not the run's result: {escape(stale.path)}: {escape(stale.stale or '')}[/]",
+                          highlight=False, soft_wrap=True)
         if gallery and not html:
             raise HrsegError("--gallery: links go into report.html; add --html")
         links = gallery_links(gallery) if html else []

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, json_option, json_target, parse_size,
+from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, in_flags, json_option, json_target, parse_size,
                               user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
@@ -22,10 +24,11 @@ from hrseg.models import COMBINATIONS, NORMALIZATIONS, SEGMENTERS, WEIGHTING_NET
 from hrseg.models.batchnorm import BN_MODES
 from hrseg.models.weighting import INPUTS
 from hrseg.registry import Registry
-from hrseg.training.config import parse_set
+from hrseg.training.config import OptimConfig, TrainConfig, parse_set
 from hrseg.training.presets import PRESETS, build_config
-from hrseg.training.resume import EXTEND_MODES, continue_config
-from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
+from hrseg.training.preflight import config_sources, config_toml, config_warnings
+from hrseg.training.resume import EXTEND_MODES, SettingFixed, continue_config, differences, flatten
+from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES, unused_settings
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
 ArchChoice = SEGMENTERS.choices()
@@ -51,17 +54,29 @@ FLAG_KEYS: dict[str, str] = {_param(flag): key for key, flag in CONFIG_FLAGS.ite
 
 
 def presets_table() -> Table:
-    table = Table(title="training presets (paper Table 1 + baselines)")
-    for col in ("preset", "scheme", "network", "GAN", "W", "paper mIoU"):
-        table.add_column(col, no_wrap=True)
+    """Each preset with its budget, narrow enough for an 80-column terminal (scheme, GAN and W: --json)."""
+    table = Table(title="training presets (paper Table 1 + baselines) and their budgets", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0))
+    for col in ("preset", "network", "iters", "lr", "crop", "batch", "paper"):
+        table.add_column(col, no_wrap=True, justify="right" if col in ("iters", "lr", "batch", "paper") else "left")
     for p in PRESETS.values():
         cfg = p.config().resolved()
-        table.add_row(
-            p.name, cfg.scheme, cfg.model.arch, "yes" if cfg.gan.enabled else "no",
-            f"{cfg.weighting.network} ({cfg.weighting.input})" if cfg.weighting.network else "-",
-            f"{p.paper_miou:.1f}" if p.paper_miou is not None else "-",
-        )
+        table.add_row(p.name, cfg.model.arch, *budget_cells(cfg),
+                      f"{p.paper_miou:.1f}" if p.paper_miou is not None else "-")
     return table
+
+
+def budget_cells(cfg: TrainConfig) -> tuple[str, str, str, str]:
+    """What a run costs: iterations, learning rate of S, crop, batch per domain and process."""
+    return (str(cfg.optim.iters), f"{cfg.optim.lr:g}", f"{cfg.data.crop[0]}x{cfg.data.crop[1]}",
+            str(cfg.data.batch_size))
+
+
+_DEFAULT = TrainConfig()
+#: the budget of a run without a preset, in --help (from the config's own defaults: one home)
+BUDGET_HELP = (f"Without --preset: {_DEFAULT.optim.iters} iterations, --lr {_DEFAULT.optim.lr:g}, --crop "
+               f"{_DEFAULT.data.crop[0]}x{_DEFAULT.data.crop[1]}, --batch-size {_DEFAULT.data.batch_size}, "
+               f"--pretrained {_DEFAULT.model.pretrained}; each preset's budget: --list-presets.")
 
 
 def result_table(result: dict[str, Any]) -> Table:
@@ -78,6 +93,9 @@ def result_table(result: dict[str, Any]) -> Table:
         if key not in ("images_per_s",):
             table.add_row(f"last {key}", f"{value:.4g}")
     table.add_row("checkpoint", result["checkpoint"])
+    if result.get("best"):
+        best = result["best"]
+        table.add_row("best val mIoU (best.pt)", f"{100 * best['miou']:.2f} % at iteration {best['iteration']}")
     return table
 
 
@@ -95,7 +113,9 @@ def _value(value: Any) -> Any:
 def register(app: typer.Typer) -> None:
     """Add `hrseg train` to the root application."""
 
-    @app.command("train")
+    @app.command("train", help="Train a segmentation network with any scheme of the paper (target-only ... w19)."
+                                "\n\n" + BUDGET_HELP + "\n\nThe schemes, presets and what each loss term is: "
+                                "docs/method.md; --print-config shows the resolved config before anything runs.")
     def train_cmd(
         scheme: Optional[SchemeChoice] = typer.Option(None, "--scheme", help="Training scheme."),  # type: ignore[valid-type]
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared data directory (hrseg prepare --out)."),
@@ -105,7 +125,10 @@ def register(app: typer.Typer) -> None:
             None, "--config", help="Start from a config file: a run's config.json or a TOML file."),
         set_: Optional[List[str]] = typer.Option(
             None, "--set", help="Override any config field, e.g. --set optim.lr=0.005 (repeatable)."),
-        list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and exit."),
+        list_presets: bool = typer.Option(False, "--list-presets", help="Show the presets and their budgets, and exit."),
+        print_config: bool = typer.Option(
+            False, "--print-config", help="Print the resolved config as TOML (loadable by --config), each value with "
+                                          "where it came from, and exit without training."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory exactly."),
         resume_from: str = typer.Option(
             "last.pt", "--from", help="With --resume: the checkpoint to continue from (previous.pt after damage)."),
@@ -141,7 +164,8 @@ def register(app: typer.Typer) -> None:
         target: Optional[str] = typer.Option(None, "--target", help="Target dataset name (cityscapes)."),
         target_images: Optional[int] = typer.Option(None, "--target-images", help="Use N seeded target images."),
         target_fraction: Optional[float] = typer.Option(None, "--target-fraction", help="Use this share of them."),
-        iters: Optional[int] = typer.Option(None, "--iters", help="Training iterations."),
+        iters: Optional[int] = typer.Option(
+            None, "--iters", help=f"Training iterations (default {OptimConfig.iters}; presets: --list-presets)."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per domain and process."),
         crop: Optional[str] = typer.Option(None, "--crop", help="Training crop WIDTHxHEIGHT."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of S (poly schedule)."),
@@ -161,6 +185,9 @@ def register(app: typer.Typer) -> None:
                                                          "(needs the tensorboard package)."),
         tensorboard_every: Optional[int] = typer.Option(
             None, "--tensorboard-every", help="With --tensorboard: a weight-map picture every N iterations."),
+        logger: Optional[List[str]] = typer.Option(
+            None, "--logger", help="Also log to an experiment tracker: wandb or mlflow (optional extras; "
+                                   "--tensorboard is the TensorBoard one). Repeatable."),
         val_every: Optional[int] = typer.Option(
             None, "--val-every", help="Score S on the target val split every N iterations and at the end; keeps "
                                       "checkpoints/best.pt by val mIoU (0: never; presets: 2000)."),
@@ -175,10 +202,6 @@ def register(app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Live progress display."),
         json_path: Optional[str] = json_option("Write the summary as JSON to PATH ('-': standard output)."),
     ) -> None:
-        """Train a segmentation network with any scheme of the paper (target-only ... w19).
-
-        The schemes, presets and what each loss term is: docs/method.md.
-        """
         from hrseg.evaluation.validation import train_with_validation as train
         from hrseg.training.rundir import RunDir
         from hrseg.visualization.tensorboard import weight_picture
@@ -190,6 +213,8 @@ def register(app: typer.Typer) -> None:
             if list_presets:
                 console.print(presets_table())
                 emit_json({n: {"description": p.description, "paper_miou": p.paper_miou,
+                               "budget": dict(zip(("iters", "lr", "crop", "batch_size"),
+                                                  budget_cells(p.config().resolved()))),
                                "config": p.config().resolved().to_dict()} for n, p in PRESETS.items()}, json_path)
                 return
             flags = {key: _value(given[name]) for name, key in FLAG_KEYS.items()}
@@ -207,15 +232,32 @@ def register(app: typer.Typer) -> None:
                 changes = {**parse_set(set_ or ()), **{k: v for k, v in flags.items() if v is not None}}
                 if progress is not None:
                     changes["run.progress"] = progress
-                cfg = continue_config(RunDir(resume), changes, _value(extend))  # the library's resume rule
+                try:
+                    cfg = continue_config(RunDir(resume), changes, _value(extend))  # the library's resume rule
+                except SettingFixed as exc:
+                    named = [_flag(name) for name, key in FLAG_KEYS.items()
+                             if key in exc.keys and given[name] is not None]
+                    raise HrsegError(f"{exc} (got {', '.join(named or exc.keys)})") from None
+                sources = {k: f"run {resume}" for k in flatten(cfg.to_dict())}
+                sources.update({k: f"--extend {_value(extend)}" for k in differences(RunDir(resume).config(), cfg)})
+                sources.update({k: "flag" for k in changes})
             else:
                 if resume_from != "last.pt":
                     raise HrsegError("--from: only with --resume RUN")
                 if extend is not None:
                     raise HrsegError("--extend: only with --resume RUN --iters N")
                 flags["run.progress"] = progress
-                cfg = build_config(preset=_value(preset), config_file=config, scheme=_value(scheme),
-                                   sets=set_ or (), flags=flags)
+                given_config = dict(preset=_value(preset), config_file=config, scheme=_value(scheme),
+                                    sets=set_ or (), flags=flags)
+                cfg = build_config(**given_config)
+                sources = config_sources(cfg, **given_config)
+            unused = unused_settings(cfg, [k for k, src in sources.items() if src in ("flag", "--set")])
+            if unused and int(os.environ.get("RANK", "0")) == 0:
+                console.print(f"[yellow]warning: {escape(in_flags(unused, typed))}[/]", highlight=False)
+            if print_config:
+                typer.echo(config_toml(cfg, sources, config_warnings(cfg)), nl=False)
+                return
+            if resume is None:
                 if not cfg.run.out:
                     raise HrsegError("--out: a run directory is required")
             result = train(cfg, resume=resume is not None, overwrite=overwrite, resume_from=resume_from,

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from hrseg.data.checksums import pread_checksum, row_checksum
-from hrseg.data.shards import Manifest, ShardInfo
+from hrseg.data.shards import MANIFEST_NAME, Manifest, ShardInfo
 from hrseg.errors import HrsegError
 
 FIELDS = ("image", "label", "realism", "full_label", "name", "index")
@@ -68,6 +68,16 @@ def _warn_unverified(split: Path) -> None:
 
 def split_dir(data_dir: str | Path, dataset: str, split: str) -> Path:
     return Path(data_dir) / dataset / split
+
+
+def prepared_size(data_dir: str | Path, dataset: str, splits: tuple[str, ...]) -> tuple[int, int] | None:
+    """(W, H) the first of ``splits`` that is prepared was prepared at; None when none is there."""
+    for split in splits:
+        folder = split_dir(data_dir, dataset, split)
+        if (folder / MANIFEST_NAME).is_file():
+            width, height = Manifest.load(folder).size
+            return int(width), int(height)
+    return None
 
 
 class _OpenShard:

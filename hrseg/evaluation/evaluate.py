@@ -195,9 +195,11 @@ class SubmissionReport:
     colour: str | None = None
     run: str | None = None
     checkpoint: str | None = None
+    iteration: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "submission", "run": self.run, "checkpoint": self.checkpoint, "dataset": self.dataset,
+        return {"kind": "submission", "run": self.run, "checkpoint": self.checkpoint, "iteration": self.iteration,
+                "dataset": self.dataset,
                 "split": self.split, "num_images": self.num_images, "predictions": self.predictions,
                 "zip": self.zip, "colour": self.colour}
 
@@ -340,6 +342,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None) -> Rep
                                     tta=opts.tta, amp_dtype=amp_dtype)
     report.run = str(run)
     report.checkpoint = str(loaded.checkpoint)
+    report.iteration = loaded.iteration  # what was scored, so a report can tell an evaluation of a running run
     return report
 
 

@@ -30,6 +30,7 @@ class EvalReport:
     confusion_matrix: list[list[int]]
     run: str | None = None
     checkpoint: str | None = None
+    iteration: int | None = None  # the scored checkpoint's iteration
     predictions: str | None = None
     source: str = "model"  # "model" (a run evaluated) or "folder" (PNG predictions scored)
     align_corners: bool = ALIGN_CORNERS
@@ -49,6 +50,7 @@ class EvalReport:
             "kind": "segmentation",
             "run": self.run,
             "checkpoint": self.checkpoint,
+            "iteration": self.iteration,
             "dataset": self.dataset,
             "split": self.split,
             "classes": self.classes,
@@ -126,6 +128,7 @@ class WeightingReport:
     per_class: dict[str, ClassQuality] = field(default_factory=dict)  # by class name
     run: str | None = None
     checkpoint: str | None = None
+    iteration: int | None = None
 
     @property
     def within_class_auc(self) -> float:
@@ -136,6 +139,7 @@ class WeightingReport:
             "kind": "weighting",
             "run": self.run,
             "checkpoint": self.checkpoint,
+            "iteration": self.iteration,
             "dataset": self.dataset,
             "split": self.split,
             "scheme": self.scheme,

@@ -35,6 +35,7 @@ from hrseg.data.resize import RESIZE_MODES
 from hrseg.errors import HrsegError
 from hrseg.models.registry import logits_of
 
+MIN_WINDOW = 8  # the smallest sliding window, as the smallest training crop
 ALIGN_CORNERS = False  # the evaluation's rule for every bilinear resize of logits
 
 Segmenter = Callable[[torch.Tensor], Any]
@@ -72,6 +73,9 @@ class InferenceOptions:
             raise HrsegError("--slide: needs --window WIDTHxHEIGHT (e.g. the training crop size)")
         if self.window is not None and (len(self.window) != 2 or min(self.window) < 1):
             raise HrsegError(f"--window: expected a positive WIDTHxHEIGHT, got {self.window}")
+        if self.slide and self.window is not None and min(self.window) < MIN_WINDOW:
+            raise HrsegError(f"--window {self.window[0]}x{self.window[1]}: both sides must be >= {MIN_WINDOW} pixels "
+                             "(a smaller window means a forward pass for every few pixels)")
         if not 0.0 <= self.overlap < 1.0:
             raise HrsegError(f"--overlap: must be in [0, 1), got {self.overlap}")
         if not self.scales:

@@ -24,6 +24,7 @@ replaced, though sync keeps the same parameter tensors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -239,3 +240,37 @@ def _device_of_batchnorm(module: nn.Module) -> torch.device:
             for tensor in (*m.parameters(recurse=False), *m.buffers(recurse=False)):
                 return tensor.device
     return torch.device("cpu")
+
+
+def backbone_has_batchnorm(arch: str) -> bool:
+    """Whether the segmenter's ImageNet backbone holds batch norm (asked of a 1/16-width copy: ~20 ms)."""
+    from hrseg.models.registry import SEGMENTERS
+
+    return _backbone_has_batchnorm(SEGMENTERS.check(arch))
+
+
+@functools.cache
+def _backbone_has_batchnorm(arch: str) -> bool:
+    from hrseg.models.registry import SEGMENTERS
+
+    return count_batchnorm(SEGMENTERS[arch].build_backbone(0.0625)) > 0
+
+
+def check_bn_setting(arch: str, bn: str, pretrained: str, width: float) -> None:
+    """Batch-norm modes need batch norm; frozen needs statistics worth freezing (errors name config keys).
+
+    ``frozen`` on a full-width network without a weight file would freeze mean 0 /
+    variance 1, i.e. train a deep ResNet with no normalisation at all: refused.
+    A reduced width has no ImageNet weights to load, so there the mode can only be
+    exercised for its mechanics (tests, benchmarks); the trainer warns instead.
+    """
+    if bn not in BN_MODES:
+        raise HrsegError(f"model.bn: must be one of {', '.join(BN_MODES)}, got {bn!r}")
+    if bn == "train":
+        return
+    if not backbone_has_batchnorm(arch):
+        raise HrsegError(f"model.bn {bn}: {arch} has no batch-norm layers; use model.bn train")
+    if bn == "frozen" and pretrained == "none" and width == 1.0:
+        raise HrsegError("model.bn frozen: needs model.pretrained imagenet or a weight file (with model.pretrained "
+                         "none the frozen layers keep mean 0 / variance 1: no normalisation); from scratch use "
+                         "model.bn train or model.bn sync")

@@ -27,9 +27,11 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-def check_width(width: float) -> float:
+def check_width(width: float, option: str = "--width") -> float:
+    """``width`` if positive; the error names the setting (``--width`` is S's; W's and G/D's are
+    ``weighting.width``, ``gan.width``)."""
     if not (width > 0):
-        raise HrsegError(f"--width: must be a positive number, got {width!r}")
+        raise HrsegError(f"{option}: must be a positive number, got {width!r}")
     return float(width)
 
 

@@ -56,7 +56,7 @@ class Generator(nn.Module):
         super().__init__()
         if stride not in (8, 32):
             raise HrsegError(f"generator stride: must be 8 or 32 (the segmenters' feature strides), got {stride}")
-        check_width(width)
+        check_width(width, "gan.width")
         self.stride = stride
         base = scaled(512, width)
         self.stem: nn.Module = nn.Identity()
@@ -93,7 +93,7 @@ class Discriminator(nn.Module):
 
     def __init__(self, num_classes: int = 19, width: float = 1.0, in_channels: int = 3) -> None:
         super().__init__()
-        check_width(width)
+        check_width(width, "gan.width")
         layers: list[nn.Module] = []
         cin = in_channels
         for c in D_CHANNELS:

@@ -422,7 +422,7 @@ class HierarchicalWeighting(nn.Module):
         self.sharpen = float(cfg.sharpen)
         self.in_channels = input_channels(cfg.input, num_classes) if in_channels is None else in_channels
         self.num_classes = num_classes
-        self.width = check_width(cfg.width)
+        self.width = check_width(cfg.width, "weighting.width")
         self.out_channels = num_classes if design.per_class else 1
         self.balance = cfg.balance
         self.trunks = nn.ModuleDict({

@@ -16,15 +16,19 @@ from __future__ import annotations
 import errno
 import os
 import random
+import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from hrseg.atomic import atomic_path
 from hrseg.errors import HrsegError
+
+if TYPE_CHECKING:
+    from hrseg.training.config import TrainConfig
 
 FORMAT = "hrseg-checkpoint/1"
 
@@ -116,6 +120,17 @@ def verify_checkpoint(path: Path) -> None:
         raise HrsegError(f"{path}: checkpoint is damaged (checksum mismatch in record {record})")
 
 
+def load_refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to load it unsafely."""
+    text = str(exc)
+    if "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects{what}, not only tensors and plain data; hrseg never unpickles those, "
+                "since that could run any code")
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; a missing, damaged, foreign or corrupt file is a user error naming the file."""
     if not path.is_file():
@@ -124,8 +139,52 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise HrsegError(f"{path}: not a readable hrseg checkpoint ({type(exc).__name__}: {exc})") from None
+        raise HrsegError(f"{path}: not a readable hrseg checkpoint ({load_refusal(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise HrsegError(f"{path}: not an hrseg checkpoint (expected format {FORMAT!r})")
     return payload
 
+
+# -- compatibility: does a checkpoint fit the network it is loaded into ---------------------------
+
+def recorded_size(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """The working size a checkpoint recorded, when it is a valid (W, H); None for checkpoints from before."""
+    size = payload.get("working_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(type(v) is int and 0 < v <= 1 << 16 for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
+#: which of a checkpoint's copies of S inference uses (``--model``): S itself, or self-training's mean teacher
+INFERENCE_MODELS: dict[str, str] = {"student": "segmenter", "teacher": "teacher"}
+
+
+def segmenter_key(payload: dict[str, Any], model: str, path: Path) -> str:
+    """The key in ``payload["models"]`` of the network ``--model`` names; a run without a teacher is refused."""
+    if model not in INFERENCE_MODELS:
+        raise HrsegError(f"--model: must be one of {', '.join(INFERENCE_MODELS)}, got {model!r}")
+    key = INFERENCE_MODELS[model]
+    if key not in payload.get("models", {}):
+        raise HrsegError(f"{path}: holds no {model} network (only self-training schemes keep a mean teacher)")
+    return key
+
+
+def check_checkpoint_fits(payload: dict[str, Any], cfg: "TrainConfig", path: Path) -> None:
+    """Refuse a checkpoint written for another architecture or class count than ``cfg``."""
+    if payload.get("arch") != cfg.model.arch:
+        raise HrsegError(f"{path}: checkpoint is for {payload.get('arch')!r}, the run uses {cfg.model.arch!r}")
+    if int(payload.get("num_classes", -1)) != cfg.model.num_classes:
+        raise HrsegError(
+            f"{path}: checkpoint has {payload.get('num_classes')} classes, the run has {cfg.model.num_classes}"
+        )
+
+
+def load_state(net: torch.nn.Module, state: dict[str, Any] | None, path: Path, what: str) -> None:
+    """Load a network's weights from a checkpoint; a mismatch (width, design) is one line naming the file."""
+    if state is None:
+        raise HrsegError(f"{path}: checkpoint has no {what} weights")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HrsegError(f"{path}: {what} weights do not fit the run's config ({first})") from None

@@ -12,7 +12,6 @@ saves. Presets, the quick budget and ``build_config`` live in ``presets.py``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 from hrseg import toml
 from hrseg.errors import HrsegError
 from hrseg.models import SEGMENTERS
-from hrseg.models.batchnorm import BN_MODES, count_batchnorm
+from hrseg.models.batchnorm import check_bn_setting
 from hrseg.models.weighting import WeightingConfig
 from hrseg.training.schemes import SCHEMES
 from hrseg.training.value_checks import bounded, check_values
@@ -41,16 +40,6 @@ class ModelConfig:
     # batch norm: "train" (plain), "frozen" (the backbone keeps its ImageNet statistics and affine
     # values) or "sync" (statistics of the whole batch across torchrun processes)
     bn: str = "train"
-
-
-def backbone_has_batchnorm(arch: str) -> bool:
-    """Whether the segmenter's ImageNet backbone holds batch norm (asked of a 1/16-width copy: ~20 ms)."""
-    return _backbone_has_batchnorm(SEGMENTERS.check(arch))
-
-
-@functools.cache
-def _backbone_has_batchnorm(arch: str) -> bool:
-    return count_batchnorm(SEGMENTERS[arch].build_backbone(0.0625)) > 0
 
 
 @dataclass
@@ -152,6 +141,7 @@ class RunConfig:
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 per process on a shared machine
     tensorboard: bool = False  # TensorBoard events in RUN/tb (needs the tensorboard package)
     tensorboard_every: int = 500  # a weight-map panel image every N iterations (weighting schemes)
+    loggers: tuple[str, ...] = ()  # more experiment trackers (training/loggers.py: wandb, mlflow, tensorboard)
     val_every: int = 0  # score S on the target's val_split every N iterations and at the end (0: never)
     val_images: int | None = None  # validate on the first K images of the split only (None: all)
     val_split: str = "val"
@@ -219,7 +209,7 @@ class TrainConfig:
         SCHEMES.check(self.scheme)
         SEGMENTERS.check(self.model.arch)
         self.weighting.check()
-        self._validate_bn()
+        check_bn_setting(self.model.arch, self.model.bn, self.model.pretrained, self.model.width)
         for option, value in (("model.width", self.model.width), ("gan.width", self.gan.width),
                               ("optim.lr", self.optim.lr), ("gan.lr", self.gan.lr)):
             _positive(option, value)
@@ -309,26 +299,6 @@ class TrainConfig:
                 raise HrsegError("data.target_images 0: the GAN needs a labelled target batch every step; use --no-gan")
             if self.weighting.heldout_images:
                 raise HrsegError("data.target_images 0: weighting.heldout_images needs labelled target images")
-
-    def _validate_bn(self) -> None:
-        """Batch-norm modes need batch norm; frozen needs statistics worth freezing.
-
-        ``frozen`` on a full-width network without a weight file would freeze mean 0 /
-        variance 1, i.e. train a deep ResNet with no normalisation at all: refused.
-        A reduced width has no ImageNet weights to load, so there the mode can only be
-        exercised for its mechanics (tests, benchmarks); the trainer warns instead.
-        """
-        m = self.model
-        if m.bn not in BN_MODES:
-            raise HrsegError(f"model.bn: must be one of {', '.join(BN_MODES)}, got {m.bn!r}")
-        if m.bn == "train":
-            return
-        if not backbone_has_batchnorm(m.arch):
-            raise HrsegError(f"model.bn {m.bn}: {m.arch} has no batch-norm layers; use model.bn train")
-        if m.bn == "frozen" and m.pretrained == "none" and m.width == 1.0:
-            raise HrsegError("model.bn frozen: needs model.pretrained imagenet or a weight file (with "
-                             "model.pretrained none the frozen layers keep mean 0 / variance 1: no normalisation); from scratch use model.bn train "
-                             "or model.bn sync")
 
     def finetune_source_iters(self) -> int:
         return self.finetune.source_iters or self.optim.iters // 2

@@ -54,11 +54,13 @@ def init_from_env(device_type: str) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-    if attempt is None:
+    if attempt is None or os.environ.get("GROUP_WORLD_SIZE", "1") != "1":
+        # several torchrun agents count their restarts apart, so the count names no attempt they share:
+        # there the agents' own store must not be shared across restarts (docs/research-loop.md)
         dist.init_process_group(backend=backend)
     else:
-        # after a torchrun restart the store can still hold the dead attempt's addresses, which gloo would try
-        # (connection refused, or a hang until its timeout): each attempt gets keys of its own
+        # one torchrun agent keeps its store across restarts, holding the dead attempt's addresses, which gloo
+        # would try (connection refused, or a hang until its timeout): each attempt gets keys of its own
         store, _, _ = next(dist.rendezvous("env://"))
         dist.init_process_group(backend=backend, store=dist.PrefixStore(f"hrseg/attempt_{attempt}", store),
                                 rank=rank, world_size=world)

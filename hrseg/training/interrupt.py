@@ -9,6 +9,7 @@ aborts at once.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -18,6 +19,12 @@ from hrseg.console import console
 EXIT_SIGINT = 128 + int(signal.SIGINT)  # 130
 EXIT_SIGTERM = 128 + int(signal.SIGTERM)  # 143
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def handles_sigterm() -> bool:
+    """False under torchrun's elastic agent: there SIGTERM is how the agent stops a group to restart it
+    (a peer died, so a step cannot finish), and ``--auto-resume`` continues from the last checkpoint."""
+    return not os.environ.get("TORCHELASTIC_RUN_ID")
 
 
 class InterruptFlag:
@@ -30,7 +37,7 @@ class InterruptFlag:
 
     def __enter__(self) -> "InterruptFlag":
         try:
-            for sig in SIGNALS:
+            for sig in SIGNALS if handles_sigterm() else (signal.SIGINT,):
                 self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: leave signals alone
             self._previous = {}

@@ -56,6 +56,14 @@ def learning_differences(saved: TrainConfig, new: TrainConfig) -> list[str]:
     return [k for k in differences(saved, new) if k not in EXECUTION_KEYS and k != "run.out"]
 
 
+class SettingFixed(HrsegError):
+    """A setting that may not change on resume was given; ``keys`` names them (the CLI adds the flags typed)."""
+
+    def __init__(self, message: str, keys: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
 def continue_config(run: RunDir, changes: dict[str, Any] | None = None, extend: str | None = None) -> TrainConfig:
     """The config a continued run trains with: its own, with ``changes`` (config keys) that are allowed.
 
@@ -63,18 +71,19 @@ def continue_config(run: RunDir, changes: dict[str, Any] | None = None, extend: 
     which also re-plans the schedule as described above; any other key outside
     :data:`EXECUTION_KEYS` is refused, naming it.
     """
-    saved = run.config()
     changes = dict(changes or {})
     new_iters = changes.pop("optim.iters", None)
     refused = sorted(k for k in changes if k not in EXECUTION_KEYS)
     if refused:
-        raise HrsegError(f"{run}: a continued run keeps what it learns from; {', '.join(refused)} cannot change "
-                         f"on resume (may change: {', '.join(EXECUTION_KEYS)}; optim.iters with an extend mode)")
+        raise SettingFixed(f"{run}: a continued run keeps what it learns from; {', '.join(refused)} cannot change "
+                           f"on resume (may change: {', '.join(EXECUTION_KEYS)}; optim.iters with an extend mode)",
+                           refused)
+    if new_iters is not None and extend is None:
+        raise SettingFixed(f"{run}: optim.iters of a continued run re-plans its learning-rate schedule; say how "
+                           f"with an extend mode ({' or '.join(EXTEND_MODES)}, see --extend)", ["optim.iters"])
+    saved = run.config()
     cfg = override(saved, changes)
     if extend is None:
-        if new_iters is not None and new_iters != saved.optim.iters:
-            raise HrsegError(f"{run}: optim.iters {saved.optim.iters} -> {new_iters} re-plans the learning-rate "
-                             f"schedule; say how with an extend mode ({' or '.join(EXTEND_MODES)}, see --extend)")
         return cfg
     if extend not in EXTEND_MODES:
         raise HrsegError(f"extend: must be one of {', '.join(EXTEND_MODES)}, got {extend!r}")

@@ -36,7 +36,8 @@ from hrseg.atomic import atomic_path, remove_temps, write_json
 from hrseg.errors import HrsegError
 from hrseg.locking import LOCK_NAME, folder_lock
 from hrseg.training.build import build_segmenter_of, build_weighting
-from hrseg.training.checkpoint import load_checkpoint
+from hrseg.training.checkpoint import (  # noqa: F401 - compatibility lives in checkpoint.py; kept importable here
+    INFERENCE_MODELS, check_checkpoint_fits, load_checkpoint, load_state, recorded_size, segmenter_key)
 from hrseg.training.config import TrainConfig
 
 FINAL, LAST, PREVIOUS = "final.pt", "last.pt", "previous.pt"
@@ -51,6 +52,7 @@ class LoadedRun:
     weighting: nn.Module | None
     checkpoint: Path
     iteration: int
+    working_size: tuple[int, int] | None = None  # (W, H) the checkpoint says it works at (None: older one)
 
 
 class RunDir:
@@ -240,7 +242,7 @@ class RunDir:
             load_state(weighting, payload["models"]["weighting"], path, "weighting")
             weighting.to(device).eval()
         seg.to(device).eval()
-        return LoadedRun(cfg, seg, weighting, path, int(payload["iteration"]))
+        return LoadedRun(cfg, seg, weighting, path, int(payload["iteration"]), recorded_size(payload))
 
     # -- writing ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -374,38 +376,3 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HrsegError(f"{path}: {what} is not a JSON object")
     return data
-
-
-#: which of a checkpoint's copies of S inference uses (``--model``): S itself, or self-training's mean teacher
-INFERENCE_MODELS: dict[str, str] = {"student": "segmenter", "teacher": "teacher"}
-
-
-def segmenter_key(payload: dict[str, Any], model: str, path: Path) -> str:
-    """The key in ``payload["models"]`` of the network ``--model`` names; a run without a teacher is refused."""
-    if model not in INFERENCE_MODELS:
-        raise HrsegError(f"--model: must be one of {', '.join(INFERENCE_MODELS)}, got {model!r}")
-    key = INFERENCE_MODELS[model]
-    if key not in payload.get("models", {}):
-        raise HrsegError(f"{path}: holds no {model} network (only self-training schemes keep a mean teacher)")
-    return key
-
-
-def check_checkpoint_fits(payload: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
-    """Refuse a checkpoint written for another architecture or class count than ``cfg``."""
-    if payload.get("arch") != cfg.model.arch:
-        raise HrsegError(f"{path}: checkpoint is for {payload.get('arch')!r}, the run uses {cfg.model.arch!r}")
-    if int(payload.get("num_classes", -1)) != cfg.model.num_classes:
-        raise HrsegError(
-            f"{path}: checkpoint has {payload.get('num_classes')} classes, the run has {cfg.model.num_classes}"
-        )
-
-
-def load_state(net: nn.Module, state: dict[str, Any] | None, path: Path, what: str) -> None:
-    """Load a network's weights from a checkpoint; a mismatch (width, design) is one line naming the file."""
-    if state is None:
-        raise HrsegError(f"{path}: checkpoint has no {what} weights")
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HrsegError(f"{path}: {what} weights do not fit the run's config ({first})") from None

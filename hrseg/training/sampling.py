@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from hrseg.data.dataset import DomainSampler, ShardDataset
 from hrseg.data.labels import IGNORE_INDEX
 from hrseg.errors import HrsegError
+from hrseg.training.interrupt import handles_sigterm
 from hrseg.registry import Registry
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ def _ignore_sigint(worker_id: int) -> None:
     would break the batch the main process still has to fetch.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a cluster signals every process; the main one checkpoints
+    if handles_sigterm():  # a cluster signals every process; the main one checkpoints
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class DomainStream:

@@ -30,18 +30,26 @@ from hrseg.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from hrseg.training.config import TrainConfig
 from hrseg.training.interrupt import InterruptFlag
 from hrseg.training.objective import Objective, StepLosses
-from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir, check_checkpoint_fits, load_state
+from hrseg.data.dataset import prepared_size
+from hrseg.training.checkpoint import check_checkpoint_fits, load_state
+from hrseg.training.rundir import BEST, FINAL, LAST, PREVIOUS, RunDir
 from hrseg.training.sampling import mix_seed
+from hrseg.training.preflight import config_warnings
 from hrseg.training.resume import auto_resume_mode, history_entry
 from hrseg.training.schemes import SCHEMES, StepPlan, check_scheme, plan
 from hrseg.training.selftrain import ema_update, make_teacher, teacher_momentum
 from hrseg.training.runlog import RunLog, describe
-from hrseg.training.tensorboard import WeightPicture, check_available
+from hrseg.training.loggers import check_loggers
+from hrseg.training.tensorboard import WeightPicture
 from hrseg.training.validation import ValResult, Validator, improves, validation_due
 
 
 class NonFiniteLoss(HrsegError):
     """A loss term became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+#: a crop side may exceed the (largest-scale) image side by this factor; beyond, the crops are mostly padding
+MAX_CROP_RATIO = 4
 
 
 @dataclass
@@ -58,6 +66,7 @@ class TrainResult:
     target_images: int = 0
     source_images: int = 0
     best: dict[str, Any] | None = None  # {"miou", "iteration", "split", "images"} with --val-every
+    parameters: dict[str, int] = field(default_factory=dict)  # per network
     stopped_by: str = ""  # "SIGINT" / "SIGTERM" when a signal stopped the run (status "interrupted")
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,8 +83,7 @@ class Trainer:
         check_scheme(cfg)
         if not cfg.run.out:
             raise HrsegError("--out: a run directory is required")
-        if cfg.run.tensorboard:
-            check_available()  # a missing package stops the run before its folder is touched
+        check_loggers(cfg)  # an unknown logger or a missing package stops the run before its folder is touched
         self.cfg, self.run_dir = cfg, RunDir(cfg.run.out)
         self.last_source: dict[str, torch.Tensor] | None = None
         self.validator, self.best = validator, None
@@ -131,6 +139,8 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg, self.device)
         if cfg.run.amp and self.device.type != "cuda" and self.is_main:
             console.print("[yellow]--amp has no effect on the CPU; training in float32[/]")
+        for warning in config_warnings(cfg) if self.is_main else ():
+            console.print(f"[yellow]warning: {warning}[/]", highlight=False)
         if cfg.run.val_every and self.validator is None and self.is_main:
             console.print("[yellow]run.val_every is set but no validator was given: not validating "
                           "(hrseg.evaluation.validation.train_with_validation validates)[/]")
@@ -140,6 +150,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         payload = self._resume_payload(resume_from) if resume_from else None
         self.data = TrainData(cfg, self.dist, self.device, payload["data"] if payload else None)
+        self._check_crop()
+        # the size the model works at, as the data is now; a resumed run keeps the one it started with
+        self.working_size = (tuple(payload["working_size"]) if payload and payload.get("working_size")
+                             else prepared_size(cfg.data.data, cfg.data.target, ("val", cfg.data.target_split)))
         random.seed(cfg.run.seed)
         np.random.seed(cfg.run.seed % (2**32))
         torch.manual_seed(cfg.run.seed)  # network initialisation: identical on every rank
@@ -153,6 +167,10 @@ class Trainer:
         self.nets["segmenter"] = apply_bn(cfg, self.nets["segmenter"], warn=self.is_main)
         if SCHEMES[cfg.scheme].unlabelled == "self-training":  # a copy of S as it will train (after its bn mode)
             self.nets["teacher"] = make_teacher(self.nets["segmenter"])
+        self.param_counts = {k: sum(p.numel() for p in n.parameters()) for k, n in self.nets.items()}
+        if self.is_main:
+            console.print("parameters: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in self.param_counts.items()),
+                          highlight=False)
         self.opts = build_optimizers(cfg, self.nets)
         self.scheds = build_schedulers(cfg, self.opts)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -199,6 +217,17 @@ class Trainer:
         self.best = payload.get("best")  # the best validation so far survives a resume
         restore_rng(payload["rng"][self.dist.rank], self.data.generators)
 
+    def _check_crop(self) -> None:
+        """A crop many times the prepared images (even at the largest scale) trains on padding for minutes."""
+        cfg, hi = self.cfg, max(self.cfg.data.scale)
+        for dataset, split in ((cfg.data.source, cfg.data.source_split), (cfg.data.target, cfg.data.target_split)):
+            size = prepared_size(cfg.data.data, dataset, (split,))
+            limit = None if size is None else (int(size[0] * hi * MAX_CROP_RATIO), int(size[1] * hi * MAX_CROP_RATIO))
+            if limit is not None and (cfg.data.crop[0] > limit[0] or cfg.data.crop[1] > limit[1]):
+                raise HrsegError(f"data.crop {cfg.data.crop[0]}x{cfg.data.crop[1]}: more than {MAX_CROP_RATIO} times "
+                                 f"the prepared {dataset}/{split} images ({size[0]}x{size[1]}, x{hi:g} at the "
+                                 f"largest scale): mostly padding; choose a crop of at most {limit[0]}x{limit[1]}")
+
     def state(self) -> dict[str, Any]:
         """Everything exact resume needs, as one plain dict (weights_only-loadable)."""
         return {
@@ -207,6 +236,7 @@ class Trainer:
             "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes,
             "config": self.cfg.to_dict(),
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items()},
             "optimizers": {k: o.state_dict() for k, o in self.opts.items()},
             "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
@@ -278,6 +308,7 @@ class Trainer:
         return {
             "iteration": self.iteration, "world_size": self.dist.world_size, "arch": self.cfg.model.arch,
             "num_classes": self.cfg.model.num_classes, "config": self.cfg.to_dict(), "kind": "snapshot",
+            "working_size": None if self.working_size is None else list(self.working_size),
             "models": {k: ddp.unwrap(n).state_dict() for k, n in self.nets.items() if k in keep},
         }
 
@@ -397,7 +428,8 @@ class Trainer:
             images_per_s=done * images_per_iter / seconds if seconds > 0 else 0.0,
             last={k: v for k, v in last.items() if isinstance(v, float)},
             checkpoint=str(path) if path else "", target_images=len(self.data.target_indices),
-            source_images=len(self.data.source_indices), best=self.best, stopped_by=interrupt.signal_name,
+            source_images=len(self.data.source_indices), best=self.best, parameters=self.param_counts,
+            stopped_by=interrupt.signal_name,
         )
         if self.is_main:
             run.write_summary(result.to_dict())
