@@ -369,6 +369,31 @@ def pick_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
     return "\n".join(lines)
 
 
+def level_class_table(rows: list[dict[str, Any]], variants: list[str]) -> str:
+    """Within-class AUC per source class of each variant's combined weight and of each of its levels (round-two rows)."""
+    from hrseg.evaluation.metrics import CLASS_NAMES
+
+    by = ByVariant(rows)
+    cols: list[tuple[str, str]] = []
+    for v in variants:
+        levels = sorted({lvl for r in by.get(v, {}).values() for c in r.get("per_class", {}).values()
+                         for lvl in c.get("levels", {})}, key=lambda k: (k == "agreement", k))
+        cols += [(v, "combined")] + [(v, lvl) for lvl in levels]
+    first = next((r for v in variants for r in by.get(v, {}).values() if r.get("per_class")), None)
+    if first is None:
+        return ""
+    lines = ["| class | share | " + " | ".join(f"{v}: {lvl}" for v, lvl in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for c, info in first["per_class"].items():
+        cells = []
+        for v, lvl in cols:
+            vals = [(r["per_class"][c]["auc"] if lvl == "combined" else r["per_class"][c].get("levels", {}).get(lvl))
+                    for r in by.get(v, {}).values() if c in r.get("per_class", {})]
+            vals = [x for x in vals if x is not None and not math.isnan(x)]
+            cells.append(_fmt(statistics.fmean(vals)) if vals else "—")
+        lines.append(f"| {CLASS_NAMES[int(c)]} | {info['share']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path)
@@ -384,9 +409,13 @@ def main() -> None:
     ap.add_argument("--generator", default=None, help="with --table: only rows measured on these scenes")
     ap.add_argument("--classes", nargs="*", default=["oracle", "w19"], help="with --table: per-class columns")
     ap.add_argument("--only-seeds", type=int, nargs="*", default=None, help="with --table: only these seeds")
+    ap.add_argument("--same-machine", action="store_true",
+                    help="with --table: the files come from one machine (their shared reference rows are equal "
+                         "bit for bit), so rows pair across files; a later file's row replaces an earlier one")
     args = ap.parse_args()
     if args.table is not None:
-        rows = [r for i, path in enumerate(args.table) for r in load_rows(path, args.generator, source=i)
+        rows = [r for i, path in enumerate(args.table)
+                for r in load_rows(path, args.generator, source=0 if args.same_machine else i)
                 if args.only_seeds is None or r["seed"] in args.only_seeds]
         print(table(rows))
         print()
@@ -395,7 +424,10 @@ def main() -> None:
         present = {r["variant"] for r in rows}
         print(class_table(rows, [v for v in ["target-only", *args.classes] if v in present]))
         print()
-        print(pick_table(rows, [v for v in args.classes if v in present and SCHEMES[VARIANTS[v][0]].weighting]))
+        weighted = [v for v in args.classes if v in present and SCHEMES[VARIANTS[v][0]].weighting]
+        print(pick_table(rows, weighted))
+        print()
+        print(level_class_table(rows, weighted))
         return
     if args.data is None:
         raise SystemExit("--data is required to train (or give --table)")

@@ -132,3 +132,23 @@ def test_resume_on_the_command_line(data: Path, tmp_path: Path) -> None:
     assert summary["status"] == "finished" and summary["iteration"] == 3
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iter"] for x in lines] == [1, 2, 3]
+
+
+def test_weighting_settings_for_a_scheme_without_w_are_not_silently_ignored(tmp_path: Path) -> None:
+    """A weighting flag or --set key given to a scheme without W says, in one line, that it does nothing."""
+    from hrseg.training.schemes import unused_settings
+
+    assert unused_settings(build_config(scheme="w19"), ["weighting.lr"]) is None
+    assert unused_settings(build_config(scheme="joint"), ["optim.lr"]) is None
+    message = unused_settings(build_config(scheme="joint"), ["weighting.width", "weighting.network", "optim.lr"])
+    assert message == ("weighting.network, weighting.width: scheme 'joint' has no weighting network, "
+                       "so these settings do nothing")
+    args = ["train", "--scheme", "target-only", "--weight-width", "0.5", "--set", "weighting.lr=0.001",
+            "--print-config"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert ("warning: weighting.lr, --weight-width: scheme 'target-only' has no weighting network, "
+            "so these settings do nothing") in said
+    quiet = runner.invoke(app, ["train", "--scheme", "w19", "--weight-width", "0.5", "--print-config"])
+    assert quiet.exit_code == 0 and "no weighting network" not in quiet.output

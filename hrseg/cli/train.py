@@ -13,9 +13,10 @@ from typing import Any, List, Optional
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
-from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, json_option, json_target, parse_size,
+from hrseg.cli.common import (CONFIG_FLAGS, emit_json, flag_errors, in_flags, json_option, json_target, parse_size,
                               user_errors)
 from hrseg.console import console
 from hrseg.errors import HrsegError
@@ -27,7 +28,7 @@ from hrseg.training.config import OptimConfig, TrainConfig, parse_set
 from hrseg.training.presets import PRESETS, build_config
 from hrseg.training.preflight import config_sources, config_toml, config_warnings
 from hrseg.training.resume import EXTEND_MODES, SettingFixed, continue_config, differences, flatten
-from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES
+from hrseg.training.schemes import PUBLIC_SCHEMES, SCHEMES, unused_settings
 
 SchemeChoice = SCHEMES.choices(PUBLIC_SCHEMES)
 ArchChoice = SEGMENTERS.choices()
@@ -250,6 +251,9 @@ def register(app: typer.Typer) -> None:
                                     sets=set_ or (), flags=flags)
                 cfg = build_config(**given_config)
                 sources = config_sources(cfg, **given_config)
+            unused = unused_settings(cfg, [k for k, src in sources.items() if src in ("flag", "--set")])
+            if unused and int(os.environ.get("RANK", "0")) == 0:
+                console.print(f"[yellow]warning: {escape(in_flags(unused, typed))}[/]", highlight=False)
             if print_config:
                 typer.echo(config_toml(cfg, sources, config_warnings(cfg)), nl=False)
                 return

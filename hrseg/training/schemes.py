@@ -13,7 +13,7 @@ function in ``sampling.SOURCE_FILTERS``; for a new weight rule, its function in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from hrseg.errors import HrsegError
 from hrseg.registry import Registry
@@ -140,6 +140,20 @@ def check_scheme(cfg: "TrainConfig") -> None:
             f"--gan: scheme {cfg.scheme!r} never sees both domains in one step, so the GAN would not train; "
             "use --no-gan or a joint scheme"
         )
+
+
+def unused_settings(cfg: "TrainConfig", keys: Iterable[str]) -> str | None:
+    """A one-line warning for weighting settings the user gave to a scheme without W (else None).
+
+    They used to be ignored without a word. Not an error, unlike the GAN's:
+    a sweep passes one set of flags to every scheme. ``keys`` are the config
+    keys the user set (flags, ``--set``); presets and files are not asked.
+    """
+    unused = sorted({k for k in keys if k.startswith("weighting.")})
+    if not unused or SCHEMES[cfg.scheme].weighting is not None:
+        return None
+    return (f"{', '.join(unused)}: scheme {cfg.scheme!r} has no weighting network, so "
+            f"{'this setting does' if len(unused) == 1 else 'these settings do'} nothing")
 
 
 def phase_bounds(cfg: "TrainConfig") -> list[tuple[int, int]]:
