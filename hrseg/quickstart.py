@@ -117,7 +117,11 @@ def _train_once(run: RunDir, cfg: TrainConfig) -> str:
     if run.is_finished(cfg):
         return "kept"
     resume = run.can_resume(cfg)
-    train(cfg, resume=resume, overwrite=not resume)  # the quick start owns its run folders
+    quiet, console.quiet = console.quiet, True  # each run's start lines would interleave between parallel runs
+    try:
+        train(cfg, resume=resume, overwrite=not resume)  # the quick start owns its run folders
+    finally:
+        console.quiet = quiet
     return "resumed" if resume else "trained"
 
 

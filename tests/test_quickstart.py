@@ -120,3 +120,22 @@ def test_default_budget_is_the_same_for_every_scheme() -> None:
     assert cfg.seeds == 3 and cfg.jobs == 2 and cfg.threads == 1
     assert not cfg.oracle and "oracle" not in cfg.trained_schemes  # the default quick start pays nothing for it
     assert QuickstartConfig(oracle=True).trained_schemes == (*cfg.schemes, "oracle")
+
+
+def test_a_quick_start_run_keeps_its_start_lines_to_itself(tmp_path_factory: pytest.TempPathFactory,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Parallel runs printed their parameter counts into the quick start's output, interleaved."""
+    from hrseg.console import console
+    from hrseg.quickstart import _train_once
+    from hrseg.training.config import override
+    from hrseg.training.presets import quick_config
+    from hrseg.training.rundir import RunDir
+    from tests.cli_fixtures import TINY
+    from tests.data_fixtures import cached_synthetic_data
+
+    data = cached_synthetic_data(tmp_path_factory)
+    out = tmp_path_factory.mktemp("q") / "run"
+    cfg = override(quick_config("target-only", str(data), str(out)), TINY).resolved()
+    assert _train_once(RunDir(out), cfg) == "trained"
+    assert "parameters:" not in capsys.readouterr().err
+    assert not console.quiet  # the quick start's own lines still print
