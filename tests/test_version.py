@@ -16,3 +16,8 @@ def test_the_version_is_the_same_in_pyproject_the_package_and_the_cli() -> None:
     assert declared is not None and declared.group(1) == hrseg.__version__ == "0.2.0"
     out = invoke("--version")
     assert out.exit_code == 0 and out.output.strip() == f"hrseg {hrseg.__version__}"
+
+
+def test_the_changelog_has_a_section_for_this_version_under_unreleased() -> None:
+    headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    assert headings[:2] == ["Unreleased", hrseg.__version__]
