@@ -9,7 +9,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from hrseg.cli.main import app
-from hrseg.training.config import override
+from hrseg.training.config import TrainConfig, override
 from hrseg.training.presets import quick_config
 from hrseg.training.trainer import train
 
@@ -38,3 +38,16 @@ def text(result: Any) -> str:
 def stdout_json(result: Any) -> Any:
     """The JSON document a command printed on stdout (rich tables go to stderr)."""
     return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+#: a joint run of 6 iterations with checkpoints every 2 (validation and auto-resume tests)
+JOINT_TINY: dict[str, Any] = {
+    "model.width": 0.0625, "model.pretrained": "none", "data.batch_size": 2, "data.crop": (32, 16),
+    "optim.lr": 0.05, "optim.iters": 6, "run.device": "cpu", "run.progress": False, "run.checkpoint_every": 2,
+    "data.target_images": 4,
+}
+
+
+def joint_config(data: Path, out: Path, **extra: object) -> TrainConfig:
+    """The JOINT_TINY config on prepared ``data`` into ``out``, plus ``extra`` config keys."""
+    return override(TrainConfig(scheme="joint"), {**JOINT_TINY, "data.data": str(data), "run.out": str(out), **extra})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from hrseg.data import shardbuild as shardbuild_mod
 from hrseg.data.prepare import PrepareConfig, prepare
 from hrseg.data.verify import verify_split
 from hrseg.errors import HrsegError
+from tests.data_fixtures import private_tmpfs_works
 from test_data_integrity import flip_row
 
 runner = CliRunner()
@@ -175,15 +175,7 @@ def test_full_disk_when_reserving_a_shard_is_one_line_and_keeps_finished_shards(
     assert res.reused_shards == 1 and verify_split(split).ok
 
 
-def _unshare_works() -> bool:
-    if not shutil.which("unshare") or not shutil.which("mount"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /tmp && true"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (unshare -rm) for a tiny tmpfs")
+@pytest.mark.skipif(not private_tmpfs_works(), reason="needs a private mount namespace (unshare -rm) for a tiny tmpfs")
 def test_a_really_full_disk_and_a_read_only_out_with_one_and_two_workers(tmp_path: Path) -> None:
     """A 2 MiB tmpfs and a read-only bind mount in a private namespace: the real errors, no simulation."""
     root = make_gtav_root(tmp_path / "GTAV", count=32, size=(192, 108))  # 8 shards of ~370 kB: 3 MB

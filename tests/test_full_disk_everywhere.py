@@ -7,7 +7,6 @@ The disk is really full: a tiny tmpfs, filled up, in a private mount namespace
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,17 +17,9 @@ import numpy as np
 import pytest
 
 from tests.cli_fixtures import invoke, text, tiny_run
-from tests.data_fixtures import cached_synthetic_data
+from tests.data_fixtures import cached_synthetic_data, private_tmpfs_works
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _unshare_works() -> bool:
-    if not shutil.which("unshare") or not shutil.which("mount"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /tmp && true"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
 
 
 COMMANDS = {
@@ -41,7 +32,7 @@ COMMANDS = {
 }
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs a private mount namespace (unshare -rm) for a tiny tmpfs")
+@pytest.mark.skipif(not private_tmpfs_works(), reason="needs a private mount namespace (unshare -rm) for a tiny tmpfs")
 def test_a_full_disk_is_one_line_in_every_command(tmp_path_factory: pytest.TempPathFactory) -> None:
     data = cached_synthetic_data(tmp_path_factory, prepared_size=(32, 16))
     tmp = tmp_path_factory.mktemp("full")

@@ -10,27 +10,16 @@ import pytest
 import torch
 
 from hrseg.errors import HrsegError
-from hrseg.training.config import TrainConfig, override
+from hrseg.training.config import override
 from hrseg.training.resume import continue_config
 from hrseg.training.rundir import RunDir
 from hrseg.training.trainer import train
-from tests.cli_fixtures import invoke, text
+from tests.cli_fixtures import invoke, text, joint_config as cfg_for
 from tests.data_fixtures import cached_synthetic_data
-
-TINY = {
-    "model.width": 0.0625, "model.pretrained": "none", "data.batch_size": 2, "data.crop": (32, 16),
-    "optim.lr": 0.05, "optim.iters": 6, "run.device": "cpu", "run.progress": False, "run.checkpoint_every": 2,
-    "data.target_images": 4,
-}
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached_synthetic_data(tmp_path_factory)
-
-
-def cfg_for(data: Path, out: Path, **extra: object) -> TrainConfig:
-    return override(TrainConfig(scheme="joint"), {**TINY, "data.data": str(data), "run.out": str(out), **extra})
 
 
 def seg(run: Path, name: str = "final.pt") -> dict[str, torch.Tensor]:
