@@ -24,23 +24,21 @@ Run folders keep config.json and eval/*.json (not the weights), so
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import statistics
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from variants import ByVariant, _mean_sd, load_rows, paired, scenes_of  # noqa: E402
+from variants import ByVariant, _mean_sd, load_rows, paired, run_study, scenes_of  # noqa: E402
 
 from hrseg.evaluation.evaluate import EvalOptions, evaluate_and_save  # noqa: E402
-from hrseg.training.presets import QUICK_BUDGET, quick_config  # noqa: E402
+from hrseg.training.presets import quick_config  # noqa: E402
 from hrseg.training.rundir import RunDir  # noqa: E402
 from hrseg.training.schemes import SCHEMES  # noqa: E402
 from hrseg.training.trainer import train  # noqa: E402
@@ -182,30 +180,15 @@ def main() -> None:
         return
     if args.data is None:
         raise SystemExit("--data is required to train (or give --table)")
-    scenes = scenes_of(args.data)
-    done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
-            if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
     # seed-major order: a stopped study leaves whole seeds, which pair
     order = [(n, int(s)) for n, s in (q.rsplit("@", 1) for q in args.queue)] if args.queue else \
         [(name, seed) for seed in args.seeds for name in args.rows]
     unknown = [n for n, _ in order if n not in ROWS]
     if unknown:
         raise SystemExit(f"--queue: unknown rows {unknown}")
-    todo = [(name, seed) for name, seed in order if (name, seed) not in done]
-    budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
-    print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)
-    from hrseg.data.workers import pool_context
-
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=pool_context()) as pool:
-        futures: dict[Future[dict[str, Any]], tuple[str, int]] = {
-            pool.submit(run_one, name, seed, str(args.data), str(args.work), args.iters): (name, seed)
-            for name, seed in todo}
-        for fut in as_completed(futures):
-            row = fut.result()
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"{row['variant']} seed {row['seed']}: val mIoU {100 * row['val_miou']:.1f}  "
-                  f"teacher {_fmt(row.get('teacher_val_miou'))}  train {row['train_seconds']}s", flush=True)
+    run_study(run_one, order, args, lambda row: (
+        f"{row['variant']} seed {row['seed']}: val mIoU {100 * row['val_miou']:.1f}  "
+        f"teacher {_fmt(row.get('teacher_val_miou'))}  train {row['train_seconds']}s"))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import statistics
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -431,26 +431,38 @@ def main() -> None:
         return
     if args.data is None:
         raise SystemExit("--data is required to train (or give --table)")
+    order = [(name, seed) for seed in args.seeds for name in args.variants]
+    run_study(run_one, order, args, lambda row: (
+        f"{row['variant']} seed {row['seed']}: val mIoU {100 * row['val_miou']:.1f}  "
+        f"train {row['train_seconds']}s  w real/dev {_fmt(row.get('source_weight_realistic'))}/"
+        f"{_fmt(row.get('source_weight_deviating'))}  auc {_fmt(row.get('source_auc'))} "
+        f"within {_fmt(row.get('within_class_auc'))}"))
+
+
+def run_study(run: Callable[[str, int, str, str, int | None], dict[str, Any]], order: list[tuple[str, int]],
+              args: argparse.Namespace, line: Callable[[dict[str, Any]], str]) -> None:
+    """Train the (name, seed) pairs of ``order`` that ``args.out`` lacks for these scenes, in a process pool.
+
+    Each finished row is appended to ``args.out`` at once, so a stopped study keeps what it ran
+    (shared by this study and benchmarks/unlabelled.py).
+    """
     scenes = scenes_of(args.data)
     done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
             if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
-    todo = [(name, seed) for seed in args.seeds for name in args.variants if (name, seed) not in done]
+    todo = [(name, seed) for name, seed in order if (name, seed) not in done]
     budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
     print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)
     from hrseg.data.workers import pool_context
 
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=pool_context()) as pool:
         futures: dict[Future[dict[str, Any]], tuple[str, int]] = {
-            pool.submit(run_one, name, seed, str(args.data), str(args.work), args.iters): (name, seed)
+            pool.submit(run, name, seed, str(args.data), str(args.work), args.iters): (name, seed)
             for name, seed in todo}
         for fut in as_completed(futures):
             row = fut.result()
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{row['variant']} seed {row['seed']}: val mIoU {100 * row['val_miou']:.1f}  "
-                  f"train {row['train_seconds']}s  w real/dev {_fmt(row.get('source_weight_realistic'))}/"
-                  f"{_fmt(row.get('source_weight_deviating'))}  auc {_fmt(row.get('source_auc'))} "
-                  f"within {_fmt(row.get('within_class_auc'))}", flush=True)
+            print(line(row), flush=True)
 
 
 if __name__ == "__main__":
