@@ -41,14 +41,15 @@ from hrseg.training.schemes import SCHEMES
 from hrseg.training.trainer import train
 
 # Every weighting row spells its settings out in full, so a row keeps its meaning when defaults change.
+# settings added in round two (docs/weighting-variants.md, "Round two"): off in every earlier row
+ROUND2 = {"weighting.balance": "none", "weighting.levels": ("pixel", "region", "image")}
 _BASE = {"weighting.input": "pred", "weighting.combine": "product", "weighting.normalize": "batch",
          "weighting.clamp": None, "weighting.sharpen": 1.0, "weighting.steepness": 3.0, "weighting.smoothing": 0.0,
          "weighting.warmup": 0, "weighting.ramp": 0, "weighting.heldout_images": 0, "weighting.lr": 1e-4,
-         "weighting.width": 0.125}
-# settings added in round two (docs/weighting-variants.md, "Round two"): off in every earlier row
-ROUND2 = {"weighting.balance": "none", "weighting.levels": ("pixel", "region", "image")}
+         "weighting.width": 0.125, **ROUND2}
+# round one's default (0.2.0); round two's default (0.3.0) adds the agreement level and the class balance
 DEFAULT19 = {**_BASE, "weighting.network": "w19", "weighting.input": "image", "weighting.combine": "softthreshold",
-             "weighting.steepness": 2.0, **ROUND2}
+             "weighting.steepness": 2.0}
 AGREE = {"weighting.levels": ("pixel", "region", "image", "agreement"), "weighting.agreement_lr": 1e-3}
 W19 = {**_BASE, "weighting.network": "w19"}
 W1 = {**_BASE, "weighting.network": "w1"}
@@ -116,6 +117,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "w19-image-soft2-balanced": ("w19", {**DEFAULT19, "weighting.balance": "class"}),
     "w19-image-soft2+agree": ("w19", {**DEFAULT19, **AGREE}),
     "w19-image-soft2+agree-balanced": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class"}),
+    # round two, where the paper's setting differs (issue 21 item 3): the GAN on, W on predictions, 100 labels
+    "w19-image-soft2+agree-balanced+gan": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
+                                                   "gan.enabled": True}),
+    "w19-pred-soft2+agree-balanced": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
+                                              "weighting.input": "pred"}),
+    "target-only-100": ("target-only", {"data.target_images": 100}),
+    "joint-100": ("joint", {"data.target_images": 100}),
+    "oracle-100": ("oracle", {"data.target_images": 100}),
+    "w19-image-soft2-100": ("w19", {**DEFAULT19, "data.target_images": 100}),
+    "w19-image-soft2+agree-balanced-100": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
+                                                   "data.target_images": 100}),
     "w19-image-agree-only": ("w19", {**DEFAULT19, **AGREE, "weighting.levels": ("agreement",)}),
     "w1-lr1e-3": ("w1", {**W1, **LR3}),
     "w1-soft3-lr1e-3": ("w1", {**W1, **SOFT, **LR3}),

@@ -24,12 +24,16 @@ from typing import Any, Sequence
 from hrseg.atomic import atomic_path, write_json
 from hrseg.ownership import check_replace, json_mark, json_owned, text_owned
 from hrseg.errors import HrsegError
-from hrseg.models import LEVELS, SEGMENTERS
+from hrseg.models import LEVELS, OPTIONAL_LEVELS, SEGMENTERS
 from hrseg.models.weighting import INPUTS, WeightingConfig
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
+
 # fields that change how a run executed, not what it learned
 _RUN_ONLY = ("run", "preset")
+ALL_LEVELS: tuple[str, ...] = (*LEVELS, *OPTIONAL_LEVELS)
+#: column heads of narrow tables
+LEVEL_SHORT = {"pixel": "pix", "region": "reg", "image": "img", "agreement": "agr"}
 
 
 @dataclass
@@ -111,12 +115,12 @@ class ReportRow:
 
     def level_aucs(self) -> dict[str, float]:
         """Mean AUC per weighting level over the runs that report it (image level included)."""
-        levels = [lvl for lvl in LEVELS if any(lvl in r.level_auc for r in self.runs)]
+        levels = [lvl for lvl in ALL_LEVELS if any(lvl in r.level_auc for r in self.runs)]
         return {lvl: statistics.fmean(r.level_auc[lvl] for r in self.runs if lvl in r.level_auc) for lvl in levels}
 
-    def level_auc_text(self) -> str:
+    def level_auc_text(self, levels: tuple[str, ...] = LEVELS) -> str:
         aucs = self.level_aucs()
-        return " / ".join(f"{aucs[lvl]:.2f}" if lvl in aucs else "—" for lvl in LEVELS) if aucs else "—"
+        return " / ".join(f"{aucs[lvl]:.2f}" if lvl in aucs else "—" for lvl in levels) if aucs else "—"
 
     def miou_text(self) -> str:
         text = f"{100 * self.mean:.1f}"
@@ -165,6 +169,11 @@ class Report:
     def has_level_auc(self) -> bool:
         return any(r.level_aucs() for r in self.rows)
 
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The paper's three levels, plus an optional one (agreement) where a row has it."""
+        return (*LEVELS, *(lvl for lvl in OPTIONAL_LEVELS if any(lvl in r.level_aucs() for r in self.rows)))
+
     def markdown(self) -> str:
         has_auc = any(r.auc is not None for r in self.rows)
         checkpoints = {r.checkpoint for r in self.rows}
@@ -176,7 +185,7 @@ class Report:
         if has_auc:
             head += ["weighting AUC", "mean weight realistic / deviating"]
         if self.has_level_auc:
-            head.append("AUC pixel / region / image")
+            head.append("AUC " + " / ".join(self.levels))
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), *([r.checkpoint] * per_row),
@@ -188,7 +197,7 @@ class Report:
                 real, dev = r.weight_means()
                 cells.append(f"{real:.2f} / {dev:.2f}" if real is not None and dev is not None else "—")
             if self.has_level_auc:
-                cells.append(r.level_auc_text())
+                cells.append(r.level_auc_text(self.levels))
             lines.append("| " + " | ".join(cells) + " |")
         if not per_row and checkpoints != {"?"}:
             lines += ["", f"Every row scored checkpoints/{checkpoints.pop()}."]

@@ -104,7 +104,8 @@ def test_eval_source_reports_weighting_quality(runs: dict[str, Path]) -> None:
     assert "ROC AUC" in result.output
     rep = json.loads((run / "eval" / "source.json").read_text())
     assert rep["kind"] == "weighting" and rep["scheme"] == "w19" and rep["num_images"] == 12
-    assert set(rep["levels"]) == {"pixel", "region", "image"}
+    levels = {"pixel", "region", "image", "agreement"}  # W^19's default levels
+    assert set(rep["levels"]) == levels
     assert rep["realistic_pixels"] > 0 and rep["deviating_pixels"] > 0
     for q in [rep, *rep["levels"].values()]:
         assert 0.0 <= q["auc"] <= 1.0
@@ -112,10 +113,10 @@ def test_eval_source_reports_weighting_quality(runs: dict[str, Path]) -> None:
         assert 0.0 < level["mean_realistic"] < 1.0  # sigmoid scores
     assert "within each class" in result.output  # the per-class table
     assert rep["per_class"] and 0.0 <= rep["within_class_auc"] <= 1.0
-    assert set(rep["within_class_auc_levels"]) == {"pixel", "region", "image"}
+    assert set(rep["within_class_auc_levels"]) == levels
     assert "road" in result.output  # (a narrow terminal wraps longer names)
     for q in rep["per_class"].values():
-        assert set(q["levels"]) == {"pixel", "region", "image"}
+        assert set(q["levels"]) == levels
 
 
 class _LabelWeighting(torch.nn.Module):

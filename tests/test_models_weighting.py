@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hrseg.errors import HrsegError
-from hrseg.models import WEIGHTING_NETWORKS, HierarchicalWeighting, count_parameters
+from hrseg.models import LEVELS, WEIGHTING_NETWORKS, HierarchicalWeighting, count_parameters
 from hrseg.models.weighting import w1_trunk, w19_trunk
 
 
@@ -28,8 +28,9 @@ class Fixed(nn.Module):
 
 
 def paper_w(*args: object, **changes: object) -> HierarchicalWeighting:
-    """W with the paper's combination (product), no normalisation, on S's prediction, unless told otherwise."""
-    return HierarchicalWeighting(*args, **{"input": "pred", "combine": "product", "normalize": "none", **changes})
+    """W as the paper has it (three levels, product, no normalisation or balance, on S's prediction) unless told."""
+    return HierarchicalWeighting(*args, **{"input": "pred", "combine": "product", "normalize": "none",
+                                           "levels": LEVELS, "balance": "none", **changes})
 
 
 def weight_of(w: HierarchicalWeighting, inp: Tensor, labels: Tensor) -> Tensor:
@@ -488,7 +489,8 @@ def test_one_set_of_defaults_and_checks_for_the_module_and_the_config() -> None:
     from hrseg.training.config import TrainConfig, override
 
     w = HierarchicalWeighting("w19")
-    assert w.config == WeightingConfig(network="w19")
+    assert w.config == WeightingConfig(network="w19").filled()
+    assert (w.config.levels, w.config.balance) == (("pixel", "region", "image", "agreement"), "class")
     assert (w.combine, w.normalize, w.in_channels) == ("softthreshold", "batch", INPUTS["image"].channels(19))
     cfg = override(TrainConfig(scheme="w19"), {"weighting.clamp": 2.5, "weighting.levels": ["pixel", "image"],
                                               "weighting.input": "pred+image"}).resolved()

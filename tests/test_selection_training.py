@@ -137,9 +137,15 @@ def test_measured_defaults_and_the_paper_presets_keep_w_on_predictions() -> None
     from hrseg.training.presets import PRESETS, quick_config
 
     w = quick_config("w19", "D", "o").resolved().weighting
-    assert (w.network, w.input, w.combine, w.normalize, w.steepness, w.levels) == (
-        "w19", "image", "softthreshold", "batch", 2.0, ("pixel", "region", "image"))
+    assert (w.network, w.input, w.combine, w.normalize, w.steepness, w.levels, w.balance) == (
+        "w19", "image", "softthreshold", "batch", 2.0, ("pixel", "region", "image", "agreement"), "class")
+    w1 = quick_config("w1", "D", "o").resolved().weighting
+    assert (w1.levels, w1.balance) == (("pixel", "region", "image"), "none")
+    on_predictions = override(quick_config("w19", "D", "o"), {"weighting.input": "pred"}).resolved().weighting
+    assert on_predictions.levels == ("pixel", "region", "image")  # the agreement level needs the image
     for name, paper in (("w1", 67.6), ("w19", 68.1), ("pspnet-w1", 77.6), ("gan-w1-image", 67.1)):
         preset = PRESETS[name]
-        assert preset.config().weighting.input == ("image" if name == "gan-w1-image" else "pred")
+        resolved = preset.config().resolved().validate().weighting
+        assert resolved.input == ("image" if name == "gan-w1-image" else "pred")
+        assert (resolved.levels, resolved.balance) == (("pixel", "region", "image"), "none")  # the paper's W
         assert preset.paper_miou == paper  # each paper row still finds its Table-1 number

@@ -13,7 +13,7 @@ from rich.table import Table
 from hrseg.cli.common import emit_json, json_option, json_target, user_errors
 from hrseg.console import console
 from hrseg.errors import HrsegError
-from hrseg.reporting import Report, build_report, captured_text, write_report
+from hrseg.reporting import LEVEL_SHORT, Report, build_report, captured_text, write_report
 from hrseg.visualization.report_page import gallery_links, write_report_page
 
 
@@ -56,7 +56,7 @@ def print_report(report: Report) -> None:
     if has_auc:
         table.add_column("AUC", justify="right", no_wrap=True)
     if report.has_level_auc:
-        table.add_column("pix/reg/img", justify="right", no_wrap=True)
+        table.add_column("/".join(LEVEL_SHORT.get(lvl, lvl) for lvl in report.levels), justify="right", no_wrap=True)
     for row in report.rows:
         cells = [row.configuration]
         cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs)),
@@ -67,7 +67,7 @@ def print_report(report: Report) -> None:
         if has_auc:
             cells.append("—" if row.auc is None else f"{row.auc:.3f}")
         if report.has_level_auc:
-            cells.append(row.level_auc_text().replace(" / ", "/"))
+            cells.append(row.level_auc_text(report.levels).replace(" / ", "/"))
         table.add_row(*cells)
     console.print(heading, highlight=False)
     console.print(table)

@@ -199,6 +199,10 @@ class TrainConfig:
             changes["gan.enabled"] = scheme.gan
         if self.weighting.network is None and scheme.weighting is not None:
             changes["weighting.network"] = scheme.weighting
+        network = changes.get("weighting.network", self.weighting.network)
+        if network is not None and scheme.weighting is not None:
+            filled = dataclasses.replace(self.weighting, network=network).filled()
+            changes.update({"weighting.levels": filled.levels, "weighting.balance": filled.balance})
         for key, value in (("data.data", self.data.data), ("run.out", self.run.out)):
             if value and not Path(value).is_absolute():
                 changes[key] = str(Path(value).absolute())

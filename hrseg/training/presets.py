@@ -88,6 +88,10 @@ _DACS = {**_DEEPLAB, **_UDA, "optim.iters": 250000, "data.batch_size": 2, "data.
          "data.scale": (1.0, 1.0), "data.flip": False, "unlabelled.teacher_momentum": 0.99,
          "unlabelled.confidence": 0.968, "unlabelled.keep_unconfident": True, "unlabelled.mix": "classmix"}
 
+# The paper's own rows keep the paper's weighting: three levels, W's loss unbalanced (hrseg's W^19 default
+# adds the agreement level and a class-balanced loss; docs/weighting-variants.md).
+_PAPER_W = {"weighting.levels": ("pixel", "region", "image"), "weighting.balance": "none"}
+
 #: The paper-scale budget of each segmenter's presets (what a new preset or the GPU check starts from).
 PRESET_BUDGETS: dict[str, dict[str, Any]] = {"fcn8s-vgg16": _FCN, "pspnet-r50": _PSP, "deeplabv2-r101": _DEEPLAB}
 
@@ -100,15 +104,15 @@ PRESETS: dict[str, Preset] = {
         Preset("gan-imageselect", "+ GAN + ImageSelect: road-rich source images",
                {**_FCN, "scheme": "image-select", "gan.enabled": True}),
         Preset("gan-w1-image", "+ GAN + W^1 (Image): weighting on RGB input",
-               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "image"}),
+               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "image", **_PAPER_W}),
         Preset("w1", "Ours with W^1 (FCN-VGG16, GAN)",
-               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred"}),
+               {**_FCN, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred", **_PAPER_W}),
         Preset("w19", "Ours with W^19 (FCN-VGG16, GAN)",
-               {**_FCN, "scheme": "w19", "gan.enabled": True, "weighting.input": "pred"}),
+               {**_FCN, "scheme": "w19", "gan.enabled": True, "weighting.input": "pred", **_PAPER_W}),
         Preset("baseline2-target-only", "Baseline2: PSPNet-R50, target only",
                {**_PSP, "scheme": "target-only"}),
         Preset("pspnet-w1", "Ours with W^1 (PSPNet-R50, GAN)",
-               {**_PSP, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred"}),
+               {**_PSP, "scheme": "w1", "gan.enabled": True, "weighting.input": "pred", **_PAPER_W}),
         Preset("joint", "Baseline: direct joint training (FCN-VGG16, no GAN)", {**_FCN, "scheme": "joint"}),
         Preset("finetune", "Baseline: source pre-training, then target fine-tuning",
                {**_FCN, "scheme": "finetune"}),
