@@ -75,8 +75,9 @@ def test_quickstart_runs_everything_and_resumes(tmp_path: Path) -> None:
         captured = (rows["Ours with W^19"]["miou_mean"] - joint) / (oracle - joint)
         assert rows["Ours with W^19"]["captured_oracle_gain"] == pytest.approx(captured)
         assert rows["oracle (realism mask)"]["captured_oracle_gain"] == pytest.approx(1.0)
-    assert set(rows["Ours with W^19"]["weighting_auc_levels"]) == {"pixel", "region", "image"}
-    assert "AUC pixel / region / image" in (out / "report.md").read_text()
+    assert set(rows["Ours with W^19"]["weighting_auc_levels"]) == {"pixel", "region", "image", "agreement"}
+    assert set(rows["Ours with W^1"]["weighting_auc_levels"]) == {"pixel", "region", "image"}
+    assert "AUC pixel / region / image / agreement" in (out / "report.md").read_text()
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ def _toy_domains(g: torch.Generator, confident: bool) -> tuple[torch.Tensor, tor
 def _train_toy(scheme: str, lr: float, steps: int) -> tuple[dict[str, float], dict[str, float], dict[str, float],
                                                           dict[str, float]]:
     torch.manual_seed(0)
-    w = HierarchicalWeighting(network=scheme, in_channels=19, width=0.125)
+    w = HierarchicalWeighting(network=scheme, in_channels=19, width=0.125,  # the paper's domain classifiers
+                              levels=("pixel", "region", "image"), balance="none")
     opt = torch.optim.Adam(w.parameters(), lr=lr, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(5)
 
