@@ -245,6 +245,24 @@ def test_resume_with_the_teacher_is_bit_exact(data: Path, tmp_path: Path) -> Non
         [strip(r) for r in RunDir(tmp_path / "part").metrics()]
 
 
+def test_unlabelled_terms_start_at_unlabelled_start_and_resume_exactly_across_it(data: Path, tmp_path: Path) -> None:
+    extra = {"optim.iters": 6, "data.workers": 1, "unlabelled.start": 3, "data.target_images": 0}
+    cfg = cfg_for(data, tmp_path / "full", **extra)
+    assert [plan(cfg, i).unlabelled for i in range(6)] == [None] * 3 + ["self-training"] * 3
+    assert [plan(cfg, i).source_weight for i in range(6)] == ["none"] * 3 + ["w"] * 3  # UDA: source only first
+    train(cfg)
+    records = list(RunDir(tmp_path / "full").metrics())
+    assert [("self_training" in r, "w_cls" in r) for r in records] == [(False, False)] * 3 + [(True, True)] * 3
+    assert train(cfg_for(data, tmp_path / "part", **extra), stop_after=2).iteration == 2
+    train(RunDir(tmp_path / "part").config(), resume=True)
+    a, b = _all_state(tmp_path / "full"), _all_state(tmp_path / "part")
+    assert a["data"]["positions"]["unlabelled"] == 3  # drawn from the start iteration on only
+    for key in ("models", "optimizers", "rng", "data"):
+        _assert_same_tensors(a[key], b[key], key)
+    with pytest.raises(HrsegError, match="unlabelled.start"):
+        cfg_for(data, tmp_path / "x", **{**extra, "unlabelled.start": 6}).validate()
+
+
 def test_two_gloo_processes_self_train_with_identical_teachers(data: Path, tmp_path: Path) -> None:
     import os
     import subprocess

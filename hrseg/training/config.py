@@ -95,6 +95,7 @@ class UnlabelledConfig:
     jitter: float = 0.2  # colour jitter strength on the student's mixed image (0: off)
     jitter_prob: float = 0.8
     blur: bool = True  # Gaussian blur with probability 0.5, sigma 0.15-1.15
+    start: int = 0  # iteration the unlabelled terms start at; before it the run trains as without them (warm-up)
 
 
 @dataclass
@@ -291,6 +292,8 @@ class TrainConfig:
                            ("unlabelled.jitter", u.jitter)):
             if not (math.isfinite(value) and value >= 0):
                 raise HrsegError(f"{key}: must be a finite number >= 0, got {value}")
+        if u.start < 0 or u.start >= max(self.optim.iters, 1):
+            raise HrsegError(f"unlabelled.start: an iteration in [0, optim.iters), got {u.start}")
         if self.data.target_images == 0:
             if scheme.weighting is not None and scheme.unlabelled != "self-training":
                 raise HrsegError(f"data.target_images 0: scheme {self.scheme!r} learns W's \"target\" from labelled "

@@ -180,12 +180,12 @@ def plan(cfg: "TrainConfig", iteration: int) -> StepPlan:
     target = phase.target and cfg.data.target_images != 0  # 0 labelled images: W learns from pseudo-labels
     both = phase.source and target
     rule = SOURCE_WEIGHTS[scheme.source_weight]
-    self_training = phase.target and scheme.unlabelled == "self-training"
+    unlabelled = scheme.unlabelled if phase.target and iteration >= cfg.unlabelled.start else None
+    self_training = unlabelled == "self-training"
     usable = phase.source and (both or self_training or not rule.uses_w)  # W's target: this step's target images
     return StepPlan(
         source=phase.source, target=target, source_weight=rule.name if usable else "none",
-        gan=both and bool(cfg.gan.enabled), phase=phase.name,
-        unlabelled=scheme.unlabelled if phase.target else None,
+        gan=both and bool(cfg.gan.enabled), phase=phase.name, unlabelled=unlabelled,
     )
 
 

@@ -14,6 +14,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,8 +341,10 @@ class Trainer:
             if any(q.grad is not None for q in params.get(name, ())):
                 self.scaler.step(opt)
         self.scaler.update()
-        for sched in self.scheds.values():
-            sched.step()
+        with warnings.catch_warnings():  # a network idle this step (W before unlabelled.start) keeps its schedule
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            for sched in self.scheds.values():
+                sched.step()
         if "teacher" in self.nets:
             ema_update(self.nets["teacher"], self.nets["segmenter"],
                        teacher_momentum(self.iteration, self.cfg.unlabelled.teacher_momentum))
