@@ -42,7 +42,8 @@ from hrseg.training.trainer import train
 
 # Every weighting row spells its settings out in full, so a row keeps its meaning when defaults change.
 # settings added in round two (docs/weighting-variants.md, "Round two"): off in every earlier row
-ROUND2 = {"weighting.balance": "none", "weighting.levels": ("pixel", "region", "image")}
+ROUND2 = {"weighting.balance": "none", "weighting.levels": ("pixel", "region", "image"),
+          "weighting.image_norm": "instance"}
 _BASE = {"weighting.input": "pred", "weighting.combine": "product", "weighting.normalize": "batch",
          "weighting.clamp": None, "weighting.sharpen": 1.0, "weighting.steepness": 3.0, "weighting.smoothing": 0.0,
          "weighting.warmup": 0, "weighting.ramp": 0, "weighting.heldout_images": 0, "weighting.lr": 1e-4,
@@ -122,6 +123,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                                                    "gan.enabled": True}),
     "w19-pred-soft2+agree-balanced": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
                                               "weighting.input": "pred"}),
+    # round three: the image level without InstanceNorm, on the 0.3.0 default
+    "w19-image-soft2+agree-balanced-imgnone": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
+                                                       "weighting.image_norm": "none"}),
     "target-only-100": ("target-only", {"data.target_images": 100}),
     "joint-100": ("joint", {"data.target_images": 100}),
     "oracle-100": ("oracle", {"data.target_images": 100}),

@@ -214,3 +214,35 @@ def test_source_report_gives_each_class_its_within_class_auc(tmp_path_factory: p
     assert set(d["within_class_auc_levels"]) == {"pixel", "agreement"}
     assert d["within_class_auc"] == pytest.approx(
         sum(s * a for s, a in expected.values() if a == a) / sum(s for s, a in expected.values() if a == a))
+
+
+def _image_level_gap(image_norm: str) -> float:
+    """Target-minus-source image-level score after W learns images that differ only in overall brightness."""
+    torch.manual_seed(0)
+    w = HierarchicalWeighting("w19", width=0.25, levels=("image",), balance="none", image_norm=image_norm)
+    opt = torch.optim.Adam(w.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 19, (4, 16, 32), generator=g)
+
+    def images(level: float) -> torch.Tensor:
+        return level + 0.2 * torch.randn(4, 3, 16, 32, generator=g)
+
+    for _ in range(30):
+        opt.zero_grad()
+        loss = w.classifier_loss(images(-0.5), labels, 0.0) + w.classifier_loss(images(0.5), labels, 1.0)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        src, tgt = w(images(-0.5), labels).scores["image"], w(images(0.5), labels).scores["image"]
+    return float(tgt.mean() - src.mean())
+
+
+def test_image_level_without_instance_norm_sees_what_sets_images_apart() -> None:
+    plain = HierarchicalWeighting("w19", width=0.25, image_norm="none")
+    assert not any(isinstance(m, torch.nn.InstanceNorm2d) for m in plain.trunks["image"])
+    assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in plain.trunks["pixel"])
+    assert plain.state_dict().keys() == HierarchicalWeighting("w19", width=0.25).state_dict().keys()
+    assert _image_level_gap("none") > 0.5  # brightness alone tells the domains apart ...
+    assert abs(_image_level_gap("instance")) < 0.5 * _image_level_gap("none")  # ... hardly through InstanceNorm
+    with pytest.raises(HrsegError, match="weighting.image_norm"):
+        HierarchicalWeighting("w19", image_norm="batch")

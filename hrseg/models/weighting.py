@@ -49,6 +49,7 @@ LEVELS: tuple[str, ...] = ("pixel", "region", "image")
 AGREEMENT = "agreement"
 OPTIONAL_LEVELS: tuple[str, ...] = (AGREEMENT,)
 BALANCES: tuple[str, ...] = ("none", "class")
+IMAGE_NORMS: tuple[str, ...] = ("instance", "none")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
 
@@ -87,6 +88,16 @@ def w19_trunk(in_channels: int = 19, num_classes: int = 19, width: float = 1.0,
             layers.append(nn.LeakyReLU(0.2, inplace=True))
     layers.append(nn.ConvTranspose2d(c2, num_classes, 1, 1, 0))
     return nn.Sequential(*layers)
+
+
+def without_instance_norm(trunk: nn.Sequential) -> nn.Sequential:
+    """``trunk`` with every InstanceNorm replaced by identity (same parameter names: the norms have none).
+
+    InstanceNorm sets each channel of each image to mean 0 and variance 1, so a
+    level that averages its map over the image (the image level) can hardly
+    see what sets one image apart from another; without it the mean keeps them.
+    """
+    return nn.Sequential(*(nn.Identity() if isinstance(m, nn.InstanceNorm2d) else m for m in trunk))
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,7 @@ class WeightingConfig:
     heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
     balance: str | None = None  # "class": each class present has the same share of W's loss; None: the network's
     agreement_lr: float = 1e-3  # Adam learning rate of the agreement level's classifier (levels incl. "agreement")
+    image_norm: str = "instance"  # "none": the image level's trunk without InstanceNorm (which erases image statistics)
     width: float = 1.0
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -355,6 +367,8 @@ class WeightingConfig:
             self._check_levels(self.levels)
         if self.balance is not None and self.balance not in BALANCES:
             raise HrsegError(f"weighting.balance: unknown {self.balance!r} (choose from {', '.join(BALANCES)})")
+        if self.image_norm not in IMAGE_NORMS:
+            raise HrsegError(f"weighting.image_norm: unknown {self.image_norm!r} (choose from {', '.join(IMAGE_NORMS)})")
         for key in ("width", "lr", "agreement_lr", "sharpen", "steepness") + (
                 ("clamp",) if self.clamp is not None else ()):
             value = getattr(self, key)
@@ -459,6 +473,8 @@ class HierarchicalWeighting(nn.Module):
         self.trunks = nn.ModuleDict({
             level: agreement_trunk(num_classes, cfg.width) if level == AGREEMENT
             else design.build(self.in_channels, num_classes, cfg.width) for level in self.levels})
+        if cfg.image_norm == "none" and "image" in self.trunks:
+            self.trunks["image"] = without_instance_norm(self.trunks["image"])
         self.register_buffer("running_log_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
