@@ -121,8 +121,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # round two, where the paper's setting differs (issue 21 item 3): the GAN on, W on predictions, 100 labels
     "w19-image-soft2+agree-balanced+gan": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
                                                    "gan.enabled": True}),
-    "w19-pred-soft2+agree-balanced": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
-                                              "weighting.input": "pred"}),
+    # on predictions the 0.3.0 default leaves the agreement level out (it reads the image): three levels, balanced
+    "w19-pred-soft2-balanced": ("w19", {**DEFAULT19, "weighting.balance": "class", "weighting.input": "pred"}),
     # round three: the image level without InstanceNorm, on the 0.3.0 default
     "w19-image-soft2+agree-balanced-imgnone": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
                                                        "weighting.image_norm": "none"}),
