@@ -1,3 +1,3 @@
 """hrseg: transfer learning for semantic segmentation via hierarchical region selection."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

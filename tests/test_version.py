@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_version_is_the_same_in_pyproject_the_package_and_the_cli() -> None:
     declared = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert declared is not None and declared.group(1) == hrseg.__version__ == "0.2.0"
+    assert declared is not None and declared.group(1) == hrseg.__version__ == "0.3.0"
     out = invoke("--version")
     assert out.exit_code == 0 and out.output.strip() == f"hrseg {hrseg.__version__}"
 
