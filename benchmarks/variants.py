@@ -143,12 +143,35 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def scenes_of(data: Path) -> dict[str, Any]:
-    """Which scenes a row was measured on: the generator stamp and a hash of the source shards' content."""
+    """Which scenes a row was measured on: the generator stamp and hashes of the source shards.
+
+    ``source_sha`` hashes the shard files, which also record where and when
+    their inputs were prepared (paths, modification times), so two
+    preparations of the same scenes differ; ``content_sha`` hashes only the
+    stored per-row checksums of the images, labels and realism masks, equal
+    for equal scenes wherever they were prepared.
+    """
+    import h5py
+
     stamp_path = data / "raw" / "synthetic.json"
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else {}
-    manifest = json.loads((data / "gtav" / "train" / "manifest.json").read_text())
+    split = data / "gtav" / "train"
+    manifest = json.loads((split / "manifest.json").read_text())
     digest = hashlib.sha256(json.dumps([s["sha256"] for s in manifest["shards"]]).encode()).hexdigest()[:12]
-    return {"generator": stamp.get("generator", "unstamped"), "source_sha": digest}
+    content = hashlib.sha256()
+    for shard in manifest["shards"]:
+        with h5py.File(split / shard["file"], "r") as f:
+            content.update(f["checksums"][()].tobytes())
+    return {"generator": stamp.get("generator", "unstamped"), "source_sha": digest,
+            "content_sha": content.hexdigest()[:12]}
+
+
+def same_scenes(row: dict[str, Any], scenes: dict[str, Any]) -> bool:
+    """A results row measured on ``scenes``: equal content where both rows know it, else equal shard files."""
+    stamped = row.get("scenes", {})
+    if "content_sha" in stamped:
+        return stamped["content_sha"] == scenes["content_sha"]
+    return stamped.get("source_sha") == scenes["source_sha"]
 
 
 def within_class(q: dict[str, Any]) -> tuple[dict[int, dict[str, Any]], float]:
@@ -463,8 +486,7 @@ def run_study(run: Callable[[str, int, str, str, int | None], dict[str, Any]], o
     (shared by this study and benchmarks/unlabelled.py).
     """
     scenes = scenes_of(args.data)
-    done = {(r["variant"], r["seed"]) for r in load_rows(args.out)
-            if r.get("scenes", {}).get("source_sha") == scenes["source_sha"]}
+    done = {(r["variant"], r["seed"]) for r in load_rows(args.out) if same_scenes(r, scenes)}
     todo = [(name, seed) for name, seed in order if (name, seed) not in done]
     budget = {**QUICK_BUDGET, **({"optim.iters": args.iters} if args.iters else {})}
     print(f"scenes {scenes}; budget {json.dumps(budget)}; {len(todo)} runs", flush=True)

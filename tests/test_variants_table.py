@@ -65,3 +65,27 @@ def test_within_one_file_a_later_row_replaces_an_earlier_one(variants: ModuleTyp
     by = variants.ByVariant(variants.load_rows(a))
     assert by["x"][0]["val_miou"] == pytest.approx(0.33)
     assert variants.paired(by, "x", "joint") == pytest.approx({0: 3.0})
+
+
+def test_a_second_preparation_of_the_same_scenes_counts_as_the_same_scenes(
+        variants: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import h5py
+
+    from tests.data_fixtures import cached_synthetic_data, copy_data
+
+    data = cached_synthetic_data(tmp_path_factory)
+    again = copy_data(data, tmp_path_factory.mktemp("again") / "data")
+    split = again / "gtav" / "train"
+    manifest = json.loads((split / "manifest.json").read_text())
+    for shard in manifest["shards"]:  # what a re-preparation changes: the inputs' recorded times, and so the file
+        with h5py.File(split / shard["file"], "r+") as f:
+            stamps = f["prepare_fingerprints"][()]
+            del f["prepare_fingerprints"]
+            f["prepare_fingerprints"] = stamps[::-1].copy()
+        shard["sha256"] = "changed-" + shard["sha256"]
+    (split / "manifest.json").write_text(json.dumps(manifest))
+    first, second = variants.scenes_of(data), variants.scenes_of(again)
+    assert first["source_sha"] != second["source_sha"] and first["content_sha"] == second["content_sha"]
+    assert variants.same_scenes({"scenes": first}, second)
+    assert variants.same_scenes({"scenes": {"source_sha": first["source_sha"]}}, first)  # rows stamped before
+    assert not variants.same_scenes({"scenes": {**first, "content_sha": "other"}}, first)
