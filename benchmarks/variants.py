@@ -126,6 +126,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # round three: the image level without InstanceNorm, on the 0.3.0 default
     "w19-image-soft2+agree-balanced-imgnone": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "class",
                                                        "weighting.image_norm": "none"}),
+    "w19-image-soft2+agree-sqrt": ("w19", {**DEFAULT19, **AGREE, "weighting.balance": "sqrt"}),
     "target-only-100": ("target-only", {"data.target_images": 100}),
     "joint-100": ("joint", {"data.target_images": 100}),
     "oracle-100": ("oracle", {"data.target_images": 100}),

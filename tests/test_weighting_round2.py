@@ -28,7 +28,7 @@ def _thin_class_labels() -> torch.Tensor:
     return y
 
 
-@pytest.mark.parametrize("balance", ["none", "class"])
+@pytest.mark.parametrize("balance", ["none", "class", "sqrt"])
 def test_balanced_loss_gives_a_thin_class_its_stated_share(balance: str) -> None:
     w = HierarchicalWeighting("w19", width=0.125, levels=("pixel",), balance=balance)
     y = _thin_class_labels()
@@ -39,7 +39,10 @@ def test_balanced_loss_gives_a_thin_class_its_stated_share(balance: str) -> None
     share = (2 * z.grad.sum(1))[0]
     pole, valid = y[0] == 5, y[0] != IGNORE_INDEX
     n_valid = int(valid.sum())
-    expected = 0.5 if balance == "class" else int(pole.sum()) / n_valid  # two classes present
+    n_pole = int(pole.sum())
+    expected = {"class": 0.5,  # two classes present
+                "sqrt": n_pole ** 0.5 / (n_pole ** 0.5 + (n_valid - n_pole) ** 0.5),
+                "none": n_pole / n_valid}[balance]
     assert float(share[pole].sum()) == pytest.approx(expected, rel=1e-5)
     assert float(share[valid].sum()) == pytest.approx(1.0, rel=1e-5)
     assert float(share[~valid].abs().sum()) == 0.0

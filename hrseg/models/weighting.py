@@ -48,7 +48,9 @@ LEVELS: tuple[str, ...] = ("pixel", "region", "image")
 #: levels beyond the paper's hierarchy, off unless named in ``weighting.levels``
 AGREEMENT = "agreement"
 OPTIONAL_LEVELS: tuple[str, ...] = (AGREEMENT,)
-BALANCES: tuple[str, ...] = ("none", "class")
+#: W's loss per class: "none" (each pixel alike), "class" (each class present alike), "sqrt" (shares ∝ √pixels)
+BALANCES: tuple[str, ...] = ("none", "class", "sqrt")
+_BALANCE_POWER = {"class": 1.0, "sqrt": 0.5}
 IMAGE_NORMS: tuple[str, ...] = ("instance", "none")
 # exp(60) ~ 1e26: far above any useful weight, far below float32 overflow.
 MAX_LOG_WEIGHT = 60.0
@@ -333,7 +335,7 @@ class WeightingConfig:
     warmup: int = 0  # iterations with every weight 1 while W already learns
     ramp: int = 0  # iterations after warm-up over which the weight goes from uniform to W's (soft to hard)
     heldout_images: int = 0  # W learns "target" from this many labelled target images S never trains on (0: S's own)
-    balance: str | None = None  # "class": each class present has the same share of W's loss; None: the network's
+    balance: str | None = None  # "class": each class present has the same share of W's loss ("sqrt": ∝ √pixels)
     agreement_lr: float = 1e-3  # Adam learning rate of the agreement level's classifier (levels incl. "agreement")
     image_norm: str = "instance"  # "none": the image level's trunk without InstanceNorm (which erases image statistics)
     width: float = 1.0
@@ -626,7 +628,7 @@ class HierarchicalWeighting(nn.Module):
                 total = total + pred.sum() * 0.0  # keep the graph connected for DDP
                 continue
             target = torch.full_like(picked, self.smoothing + float(domain) * (1.0 - 2.0 * self.smoothing))
-            if self.balance == "class" and mask is valid:
+            if self.balance != "none" and mask is valid:
                 bce = F.binary_cross_entropy_with_logits(pred, torch.full_like(pred, float(target[0])),
                                                          reduction="none")
                 total = total + self._mean_over(bce, labels, valid)
@@ -635,18 +637,27 @@ class HierarchicalWeighting(nn.Module):
         return total
 
     def _mean_over(self, per_pixel: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
-        """Mean of a per-pixel loss over valid pixels; with ``balance="class"`` each present class has equal share."""
-        if self.balance != "class":
+        """Mean of a per-pixel loss over valid pixels, each present class weighted as ``balance`` says."""
+        if self.balance == "none":
             return per_pixel[valid].mean()
-        return class_balanced_mean(per_pixel, labels, valid, self.num_classes)
+        return class_balanced_mean(per_pixel, labels, valid, self.num_classes, _BALANCE_POWER[self.balance])
 
 
-def class_balanced_mean(per_pixel: Tensor, labels: Tensor, valid: Tensor, num_classes: int) -> Tensor:
-    """Sum over pixels of value / (K * n_c): each of the K classes present weighs 1 / K, spread over its n_c pixels."""
+def class_balanced_mean(per_pixel: Tensor, labels: Tensor, valid: Tensor, num_classes: int,
+                        power: float = 1.0) -> Tensor:
+    """Sum over pixels of value * n_c^-power / sum_k n_k^(1-power): class c's share of the loss is ∝ n_c^(1-power).
+
+    ``power`` 1: each of the K classes present weighs 1 / K, spread over its n_c
+    pixels; 0.5: shares ∝ √n_c, between that and the plain mean (0).
+    """
     cls = torch.where(valid, labels.long(), torch.zeros_like(labels, dtype=torch.long)).clamp(0, num_classes - 1)
     counts = torch.bincount(cls[valid], minlength=num_classes).to(per_pixel.dtype)
-    present = int((counts > 0).sum())
-    share = torch.where(valid, 1.0 / (counts[cls].clamp_min(1.0) * max(present, 1)), torch.zeros_like(per_pixel))
+    if power == 1.0:  # the measured default, computed as it was measured (bit for bit)
+        present = int((counts > 0).sum())
+        weight = 1.0 / (counts[cls].clamp_min(1.0) * max(present, 1))
+    else:
+        weight = counts[cls].clamp_min(1.0).pow(-power) / counts[counts > 0].pow(1.0 - power).sum().clamp_min(1e-12)
+    share = torch.where(valid, weight, torch.zeros_like(per_pixel))
     return (per_pixel * share).sum()
 
 
