@@ -26,6 +26,7 @@ from hrseg.ownership import check_replace, json_mark, json_owned, text_owned
 from hrseg.errors import HrsegError
 from hrseg.models import LEVELS, OPTIONAL_LEVELS, SEGMENTERS
 from hrseg.models.weighting import INPUTS, WeightingConfig
+from hrseg.training.resume import flatten
 from hrseg.training.rundir import RunDir
 from hrseg.training.schemes import SCHEMES
 
@@ -184,8 +185,9 @@ class Report:
             head.append("share of oracle gain")
         if has_auc:
             head += ["weighting AUC", "mean weight realistic / deviating"]
+        levels = self.levels
         if self.has_level_auc:
-            head.append("AUC " + " / ".join(self.levels))
+            head.append("AUC " + " / ".join(levels))
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
             cells = [r.configuration, r.backbone, r.target_images, str(len(r.runs)), *([r.checkpoint] * per_row),
@@ -197,7 +199,7 @@ class Report:
                 real, dev = r.weight_means()
                 cells.append(f"{real:.2f} / {dev:.2f}" if real is not None and dev is not None else "—")
             if self.has_level_auc:
-                cells.append(r.level_auc_text(self.levels))
+                cells.append(r.level_auc_text(levels))
             lines.append("| " + " | ".join(cells) + " |")
         if not per_row and checkpoints != {"?"}:
             lines += ["", f"Every row scored checkpoints/{checkpoints.pop()}."]
@@ -281,18 +283,6 @@ def _title(result: RunResult) -> str:
     return title
 
 
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _disambiguate(rows: list[ReportRow]) -> None:
     """Rows that would read the same get the settings that tell them apart appended."""
     by_title: dict[tuple[str, str, str], list[ReportRow]] = {}
@@ -301,7 +291,7 @@ def _disambiguate(rows: list[ReportRow]) -> None:
     for same in by_title.values():
         if len(same) < 2:
             continue
-        flats = [_flatten({k: v for k, v in r.runs[0].config.items() if k not in _RUN_ONLY}) for r in same]
+        flats = [flatten({k: v for k, v in r.runs[0].config.items() if k not in _RUN_ONLY}) for r in same]
         differing = sorted(k for k in flats[0] if len({json.dumps(f.get(k)) for f in flats}) > 1)
         for row, flat in zip(same, flats):
             shown = ", ".join(f"{k.split('.')[-1]}={flat.get(k)}" for k in differing[:3])

@@ -55,8 +55,9 @@ def print_report(report: Report) -> None:
         table.add_column("of oracle", justify="right", no_wrap=True)
     if has_auc:
         table.add_column("AUC", justify="right", no_wrap=True)
+    levels = report.levels
     if report.has_level_auc:
-        table.add_column("/".join(LEVEL_SHORT.get(lvl, lvl) for lvl in report.levels), justify="right", no_wrap=True)
+        table.add_column("/".join(LEVEL_SHORT.get(lvl, lvl) for lvl in levels), justify="right", no_wrap=True)
     for row in report.rows:
         cells = [row.configuration]
         cells += [{"backbone": row.backbone, "target images": row.target_images, "runs": str(len(row.runs)),
@@ -67,7 +68,7 @@ def print_report(report: Report) -> None:
         if has_auc:
             cells.append("—" if row.auc is None else f"{row.auc:.3f}")
         if report.has_level_auc:
-            cells.append(row.level_auc_text(report.levels).replace(" / ", "/"))
+            cells.append(row.level_auc_text(levels).replace(" / ", "/"))
         table.add_row(*cells)
     console.print(heading, highlight=False)
     console.print(table)
