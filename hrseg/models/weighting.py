@@ -449,10 +449,9 @@ class HierarchicalWeighting(nn.Module):
             cfg = dataclasses.replace(config or WeightingConfig(), **changes)
         except TypeError as exc:
             raise HrsegError(f"weighting: {exc}") from None
-        cfg.check()
+        cfg = cfg.filled().check()  # without a network nothing is filled, and the error below says so
         if cfg.network is None:
             raise HrsegError("weighting.network: a weighting network is needed (w1, w19, ...)")
-        cfg = cfg.filled().check()
         if not 0 < momentum <= 1:
             raise HrsegError(f"weighting momentum: must be in (0, 1], got {momentum!r}")
         design = WEIGHTING_NETWORKS[cfg.network]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hrseg.errors import HrsegError
+from hrseg.models.weighting import LEVELS
 from hrseg.training.config import TrainConfig, load_config_file, override, parse_set
 from hrseg.training.schemes import paper_miou
 
@@ -90,7 +91,7 @@ _DACS = {**_DEEPLAB, **_UDA, "optim.iters": 250000, "data.batch_size": 2, "data.
 
 # The paper's own rows keep the paper's weighting: three levels, W's loss unbalanced (hrseg's W^19 default
 # adds the agreement level and a class-balanced loss; docs/weighting-variants.md).
-_PAPER_W = {"weighting.levels": ("pixel", "region", "image"), "weighting.balance": "none"}
+_PAPER_W = {"weighting.levels": LEVELS, "weighting.balance": "none"}
 
 #: The paper-scale budget of each segmenter's presets (what a new preset or the GPU check starts from).
 PRESET_BUDGETS: dict[str, dict[str, Any]] = {"fcn8s-vgg16": _FCN, "pspnet-r50": _PSP, "deeplabv2-r101": _DEEPLAB}
