@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "variants.py"
+from tests.benchmark_fixtures import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def variants() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("variants_under_test", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("variants")
 
 
 def _row(variant: str, seed: int, miou: float) -> dict:
